@@ -1,0 +1,55 @@
+"""Box conversions and overlaps (torch, differentiable); generalized IoU as in paper eq. 1."""
+
+from __future__ import annotations
+
+import torch
+
+
+def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4) centre-size boxes to corner boxes."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4) corner boxes to centre-size boxes."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
+
+
+def normalize_xyxy(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel corner boxes to [0, 1] coordinates of a ``height`` x ``width`` frame."""
+    scale = boxes.new_tensor([width, height, width, height])
+    return boxes / scale
+
+
+def denormalize_xyxy(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[0, 1] corner boxes to pixels of a ``height`` x ``width`` frame."""
+    scale = boxes.new_tensor([width, height, width, height])
+    return boxes * scale
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Area of (..., 4) xyxy boxes (zero for degenerate ones)."""
+    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+
+
+def _intersection_union(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    top_left = torch.maximum(a[..., :2], b[..., :2])
+    bottom_right = torch.minimum(a[..., 2:], b[..., 2:])
+    intersection = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
+    return intersection, box_area(a) + box_area(b) - intersection
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Element-wise IoU of two broadcastable (..., 4) xyxy box tensors."""
+    intersection, union = _intersection_union(a, b)
+    return intersection / (union + eps)
+
+
+def generalized_box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Element-wise generalized IoU (Rezatofighi et al.): IoU - (enclosing - union) / enclosing."""
+    intersection, union = _intersection_union(a, b)
+    iou = intersection / (union + eps)
+    enclosing = box_area(torch.cat([torch.minimum(a[..., :2], b[..., :2]), torch.maximum(a[..., 2:], b[..., 2:])], dim=-1))
+    return iou - (enclosing - union) / (enclosing + eps)

@@ -1,0 +1,224 @@
+"""Frozen configuration dataclasses, loaded from YAML with dotted command-line overrides.
+
+A YAML file may name other files under ``defaults:`` (paths relative to it); they are merged first,
+in order, so ``conf/demo.yaml`` can build on ``conf/base.yaml``. Overrides look like
+``train.lr=3e-4``. Any key that no dataclass declares is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The frozen SAM and text encoder, and the size of the trainable proposal generator."""
+
+    sam: str = "tiny"  # vit_h | vit_l | vit_b | a tiny test configuration (see models/sam.py)
+    sam_checkpoint: str | None = None  # official state-dict file; None = random weights
+    sam_seed: int = 0  # seed of the random weights when there is no checkpoint
+    text_encoder: str | None = None  # local Hugging Face folder; None = packaged all-MiniLM-L6-v2
+    d_model: int = 256
+    decoder_layers: int = 6
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    num_queries: int = 50
+    dropout: float = 0.0
+    propagate: bool = True  # online query propagation from frame t-1
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights (paper eq. 1-4) and switches for ablations."""
+
+    lambda_r: float = 5.0
+    lambda_g: float = 2.0
+    lambda_f: float = 0.01
+    lambda_v: float = 0.1
+    lambda_conf: float = 1.0  # confidence head (trained here since no detector supplies it)
+    lambda_select: float = 1.0  # language-guided query-selection scores
+    margin: float = 0.0  # triplet margin; the paper uses none
+    textcon: bool = True
+    modalcon: bool = True
+    aux: bool = True  # the same box loss on intermediate decoder layers
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where a dataset lives and how it is cut into shards and clips."""
+
+    format: str = "refshapes"  # ref-youtube-vos | ref-davis17 | a2d-sentences | jhmdb-sentences | refshapes
+    root: str = "data/refshapes"
+    split: str = "train"
+    val_split: str = "valid"
+    shards: str = "work/shards"
+    embeddings: str = "work/embeddings"
+    window: int = 36  # frames per shard sample; longer videos are split
+    max_side: int = 1024  # longest side of the JPEG frames stored in shards
+    shard_bytes: int = 256 * 1024 * 1024
+    clip_len: int = 4  # frames per training clip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and the Ray Train run."""
+
+    epochs: int = 12
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 8
+    grad_clip: float = 0.1
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    seed: int = 0
+    max_failures: int = 1
+    storage_path: str = "work/ray_results"
+    name: str = "groprompt"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Services and machine settings."""
+
+    tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: str = "groprompt"
+    ray_address: str | None = None  # None = the running cluster if any, else a local Ray
+    torch_threads: int = 0  # 0 = the cores this process may use
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of a run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def load_config(paths: list[str | Path] | tuple[str | Path, ...] = (), overrides: list[str] = ()) -> Config:
+    """Merge the YAML files in order, apply ``key.sub=value`` overrides, and build a ``Config``."""
+    tree: dict[str, Any] = {}
+    for path in paths:
+        _merge(tree, _read_yaml_with_defaults(Path(path), seen=()))
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(tree, key, value)
+    return _build(Config, tree, prefix="")
+
+
+def replace(config: Config, **changes: Any) -> Config:
+    """Return a copy with dotted keys changed, e.g. ``replace(cfg, **{"loss.lambda_f": 0.1})``."""
+    tree = to_dict(config)
+    for key, value in changes.items():
+        _set_dotted(tree, key, value)
+    return _build(Config, tree, prefix="")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The configuration as nested plain dictionaries."""
+    return dataclasses.asdict(config)
+
+
+def flatten(config: Config) -> dict[str, Any]:
+    """The configuration as ``{"section.key": value}``, as logged to MLflow."""
+    return {f"{section}.{key}": value for section, values in to_dict(config).items() for key, value in values.items()}
+
+
+def _read_yaml_with_defaults(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found")
+    resolved = path.resolve()
+    if resolved in seen:
+        raise ConfigError(f"{path}: circular 'defaults'")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    tree: dict[str, Any] = {}
+    for parent in content.pop("defaults", []) or []:
+        _merge(tree, _read_yaml_with_defaults(path.parent / parent, seen + (resolved,)))
+    _merge(tree, content)
+    return tree
+
+
+def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"unknown configuration key: {key}")
+    node[parts[-1]] = value
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'configuration'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown configuration key: {prefix}{unknown[0]}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a simple type hint, converting ints to floats and numbers to str."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{key}: may not be null")
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"{key}: expected {names}, got {value!r}")

@@ -1,0 +1,1 @@
+"""Datasets: benchmark readers, the RefShapes generator, and WebDataset shards."""
