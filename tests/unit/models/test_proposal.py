@@ -1,0 +1,77 @@
+"""The proposal generator: shapes, online causality, propagation, and the paper-size parameter count."""
+
+import pytest
+import torch
+
+from groprompt.config import ModelConfig, load_config
+from groprompt.models.groprompt import GroPrompt
+from groprompt.models.proposal import ProposalGenerator, count_trainable, grid_centres
+from groprompt.models.text import TextFeatures
+from tests.conftest import REPO_ROOT
+
+TINY = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=5)
+
+
+def random_text(batch: int, length: int = 6, dim: int = 24) -> TextFeatures:
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[0, 4:] = False
+    return TextFeatures(torch.randn(batch, length, dim), mask, torch.randn(batch, dim))
+
+
+@pytest.fixture
+def generator() -> ProposalGenerator:
+    torch.manual_seed(0)
+    return ProposalGenerator(TINY, image_dim=16, grid=8, text_dim=24).eval()
+
+
+def test_output_shapes_and_ranges(generator: ProposalGenerator) -> None:
+    outputs = generator(torch.randn(2, 3, 16, 8, 8), random_text(2))
+    assert len(outputs) == 3
+    first, later = outputs[0], outputs[1]
+    assert first.boxes.shape == (3, 2, 5, 4)  # levels = 1 + decoder layers
+    assert later.boxes.shape == (3, 2, 6, 4)  # plus the propagated query
+    assert first.token_logits.shape == (2, 64)
+    assert torch.all((later.boxes >= 0) & (later.boxes <= 1))
+    assert later.top_boxes().shape == (2, 4)
+
+
+def test_online_frames_never_see_the_future(generator: ProposalGenerator) -> None:
+    text = random_text(2)
+    clip = torch.randn(2, 4, 16, 8, 8)
+    changed = clip.clone()
+    changed[:, 2:] = torch.randn(2, 2, 16, 8, 8)
+    before = generator(clip, text)
+    after = generator(changed, text)
+    for t in range(2):
+        assert torch.equal(before[t].boxes, after[t].boxes)
+    assert not torch.equal(before[2].boxes, after[2].boxes)
+
+
+def test_propagation_carries_the_previous_frame(generator: ProposalGenerator) -> None:
+    text = random_text(2)
+    clip = torch.randn(2, 2, 16, 8, 8)
+    other_past = clip.clone()
+    other_past[:, 0] = torch.randn(2, 16, 8, 8)
+    assert not torch.equal(generator(clip, text)[1].boxes, generator(other_past, text)[1].boxes)
+    isolated = ProposalGenerator(ModelConfig(**{**TINY.__dict__, "propagate": False}), 16, 8, 24).eval()
+    isolated.load_state_dict(generator.state_dict())
+    assert torch.equal(isolated(clip, text)[1].boxes, isolated(other_past, text)[1].boxes)
+
+
+def test_language_guided_selection_depends_on_the_text(generator: ProposalGenerator) -> None:
+    clip = torch.randn(1, 1, 16, 8, 8)
+    a = generator(clip, random_text(1))[0].token_logits
+    b = generator(clip, random_text(1))[0].token_logits
+    assert not torch.allclose(a, b)
+
+
+def test_grid_centres() -> None:
+    assert grid_centres(2).tolist() == [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]
+
+
+def test_paper_size_is_about_15m_trainable_parameters() -> None:
+    config = load_config([REPO_ROOT / "conf" / "base.yaml", REPO_ROOT / "conf" / "model" / "paper.yaml"])
+    model = GroPrompt(config.model, image_dim=256, grid=64, text_dim=768)  # ViT SAM, BERT-base text
+    count = count_trainable(model)
+    print(f"paper-size GroPrompt: {count / 1e6:.2f}M trainable parameters")
+    assert 12e6 < count < 18e6

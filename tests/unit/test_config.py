@@ -1,0 +1,59 @@
+"""Configuration loading, merging, overrides and errors."""
+
+import pytest
+
+from groprompt.config import Config, ConfigError, flatten, load_config, replace
+from tests.conftest import REPO_ROOT
+
+CONF = REPO_ROOT / "conf"
+
+
+def test_defaults_are_the_papers() -> None:
+    config = load_config([CONF / "base.yaml"])
+    assert (config.loss.lambda_r, config.loss.lambda_g, config.loss.lambda_f, config.loss.lambda_v) == (5, 2, 0.01, 0.1)
+    assert (config.train.epochs, config.train.lr, config.model.decoder_layers) == (12, 1e-4, 6)
+    assert config.loss.margin == 0.0
+
+
+def test_defaults_chain_and_overrides() -> None:
+    config = load_config([CONF / "tiny.yaml"], ["train.lr=0.5", "loss.textcon=false", "model.sam_checkpoint=/x/y.pth", "data.window=7"])
+    assert config.model.sam == "tiny" and config.model.decoder_layers == 2  # from model/tiny.yaml
+    assert config.loss.lambda_f == 0.01  # from base.yaml
+    assert config.train.lr == 0.5 and config.loss.textcon is False and config.data.window == 7
+    assert config.model.sam_checkpoint == "/x/y.pth"
+
+
+def test_every_shipped_file_loads() -> None:
+    for path in CONF.rglob("*.yaml"):
+        if "sweep" not in path.parts:
+            assert isinstance(load_config([path]), Config), path
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lrr=1", "train.lrr"),
+        ("nosection.x=1", "nosection"),
+        ("train.epochs=many", "train.epochs"),
+        ("train.epochs", "expected key.sub=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config([], [override])
+
+
+def test_unknown_key_in_a_file_names_it(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("loss:\n  lambda_q: 1\n")
+    with pytest.raises(ConfigError, match="loss.lambda_q"):
+        load_config([path])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([tmp_path / "missing.yaml"])
+
+
+def test_replace_and_flatten() -> None:
+    config = replace(Config(), **{"loss.lambda_f": 0.5})
+    assert config.loss.lambda_f == 0.5
+    flat = flatten(config)
+    assert flat["loss.lambda_f"] == 0.5 and flat["train.epochs"] == 12
