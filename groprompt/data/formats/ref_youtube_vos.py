@@ -1,0 +1,158 @@
+"""Ref-YouTube-VOS, and every benchmark laid out like it (the ReferFormer layout).
+
+    <root>/<split>/JPEGImages/<video>/<frame>.jpg
+    <root>/<split>/Annotations/<video>/<frame>.png        palette id maps (train; not public for valid)
+    <root>/meta_expressions/<split>/meta_expressions.json
+        {"videos": {"<video>": {"expressions": {"<exp_id>": {"exp": "...", "obj_id": "1", "type": "..."}},
+                                "frames": ["00000", ...]}}}
+
+``obj_id`` is absent from the Ref-YouTube-VOS valid meta (``Expression.obj_id`` is then None); ``type`` is an
+optional tag (RefShapes) that becomes ``Expression.kind``. Ref-DAVIS17 and RefShapes use this reader.
+
+The Ref-YouTube-VOS "valid" meta lists the valid (202) and the test (305) videos together; as in ReferFormer's
+``inference_ytvos.py``, the test videos are dropped from "valid" when ``meta_expressions/test`` is beside it.
+``root`` may also be the meta_expressions.json file itself (annotation-only counting).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from groprompt.data.formats.common import ImageFolderFrames, IndexPngMasks, attach_boxes
+from groprompt.data.records import DataError, Expression, Video
+
+META_NAME = "meta_expressions.json"
+
+
+def meta_path(root: Path, split: str) -> Path:
+    """Where the meta expressions of ``split`` live under a dataset root."""
+    return root / "meta_expressions" / split / META_NAME
+
+
+def _obj_id(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        obj_id = int(str(value).strip())
+    except ValueError:
+        raise DataError(f"{where}: obj_id {value!r} is not an integer") from None
+    if obj_id <= 0:
+        raise DataError(f"{where}: obj_id {obj_id} must be positive (0 is the background)")
+    return obj_id
+
+
+def load_meta(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[Expression, ...]]]:
+    """Parse a meta_expressions.json: video id -> (frame names, expressions), in file order."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (expected the meta expressions file)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: unreadable: {error}") from error
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: invalid JSON: {error}") from error
+    if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
+        raise DataError(f'{path}: expected an object with a "videos" object')
+    videos = {}
+    for video_id, entry in data["videos"].items():
+        where = f"{path}: video {video_id!r}"
+        if not isinstance(entry, dict):
+            raise DataError(f"{where}: expected an object")
+        frames = entry.get("frames")
+        if not isinstance(frames, list) or not all(isinstance(name, str) and name for name in frames):
+            raise DataError(f'{where}: has no "frames" list of frame names')
+        expressions = entry.get("expressions")
+        if not isinstance(expressions, dict):
+            raise DataError(f'{where}: has no "expressions" object')
+        parsed = []
+        for exp_id, expression in expressions.items():
+            exp_where = f"{where}, expression {exp_id!r}"
+            if not isinstance(expression, dict) or not isinstance(expression.get("exp"), str):
+                raise DataError(f'{exp_where}: has no "exp" text')
+            kind = expression.get("type", "")
+            if not isinstance(kind, str):
+                raise DataError(f'{exp_where}: "type" must be a string')
+            parsed.append(
+                Expression(
+                    exp_id=str(exp_id),
+                    text=expression["exp"].strip(),
+                    obj_id=_obj_id(expression.get("obj_id"), exp_where),
+                    kind=kind,
+                )
+            )
+        videos[str(video_id)] = (tuple(frames), tuple(parsed))
+    return videos
+
+
+def _locate(root: Path, split: str | None, default_split: str) -> tuple[Path, Path | None, str]:
+    """(meta file, dataset root or None when only the annotation file is given, split)."""
+    if root.is_file():
+        if root.name == META_NAME and root.parent.parent.name == "meta_expressions":
+            file_split = root.parent.name
+            if split is not None and split != file_split:
+                raise DataError(f"{root}: is the {file_split!r} meta, but split {split!r} was asked for")
+            return root, root.parents[2], file_split
+        return root, None, split or default_split
+    if not root.is_dir():
+        raise DataError(f"{root}: no such dataset folder or annotation file")
+    split = split or default_split
+    return meta_path(root, split), root, split
+
+
+def read_referformer_layout(
+    root: str | Path,
+    split: str | None,
+    with_boxes: bool,
+    *,
+    dataset: str,
+    default_split: str = "valid",
+    drop_test_from_valid: bool = False,
+) -> Iterator[Video]:
+    """Videos of a benchmark in the ReferFormer layout. The meta file is parsed now; frames lazily."""
+    meta, data_root, split = _locate(Path(root), split, default_split)
+    videos = load_meta(meta)
+    if drop_test_from_valid and split == "valid" and data_root is not None:
+        test_meta = meta_path(data_root, "test")
+        if test_meta.is_file():
+            test_videos = set(load_meta(test_meta))
+            videos = {vid: entry for vid, entry in videos.items() if vid not in test_videos}
+    return _videos(videos, data_root, split, dataset, with_boxes)
+
+
+def _videos(videos: dict, data_root: Path | None, split: str, dataset: str, with_boxes: bool) -> Iterator[Video]:
+    for video_id, (names, expressions) in videos.items():
+        frames = masks = None
+        height = width = 0
+        if data_root is not None:
+            frame_dir = data_root / split / "JPEGImages" / video_id
+            mask_dir = data_root / split / "Annotations" / video_id
+            if frame_dir.is_dir():
+                frames = ImageFolderFrames(frame_dir, names, ".jpg")
+                height, width = frames.size()
+            if mask_dir.is_dir():
+                masks = IndexPngMasks(mask_dir, names)
+        video = Video(
+            dataset=dataset,
+            split=split,
+            video_id=video_id,
+            frame_names=names,
+            height=height,
+            width=width,
+            expressions=expressions,
+            frames=frames,
+            masks=masks,
+        )
+        yield attach_boxes(video) if with_boxes else video
+
+
+def read_ref_youtube_vos(root: str | Path, split: str | None = None, with_boxes: bool = True) -> Iterator[Video]:
+    """Ref-YouTube-VOS (default split "valid": its 202 videos when the test meta is beside it)."""
+    return read_referformer_layout(root, split, with_boxes, dataset="ref-youtube-vos", drop_test_from_valid=True)
+
+
+def read_refshapes(root: str | Path, split: str | None = None, with_boxes: bool = True) -> Iterator[Video]:
+    """The synthetic RefShapes benchmark (written in this layout, masks for every split, type tags)."""
+    return read_referformer_layout(root, split, with_boxes, dataset="refshapes")
