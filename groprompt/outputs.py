@@ -1,12 +1,22 @@
-"""Standard output formats: DAVIS palette PNGs (read and write)."""
+"""Standard output formats: DAVIS palette PNGs, COCO RLE masks, the Ref-YouTube-VOS submission zip.
+
+Layouts written here:
+- per expression: ``<root>/<video>/<exp_id>/<frame>.png``, palette PNGs with id 1 on the object;
+- per frame, all objects: ``<root>/<video>/<frame>.png`` id maps, what ``groprompt eval-masks`` reads;
+- submission: a zip of ``Annotations/<video>/<exp_id>/<frame>.png``, greyscale PNGs with values 0/255.
+"""
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from groprompt.data.records import DataError
 
@@ -48,3 +58,116 @@ def write_index_png(path: str | Path, ids: np.ndarray) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     image.save(temporary, format="PNG")
     os.replace(temporary, path)
+
+
+def markdown_table(rows: list[dict[str, object]], float_format: str = ".4f") -> str:
+    """A GitHub-flavoured Markdown table of dictionaries (columns in the first row's order)."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+
+    def cell(value: object) -> str:
+        return format(value, float_format) if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(row.get(column, "")) for column in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, object]:
+    """COCO run-length encoding of an (H, W) binary mask, JSON-safe: ``{"size": [H, W], "counts": str}``."""
+    if mask.ndim != 2:
+        raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_to_mask(rle: Mapping[str, object]) -> np.ndarray:
+    """The (H, W) bool mask of a COCO RLE (``counts`` as str or bytes)."""
+    size, counts = rle.get("size"), rle.get("counts")
+    if not (isinstance(size, Sequence) and len(size) == 2 and isinstance(counts, (str, bytes))):
+        raise DataError(f"not a COCO RLE: expected 'size' [H, W] and string 'counts', got keys {sorted(rle)}")
+    encoded = {"size": [int(n) for n in size], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(encoded).astype(bool)
+
+
+def ids_from_masks(masks: Mapping[int, np.ndarray]) -> np.ndarray:
+    """One (H, W) id map from binary masks by object id (1..254); where masks overlap the higher id wins."""
+    shapes = {mask.shape for mask in masks.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"expected one or more (H, W) masks of one shape, got shapes {sorted(shapes)}")
+    if not all(1 <= obj <= 254 for obj in masks):
+        raise ValueError(f"object ids must be in 1..254 (0 is background, 255 void), got {sorted(masks)}")
+    ids = np.zeros(next(iter(shapes)), dtype=np.uint8)
+    for obj in sorted(masks):
+        ids[masks[obj].astype(bool)] = obj
+    return ids
+
+
+def write_expression_pngs(root: str | Path, video: str, exp_id: str, masks: Iterable[tuple[str, np.ndarray]]) -> int:
+    """Write one expression's masks as ``<root>/<video>/<exp_id>/<frame>.png``; returns the frame count.
+
+    ``masks`` yields (frame name, (H, W) binary mask); each is a DAVIS palette PNG with id 1 on the object,
+    so a folder ``<root>/<video>`` scores with ``groprompt eval-masks`` against a single-object ground truth.
+    """
+    folder = Path(root) / _safe_name(video) / _safe_name(exp_id)
+    count = 0
+    for frame, mask in masks:
+        write_index_png(folder / f"{_safe_name(frame)}.png", mask.astype(bool).astype(np.uint8))
+        count += 1
+    return count
+
+
+def write_object_pngs(root: str | Path, video: str, frames: Iterable[tuple[str, Mapping[int, np.ndarray]]]) -> int:
+    """Write ``<root>/<video>/<frame>.png`` id maps (``ids_from_masks``), the ``eval-masks`` layout; returns the count.
+
+    ``frames`` yields (frame name, {object id: (H, W) binary mask}); for Ref-DAVIS17, pass per frame the masks
+    predicted for one annotator's expressions, keyed by the object each expression refers to.
+    """
+    folder = Path(root) / _safe_name(video)
+    count = 0
+    for frame, masks in frames:
+        write_index_png(folder / f"{_safe_name(frame)}.png", ids_from_masks(masks))
+        count += 1
+    return count
+
+
+SUBMISSION_ROOT = "Annotations"
+
+
+def write_submission_zip(path: str | Path, masks: Iterable[tuple[str, str, str, np.ndarray]]) -> int:
+    """Write a Ref-YouTube-VOS submission zip, atomically; returns the number of masks.
+
+    ``masks`` yields (video, exp_id, frame name, (H, W) binary mask). Members are
+    ``Annotations/<video>/<exp_id>/<frame>.png``: 8-bit greyscale PNGs, 255 on the object and 0 elsewhere,
+    as the official CodaLab server's reference submissions (MTTR, ReferFormer) write them. Names must be
+    plain path components (no separators, no ``.``/``..``) and unique. The server expects every frame of every
+    expression of every video in the split.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    names: set[str] = set()
+    try:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for video, exp_id, frame, mask in masks:
+                name = "/".join([SUBMISSION_ROOT, _safe_name(video), _safe_name(exp_id), f"{_safe_name(frame)}.png"])
+                if name in names:
+                    raise ValueError(f"{name}: duplicate submission member")
+                if mask.ndim != 2:
+                    raise ValueError(f"{name}: expected an (H, W) mask, got shape {mask.shape}")
+                names.add(name)
+                buffer = io.BytesIO()
+                Image.fromarray(mask.astype(bool).astype(np.uint8) * 255).save(buffer, format="PNG")
+                archive.writestr(name, buffer.getvalue())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return len(names)
+
+
+def _safe_name(name: str) -> str:
+    """``name`` if it is one plain path component, else ValueError."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise ValueError(f"unsafe name {name!r}: expected one plain path component")
+    return name

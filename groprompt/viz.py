@@ -1,0 +1,119 @@
+"""Overlays of masks and boxes on frames, and overlay videos (MP4 or animated GIF) written as a stream."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from PIL import Image
+
+from groprompt.outputs import davis_palette
+
+Color = tuple[int, int, int]
+MP4_CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+"""H.264 where this PyAV build has it (its wheels do), else MPEG-4 part 2."""
+
+
+def default_colors(n: int) -> list[Color]:
+    """The DAVIS palette's colours of ids 1..n, so overlays match the PNG masks."""
+    palette = davis_palette()
+    return [(palette[3 * i], palette[3 * i + 1], palette[3 * i + 2]) for i in range(1, n + 1)]
+
+
+def overlay(
+    frame: np.ndarray,
+    masks: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
+    colors: Sequence[Color] | None = None,
+    alpha: float = 0.5,
+    thickness: int = 2,
+) -> np.ndarray:
+    """A copy of the RGB uint8 ``frame`` with masks tinted and boxes outlined; object i gets ``colors[i]``.
+
+    ``masks`` is (H, W) or (N, H, W) binary; ``boxes`` is (4,) or (N, 4) xyxy pixels (exclusive right/bottom
+    edge); each mask pixel becomes ``(1 - alpha) * pixel + alpha * colour``.
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB frame, got shape {frame.shape} dtype {frame.dtype}")
+    masks = np.zeros((0, *frame.shape[:2]), bool) if masks is None else np.asarray(masks, bool)
+    masks = masks.reshape(-1, *masks.shape[-2:])
+    boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4)
+    if masks.shape[1:] != frame.shape[:2]:
+        raise ValueError(f"masks {masks.shape[1:]} do not match the frame {frame.shape[:2]}")
+    colors = list(colors) if colors is not None else default_colors(max(len(masks), len(boxes)))
+    if len(colors) < max(len(masks), len(boxes)):
+        raise ValueError(f"{len(colors)} colours for {max(len(masks), len(boxes))} objects")
+    out = frame.copy()
+    for mask, color in zip(masks, colors):
+        out[mask] = ((1 - alpha) * out[mask] + alpha * np.asarray(color, np.float64)).round().astype(np.uint8)
+    for box, color in zip(boxes, colors):
+        x0, y0, x1, y1 = np.round(box).astype(int)
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), tuple(int(c) for c in color), thickness)
+    return out
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int = 10) -> int:
+    """Encode RGB uint8 frames of one size to ``path`` (``.mp4`` or ``.gif``), atomically; returns the count.
+
+    Frames are encoded as they arrive, so a video never sits in memory whole. MP4 is ``MP4_CODEC`` in
+    yuv420p (an odd width or height is padded by one edge pixel); GIF frames each get their own 256-colour
+    palette. GIF delays are in hundredths of a second, so ``fps`` is rounded to that.
+    """
+    path = Path(path)
+    container_format = {".mp4": "mp4", ".gif": "gif"}.get(path.suffix.lower())
+    if container_format is None:
+        raise ValueError(f"{path}: expected a .mp4 or .gif file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    count = 0
+    try:
+        with av.open(str(temporary), "w", format=container_format) as container:
+            stream: av.video.stream.VideoStream | None = None
+            shape: tuple[int, ...] = ()
+            for frame in frames:
+                if stream is None:
+                    shape = frame.shape
+                    stream = _add_stream(container, container_format, shape, fps)
+                if frame.shape != shape or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                    raise ValueError(f"{path}: frame {count} is {frame.shape} {frame.dtype}, expected {shape} uint8")
+                container.mux(stream.encode(_video_frame(frame, container_format)))
+                count += 1
+            if stream is None:
+                raise ValueError(f"{path}: no frames to write")
+            container.mux(stream.encode(None))
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return count
+
+
+def _add_stream(
+    container: av.container.OutputContainer, container_format: str, shape: tuple[int, ...], fps: int
+) -> av.video.stream.VideoStream:
+    if container_format == "gif":
+        stream = container.add_stream("gif", rate=fps)
+        stream.pix_fmt = "pal8"
+    else:
+        stream = container.add_stream(MP4_CODEC, rate=fps)
+        stream.pix_fmt = "yuv420p"
+    height, width = shape[:2]
+    even = container_format == "mp4"
+    stream.height, stream.width = (height + height % 2, width + width % 2) if even else (height, width)
+    return stream
+
+
+def _video_frame(frame: np.ndarray, container_format: str) -> av.VideoFrame:
+    if container_format == "gif":
+        quantized = Image.fromarray(frame).quantize(256, method=Image.Quantize.FASTOCTREE)
+        palette = np.zeros((256, 4), np.uint8)
+        rgb = np.asarray(quantized.getpalette() or [], np.uint8).reshape(-1, 3)[:256]
+        palette[:, 0] = 255  # opaque; PyAV takes ARGB rows
+        palette[: len(rgb), 1:] = rgb
+        return av.VideoFrame.from_ndarray((np.asarray(quantized), palette), format="pal8")
+    height, width = frame.shape[:2]
+    padded = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    return av.VideoFrame.from_ndarray(padded, format="rgb24")

@@ -1,0 +1,129 @@
+"""COCO RLE, the per-expression and per-frame PNG layouts, and the Ref-YouTube-VOS submission zip."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from groprompt.data.records import DataError
+from groprompt.mask_eval import evaluate_folders
+from groprompt.outputs import (
+    ids_from_masks,
+    mask_to_rle,
+    read_index_png,
+    rle_to_mask,
+    write_expression_pngs,
+    write_index_png,
+    write_object_pngs,
+    write_submission_zip,
+)
+
+
+def random_masks(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shapes = [(1, 1), (7, 13), (48, 64), (33, 20)]
+    masks = [rng.random(shape) < p for shape, p in zip(shapes, (0.5, 0.3, 0.1, 0.9))]
+    return masks + [np.zeros((5, 6), bool), np.ones((6, 5), bool)]
+
+
+def test_rle_round_trip_is_json_safe_and_agrees_with_pycocotools() -> None:
+    for mask in random_masks():
+        rle = mask_to_rle(mask)
+        assert rle["size"] == list(mask.shape) and isinstance(rle["counts"], str)
+        decoded = rle_to_mask(json.loads(json.dumps(rle)))
+        assert decoded.dtype == bool and np.array_equal(decoded, mask)
+        as_bytes = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        assert int(mask_utils.area(as_bytes)) == int(mask.sum())
+        assert np.array_equal(rle_to_mask(as_bytes), mask)
+    assert np.array_equal(rle_to_mask(mask_to_rle(np.eye(4, dtype=np.uint8) * 7)), np.eye(4, dtype=bool))
+
+
+def test_rle_errors() -> None:
+    with pytest.raises(ValueError, match="mask"):
+        mask_to_rle(np.zeros((2, 3, 4), bool))
+    for bad in ({"size": [3, 4]}, {"counts": "abc"}, {"size": [3], "counts": "abc"}, {"size": [3, 4], "counts": 5}):
+        with pytest.raises(DataError, match="COCO RLE"):
+            rle_to_mask(bad)
+
+
+def test_ids_from_masks_paints_higher_ids_last() -> None:
+    a, b = np.zeros((4, 5), bool), np.zeros((4, 5), bool)
+    a[:2, :3], b[1:3, 2:] = True, True
+    ids = ids_from_masks({3: b, 1: a})
+    assert ids.dtype == np.uint8
+    assert ids[0, 0] == 1 and ids[1, 2] == 3 and ids[2, 4] == 3 and ids[3, 0] == 0 and ids[0, 4] == 0
+    for bad in ({}, {0: a}, {255: a}, {1: a, 2: np.zeros((3, 5), bool)}):
+        with pytest.raises(ValueError):
+            ids_from_masks(bad)
+
+
+def test_expression_pngs_layout(tmp_path: Path) -> None:
+    masks = random_masks(1)[1:3]
+    count = write_expression_pngs(tmp_path, "vid", "0", zip(["00000", "00005"], masks))
+    assert count == 2
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")) == [
+        "vid/0/00000.png", "vid/0/00005.png"]
+    for name, mask in zip(["00000", "00005"], masks):
+        ids = read_index_png(tmp_path / "vid" / "0" / f"{name}.png")
+        assert np.array_equal(ids, mask.astype(np.int32))
+        with Image.open(tmp_path / "vid" / "0" / f"{name}.png") as image:
+            assert image.mode == "P"
+    assert not list(tmp_path.rglob(".*"))  # no temporary files left
+
+
+def test_object_pngs_score_with_eval_masks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    frames = {f"{t:05d}": {1: rng.random((24, 32)) < 0.3, 2: rng.random((24, 32)) < 0.2} for t in range(3)}
+    assert write_object_pngs(tmp_path / "pred", "seq", frames.items()) == 3
+    for name, masks in frames.items():
+        assert np.array_equal(read_index_png(tmp_path / "pred" / "seq" / f"{name}.png"), ids_from_masks(masks))
+        write_index_png(tmp_path / "gt" / "seq" / f"{name}.png", ids_from_masks(masks))
+    [scores] = evaluate_folders(tmp_path / "gt", tmp_path / "pred")
+    assert scores.object_ids == (1, 2) and scores.j_mean == 1.0
+
+
+def test_submission_zip_members_and_masks(tmp_path: Path) -> None:
+    masks = random_masks(3)[1:4]
+    entries = [("vid_a", "0", "00000", masks[0]), ("vid_a", "1", "00000", masks[1]), ("vid_b", "0", "00010", masks[2])]
+    path = tmp_path / "out" / "submission.zip"
+    assert write_submission_zip(path, iter(entries)) == 3
+    assert sorted(p.name for p in path.parent.iterdir()) == ["submission.zip"]
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist() == [f"Annotations/{v}/{e}/{f}.png" for v, e, f, _ in entries]
+        for (video, exp_id, frame, mask), name in zip(entries, archive.namelist()):
+            with Image.open(io.BytesIO(archive.read(name))) as image:
+                assert image.mode == "L" and image.format == "PNG"
+                pixels = np.asarray(image)
+            assert set(np.unique(pixels)) <= {0, 255}
+            assert np.array_equal(pixels == 255, mask)
+
+
+@pytest.mark.parametrize("video, exp_id, frame", [
+    ("../etc", "0", "00000"), ("/abs", "0", "00000"), ("vid", "a/b", "00000"), ("vid", "..", "00000"),
+    ("vid", "0", ""), ("vid", "0", "x\\y"), ("vid", ".", "00000"), (" vid", "0", "00000"),
+])
+def test_submission_zip_refuses_unsafe_names_and_keeps_the_old_file(tmp_path: Path, video, exp_id, frame) -> None:
+    path = tmp_path / "submission.zip"
+    path.write_bytes(b"previous")
+    mask = np.ones((4, 4), bool)
+    with pytest.raises(ValueError, match="unsafe name"):
+        write_submission_zip(path, [("vid", "0", "00000", mask), (video, exp_id, frame, mask)])
+    assert path.read_bytes() == b"previous" and sorted(p.name for p in tmp_path.iterdir()) == ["submission.zip"]
+
+
+def test_submission_zip_refuses_duplicates_and_bad_masks(tmp_path: Path) -> None:
+    mask = np.ones((4, 4), bool)
+    with pytest.raises(ValueError, match="duplicate"):
+        write_submission_zip(tmp_path / "s.zip", [("v", "0", "00000", mask), ("v", "0", "00000", mask)])
+    with pytest.raises(ValueError, match="mask"):
+        write_submission_zip(tmp_path / "s.zip", [("v", "0", "00000", np.ones((1, 4, 4), bool))])
+    with pytest.raises(ValueError, match="unsafe name"):
+        write_expression_pngs(tmp_path, "..", "0", [("00000", mask)])
+    assert list(tmp_path.iterdir()) == []
