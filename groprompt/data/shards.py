@@ -132,7 +132,7 @@ def write_shard(plan: ShardPlan, out_dir: str | Path, settings: ShardSettings, s
                 rejected.append({"video": video.video_id, "reason": str(error)})
                 continue
             for name, payload in members:
-                _add_member(tar, name, payload)
+                add_member(tar, name, payload)
             samples.append(sample_key(video, start))
             frames += end - start
     os.replace(temporary, target)
@@ -163,7 +163,7 @@ def verified_record(target: Path, record_path: Path, expected_fingerprint: str) 
     return record
 
 
-def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+def add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(payload), 0, 0o644
     tar.addfile(info, io.BytesIO(payload))
