@@ -64,6 +64,7 @@ class DataConfig:
     val_split: str = "valid"
     shards: str = "work/shards"
     embeddings: str = "work/embeddings"
+    embed_dtype: str = "float16"  # storage dtype of the cached SAM embeddings
     window: int = 36  # frames per shard sample; longer videos are split
     max_side: int = 1024  # longest side of the JPEG frames stored in shards
     shard_bytes: int = 256 * 1024 * 1024
@@ -84,6 +85,7 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     seed: int = 0
     max_failures: int = 1
+    fail_once_at_epoch: int = -1  # fault-injection for tests: one worker failure at this epoch
     storage_path: str = "work/ray_results"
     name: str = "groprompt"
 
@@ -99,6 +101,20 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """A Ray Tune search over the contrastive loss weights (``conf/sweep/*.yaml``)."""
+
+    mode: str = "grid"  # grid | loguniform
+    lambda_f: tuple[float, ...] = (0.0, 0.01)  # grid values, or (low, high) for loguniform
+    lambda_v: tuple[float, ...] = (0.0, 0.1)
+    num_samples: int = 1  # loguniform draws (grid: repeats of the whole grid)
+    grace_period: int = 1  # ASHA: epochs before a trial may be stopped
+    reduction_factor: int = 2
+    cpus_per_trial: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a run."""
 
@@ -107,6 +123,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def load_config(paths: list[str | Path] | tuple[str | Path, ...] = (), overrides: list[str] = ()) -> Config:
@@ -118,6 +135,26 @@ def load_config(paths: list[str | Path] | tuple[str | Path, ...] = (), overrides
         key, value = _parse_override(item)
         _set_dotted(tree, key, value)
     return _build(Config, tree, prefix="")
+
+
+def from_dict(tree: dict[str, Any]) -> Config:
+    """Build a ``Config`` from nested dictionaries (as ``to_dict`` writes them)."""
+    return _build(Config, tree, prefix="")
+
+
+PATH_KEYS = ("data.root", "data.shards", "data.embeddings", "train.storage_path", "model.sam_checkpoint", "model.text_encoder")
+
+
+def with_absolute_paths(config: Config, base: Path | None = None) -> Config:
+    """Resolve relative paths against ``base`` (default: the working folder), as remote workers run elsewhere."""
+    base = base or Path.cwd()
+    changes = {}
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is not None and "://" not in value:
+            changes[key] = str((base / value).resolve())
+    return replace(config, **changes)
 
 
 def replace(config: Config, **changes: Any) -> Config:
@@ -206,6 +243,11 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against a simple type hint, converting ints to floats and numbers to str."""
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:

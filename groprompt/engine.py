@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from groprompt.boxes import cxcywh_to_xyxy
 from groprompt.config import LossConfig
 from groprompt.losses import box_loss_terms, modalcon_loss, textcon_loss, total_loss
-from groprompt.models.groprompt import FrozenEncoders, GroPrompt
+
+if TYPE_CHECKING:
+    from groprompt.models.groprompt import FrozenEncoders, GroPrompt
 
 
 @dataclass

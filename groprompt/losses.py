@@ -20,21 +20,24 @@ def box_loss_terms(
     ground-truth boxes; valid (B, T) False where the object is absent. L1 and GIoU apply to the
     top-confidence proposal of every frame and level (paper eq. 1); the confidence loss makes the
     query that best matches the ground truth the most confident; the selection loss makes tokens inside
-    the box the most text-similar. Frame terms are summed over frames and averaged over samples.
+    the box the most text-similar (level 0, the selected tokens' own proposals, is scored by the latter).
+    Frame terms are summed over frames and averaged over samples.
     """
-    levels = slice(None) if config.aux else slice(-1, None)
+    box_levels = slice(None) if config.aux else slice(-1, None)
+    decoder_levels = slice(1, None) if config.aux else slice(-1, None)  # level 0 is scored by the selection loss
     sums = {name: targets.new_zeros(targets.shape[0]) for name in ("l1", "giou", "conf", "select")}
     for t, output in enumerate(outputs):
         mask = valid[:, t].float()
-        boxes, logits = output.boxes[levels], output.logits[levels]  # (L, B, Q, 4), (L, B, Q)
+        boxes, logits = output.boxes, output.logits  # (L, B, Q, 4), (L, B, Q)
         target = targets[:, t][None, :, None, :].expand_as(boxes)
         l1 = (boxes - target).abs().sum(-1)
         giou = 1 - generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(target))
         top = logits.argmax(-1, keepdim=True)
-        sums["l1"] += (l1.gather(-1, top).squeeze(-1).sum(0)) * mask
-        sums["giou"] += (giou.gather(-1, top).squeeze(-1).sum(0)) * mask
-        matched = (config.lambda_r * l1 + config.lambda_g * giou).detach().argmin(-1)  # (L, B)
-        confidence = nn.functional.cross_entropy(logits.flatten(0, 1), matched.flatten(), reduction="none")
+        sums["l1"] += l1.gather(-1, top).squeeze(-1)[box_levels].sum(0) * mask
+        sums["giou"] += giou.gather(-1, top).squeeze(-1)[box_levels].sum(0) * mask
+        matched = (config.lambda_r * l1 + config.lambda_g * giou)[decoder_levels].detach().argmin(-1)  # (L', B)
+        level_logits = logits[decoder_levels]
+        confidence = nn.functional.cross_entropy(level_logits.flatten(0, 1), matched.flatten(), reduction="none")
         sums["conf"] += confidence.reshape(matched.shape).sum(0) * mask
         sums["select"] += selection_loss(output.token_logits, output.token_centres, targets[:, t]) * mask
     return {name: value.mean() for name, value in sums.items()}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-from groprompt.config import ModelConfig
+from groprompt.config import LossConfig, ModelConfig
+from groprompt.engine import ClipBatch, compute_losses
 from groprompt.models.modalcon import ModalConHead
 from groprompt.models.proposal import ProposalGenerator
 from groprompt.models.sam import FrozenSam
@@ -20,6 +22,10 @@ class GroPrompt(nn.Module):
         super().__init__()
         self.proposal = ProposalGenerator(config, image_dim=image_dim, grid=grid, text_dim=text_dim)
         self.modalcon = ModalConHead(image_dim, text_dim, num_heads=config.num_heads)
+
+    def forward(self, frozen: FrozenEncoders, batch: ClipBatch, loss: LossConfig) -> dict[str, torch.Tensor]:
+        """The loss terms of a batch: the whole training computation, so DDP sees every parameter it uses."""
+        return compute_losses(self, frozen, batch, loss)
 
 
 @dataclass

@@ -25,8 +25,14 @@ def test_defaults_chain_and_overrides() -> None:
 
 def test_every_shipped_file_loads() -> None:
     for path in CONF.rglob("*.yaml"):
-        if "sweep" not in path.parts:
-            assert isinstance(load_config([path]), Config), path
+        assert isinstance(load_config([path]), Config), path
+
+
+def test_sweep_lists() -> None:
+    config = load_config([CONF / "sweep" / "grid.yaml"])
+    assert 0.01 in config.sweep.lambda_f and 0.1 in config.sweep.lambda_v  # the paper's values
+    with pytest.raises(ConfigError, match="sweep.lambda_f"):
+        load_config([], ["sweep.lambda_f=0.1"])
 
 
 @pytest.mark.parametrize(
@@ -57,3 +63,11 @@ def test_replace_and_flatten() -> None:
     assert config.loss.lambda_f == 0.5
     flat = flatten(config)
     assert flat["loss.lambda_f"] == 0.5 and flat["train.epochs"] == 12
+
+
+def test_relative_paths_become_absolute(tmp_path) -> None:
+    from groprompt.config import with_absolute_paths
+
+    config = with_absolute_paths(load_config([], ["data.shards=work/s", "model.sam_checkpoint=s3://b/k.pth"]), base=tmp_path)
+    assert config.data.shards == str(tmp_path / "work" / "s")
+    assert config.model.sam_checkpoint == "s3://b/k.pth" and config.model.text_encoder is None

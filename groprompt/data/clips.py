@@ -1,0 +1,210 @@
+"""Training clips: frame-shard metadata (boxes, sentences) joined with embedding shards by sample key.
+
+Workers never decode an image nor run the SAM image encoder: a clip is T consecutive cached embeddings,
+one referring sentence S_i with its boxes, and a negative sentence S_j (another object's expression in
+the same video, or another video's when the video has one object).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from groprompt.config import DataConfig
+from groprompt.data.embeddings import check_embeddings, embedding_identity, read_embedding_shard
+from groprompt.data.manifest import read_manifest, sha256_file
+from groprompt.data.records import DataError
+from groprompt.data.shards import read_shard
+from groprompt.engine import ClipBatch
+from groprompt.models.sam import FrozenSam
+
+
+@dataclass(frozen=True)
+class ShardPair:
+    """A frame shard and the embedding shard computed from it."""
+
+    frames: Path
+    embeddings: Path
+
+
+@dataclass(frozen=True)
+class ClipItem:
+    """One training example (arrays, not yet batched)."""
+
+    embeddings: np.ndarray  # (T, C, g, g)
+    sentence: str
+    negative: str
+    boxes: np.ndarray  # (T, 4) normalised cxcywh
+    valid: np.ndarray  # (T,) bool
+    negative_boxes: np.ndarray
+    negative_valid: np.ndarray
+    input_size: tuple[int, int]
+
+
+def shard_pairs(data: DataConfig, split: str, sam: FrozenSam) -> list[ShardPair]:
+    """The frame and embedding shards of a split (``<data.shards>/<split>``, ``<data.embeddings>/<split>``).
+
+    Refuses embeddings computed with another SAM, weights, input size or dtype, or from other frame shards.
+    """
+    frames_dir, embeddings_dir = Path(data.shards) / split, Path(data.embeddings) / split
+    frames_manifest = frames_dir / "manifest.parquet"
+    frame_rows, _ = read_manifest(frames_manifest)
+    embedding_rows, metadata = check_embeddings(embeddings_dir, embedding_identity(sam, data.embed_dtype))
+    if metadata["frames_manifest"]["sha256"] != sha256_file(frames_manifest):
+        raise DataError(f"{embeddings_dir / 'manifest.parquet'}: computed from other frame shards than {frames_manifest}; re-run pipelines/embed.py")
+    embedded = {row["shard"] for row in embedding_rows}
+    missing = [row["shard"] for row in frame_rows if row["shard"] not in embedded]
+    if missing:
+        raise DataError(f"{embeddings_dir}: no embeddings for frame shards {missing[:3]}; re-run pipelines/embed.py")
+    return [ShardPair(frames_dir / row["shard"], embeddings_dir / row["shard"]) for row in frame_rows]
+
+
+def normalised_boxes(meta: dict[str, Any], obj_id: int | None, frames: range) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 4) normalised cxcywh boxes of an object over some frames of a sample, and where they exist."""
+    per_frame = meta["boxes"].get(str(obj_id), [None] * len(meta["frame_names"])) if obj_id is not None else []
+    boxes = np.zeros((len(frames), 4), np.float32)
+    valid = np.zeros(len(frames), bool)
+    for row, t in enumerate(frames):
+        box = per_frame[t] if per_frame else None
+        if box is None:
+            continue
+        x1, y1, x2, y2 = box
+        w, h = meta["width"], meta["height"]
+        boxes[row] = ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h)
+        valid[row] = True
+    return boxes, valid
+
+
+def clip_ranges(n_frames: int, clip_len: int) -> list[range]:
+    """Consecutive, non-overlapping clips of exactly ``clip_len`` frames."""
+    return [range(start, start + clip_len) for start in range(0, n_frames - clip_len + 1, clip_len)]
+
+
+def referring_expressions(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Expressions that name an annotated object."""
+    return [e for e in meta["expressions"] if e["obj_id"] is not None and str(e["obj_id"]) in meta["boxes"]]
+
+
+def sample_items(
+    meta: dict[str, Any], embeddings: np.ndarray, input_size: tuple[int, int], clip_len: int, rng: random.Random, other_sentences: list[str]
+) -> Iterator[ClipItem]:
+    """Every (clip, referring sentence) of one sample with the object visible in the clip, with a negative."""
+    expressions = referring_expressions(meta)
+    for frames in clip_ranges(len(meta["frame_names"]), clip_len):
+        for expression in expressions:
+            boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
+            if not valid.any():
+                continue
+            others = [e for e in expressions if e["obj_id"] != expression["obj_id"]]
+            if others:
+                negative = rng.choice(others)
+                negative_text = negative["text"]
+                negative_boxes, negative_valid = normalised_boxes(meta, negative["obj_id"], frames)
+            else:
+                negative_text = rng.choice(other_sentences) if other_sentences else ""
+                negative_boxes, negative_valid = np.zeros_like(boxes), np.zeros_like(valid)
+            yield ClipItem(
+                embeddings=embeddings[frames.start : frames.stop],
+                sentence=expression["text"],
+                negative=negative_text,
+                boxes=boxes,
+                valid=valid,
+                negative_boxes=negative_boxes,
+                negative_valid=negative_valid,
+                input_size=input_size,
+            )
+
+
+def joined_samples(pair: ShardPair) -> Iterator[tuple[dict[str, Any], np.ndarray, tuple[int, int]]]:
+    """(frame meta, embeddings (T, C, g, g), SAM input size) for each sample of a shard pair."""
+    embedded = read_embedding_shard(pair.embeddings)
+    for sample in read_shard(pair.frames, with_images=False):
+        key, embedding_meta, array = next(embedded, (None, None, None))
+        if key != sample.key:
+            raise DataError(f"{pair.embeddings}: sample {key} does not match frame shard sample {sample.key}")
+        yield sample.meta, array, tuple(embedding_meta["input_size"])
+
+
+def metadata_of(pairs: list[ShardPair]) -> list[dict[str, Any]]:
+    """The frame metadata of every sample (cheap: JSON members only)."""
+    return [sample.meta for pair in pairs for sample in read_shard(pair.frames, with_images=False)]
+
+
+def count_items(metas: list[dict[str, Any]], clip_len: int) -> int:
+    """How many clip items ``sample_items`` yields for these samples."""
+    total = 0
+    for meta in metas:
+        for frames in clip_ranges(len(meta["frame_names"]), clip_len):
+            total += sum(normalised_boxes(meta, e["obj_id"], frames)[1].any() for e in referring_expressions(meta))
+    return total
+
+
+class ClipSource:
+    """One rank's share of the training clips: whole shards when there are enough, else every world-th sample."""
+
+    def __init__(self, pairs: list[ShardPair], clip_len: int, rank: int = 0, world: int = 1) -> None:
+        self.clip_len = clip_len
+        self.pairs = pairs[rank::world] if len(pairs) >= world else list(pairs)
+        metas = metadata_of(self.pairs)
+        if len(pairs) < world:
+            metas = metas[rank::world]
+        self.keys = {meta["key"] for meta in metas}
+        self.sentences = sorted({e["text"] for meta in metas for e in referring_expressions(meta)})
+        self.count = count_items(metas, clip_len)
+
+    def items(self, seed: int, shuffle_buffer: int = 256) -> Iterator[ClipItem]:
+        """Stream this rank's clip items, shard order and items shuffled by ``seed``."""
+        rng = random.Random(seed)
+        pairs = list(self.pairs)
+        rng.shuffle(pairs)
+        buffer: list[ClipItem] = []
+        for pair in pairs:
+            for meta, embeddings, input_size in joined_samples(pair):
+                if meta["key"] not in self.keys:
+                    continue
+                own = {e["text"] for e in meta["expressions"]}
+                others = [s for s in self.sentences if s not in own]
+                for item in sample_items(meta, embeddings, input_size, self.clip_len, rng, others):
+                    buffer.append(item)
+                    if len(buffer) >= shuffle_buffer:
+                        yield buffer.pop(rng.randrange(len(buffer)))
+        rng.shuffle(buffer)
+        yield from buffer
+
+
+def collate(items: list[ClipItem]) -> ClipBatch:
+    """Stack items into a ``ClipBatch`` (embeddings to float32)."""
+
+    def stack(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.stack([getattr(item, name) for item in items]))
+
+    return ClipBatch(
+        embeddings=stack("embeddings").float(),
+        sentences=[item.sentence for item in items],
+        negatives=[item.negative for item in items],
+        boxes=stack("boxes"),
+        valid=stack("valid"),
+        negative_boxes=stack("negative_boxes"),
+        negative_valid=stack("negative_valid"),
+        input_sizes=torch.tensor([item.input_size for item in items]),
+    )
+
+
+def batches(items: Iterator[ClipItem], batch_size: int, limit: int) -> Iterator[ClipBatch]:
+    """At most ``limit`` full batches (equal step counts keep DDP ranks in lock-step)."""
+    chunk: list[ClipItem] = []
+    produced = 0
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == batch_size:
+            yield collate(chunk)
+            produced += 1
+            chunk = []
+            if produced == limit:
+                return

@@ -1,0 +1,117 @@
+"""MLflow: where runs go, per-step metrics from a worker, figures, and the trained model as artifacts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from groprompt.config import Config, flatten, load_config, replace, to_dict
+
+MODEL_STATE = "model_state.pt"
+MODEL_CONFIG = "config.yaml"
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """The configured URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the working folder."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def with_tracking_uri(config: Config) -> Config:
+    """The configuration with its tracking URI resolved here, so that workers elsewhere log to the same store."""
+    return replace(config, **{"runtime.tracking_uri": resolve_tracking_uri(config.runtime.tracking_uri)})
+
+
+def start_run(config: Config, run_name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
+    """Create a run (a child when ``parent_run_id`` is given) with the resolved configuration as params."""
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(config.runtime.tracking_uri))
+    experiment = mlflow.set_experiment(config.runtime.experiment)
+    client = mlflow.MlflowClient()
+    all_tags = dict(tags or {})
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment.experiment_id, run_name=run_name, tags=all_tags)
+    log_params(run.info.run_id, flatten(config), config.runtime.tracking_uri)
+    return run.info.run_id
+
+
+def log_params(run_id: str, params: dict[str, Any], tracking_uri: str | None) -> None:
+    """Log params in batches (MLflow limits a batch to 100)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    items = [Param(key, str(value)) for key, value in sorted(params.items())]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+class MetricLogger:
+    """Logs metric dictionaries to one run, each call at the next step."""
+
+    def __init__(self, run_id: str, tracking_uri: str | None) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(resolve_tracking_uri(tracking_uri))
+        self.run_id = run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def log_loss_curve(run_id: str, history: list[dict[str, float]], tracking_uri: str | None, name: str = "loss_curve.png") -> None:
+    """Plot per-epoch losses and validation box IoU, and log the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mlflow import MlflowClient
+
+    figure, (losses, quality) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = list(range(1, len(history) + 1))
+    for key in sorted({k for row in history for k in row if k.startswith("loss_")}):
+        losses.plot(epochs, [row.get(key, float("nan")) for row in history], label=key, marker="o")
+    losses.set(xlabel="epoch", ylabel="loss", yscale="log", title="training losses")
+    losses.legend(fontsize=7)
+    quality.plot(epochs, [row.get("val_box_iou", float("nan")) for row in history], marker="o", color="tab:green")
+    quality.set(xlabel="epoch", ylabel="box IoU", title="validation box IoU", ylim=(0, 1))
+    figure.tight_layout()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        figure.savefig(path, dpi=100)
+        MlflowClient(resolve_tracking_uri(tracking_uri)).log_artifact(run_id, str(path))
+    plt.close(figure)
+
+
+def log_trained_model(run_id: str, checkpoint: Path, config: Config, tracking_uri: str | None) -> None:
+    """Log the final checkpoint file and the model (weights + configuration) so it can be loaded back."""
+    import torch
+    from mlflow import MlflowClient
+
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    client.log_artifact(run_id, str(checkpoint), artifact_path="checkpoint")
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(payload["model"], Path(folder) / MODEL_STATE)
+        (Path(folder) / MODEL_CONFIG).write_text(yaml.safe_dump(to_dict(config)))
+        client.log_artifacts(run_id, folder, artifact_path="model")
+
+
+def load_logged_model(run_id: str, tracking_uri: str | None = None) -> tuple[dict[str, Any], Config]:
+    """The trained weights (state dict) and configuration of a run logged by ``log_trained_model``."""
+    import mlflow
+    import torch
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model"))
+    config = load_config([folder / MODEL_CONFIG])
+    return torch.load(folder / MODEL_STATE, map_location="cpu", weights_only=True), config

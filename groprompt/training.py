@@ -1,0 +1,193 @@
+"""The training loop's pieces, independent of Ray: optimiser, one epoch, validation, checkpoint payloads."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from groprompt.boxes import box_iou, cxcywh_to_xyxy
+from groprompt.config import Config, TrainConfig
+from groprompt.data.clips import ClipSource, ShardPair, batches, joined_samples, normalised_boxes, referring_expressions, shard_pairs
+from groprompt.data.records import DataError
+from groprompt.engine import ClipBatch, predict_boxes
+from groprompt.models.groprompt import FrozenEncoders, GroPrompt, build_frozen, build_model
+from groprompt.tracking import MetricLogger
+
+LOSS_METRICS = {"total": "loss_total", "l1": "loss_l1", "giou": "loss_giou", "conf": "loss_conf",
+                "select": "loss_select", "textcon": "loss_textcon", "modalcon": "loss_modalcon"}
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (paper: lr 1e-4) with a cosine decay over the whole run."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    total = max(1, config.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    return optimizer, scheduler
+
+
+def train_epoch(
+    model: nn.Module,
+    frozen: FrozenEncoders,
+    batches: Iterable[ClipBatch],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: Config,
+    on_step: Callable[[dict[str, float], int], None] | None = None,
+) -> dict[str, float]:
+    """One pass over ``batches``; returns the mean of each loss metric (named as logged)."""
+    model.train()
+    sums: dict[str, float] = {}
+    steps = 0
+    for batch in batches:
+        terms = model(frozen, batch, config.loss)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        if config.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        values = {LOSS_METRICS[name]: float(value.detach()) for name, value in terms.items()}
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + value
+        if on_step is not None:
+            on_step(values, steps)
+        steps += 1
+    return {name: total / max(steps, 1) for name, total in sums.items()}
+
+
+@torch.no_grad()
+def validation_iou(model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPair], rank: int = 0, world: int = 1) -> tuple[float, int]:
+    """Sum and count of top-box IoU over the frames where the referred object is present.
+
+    Each sample of the validation shards is one online clip; samples are split over ranks.
+    """
+    model.eval()
+    total, count, index = 0.0, 0, 0
+    for pair in pairs:
+        for meta, embeddings, _ in joined_samples(pair):
+            index += 1
+            if (index - 1) % world != rank:
+                continue
+            expressions = referring_expressions(meta)
+            if not expressions:
+                continue
+            frames = range(len(meta["frame_names"]))
+            clip = torch.from_numpy(embeddings).float()[None].expand(len(expressions), *embeddings.shape)
+            predicted, _ = predict_boxes(model, frozen, clip, [e["text"] for e in expressions])
+            for row, expression in enumerate(expressions):
+                boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
+                if valid.any():
+                    target = cxcywh_to_xyxy(torch.from_numpy(boxes[valid]))
+                    total += float(box_iou(cxcywh_to_xyxy(predicted[row][torch.from_numpy(valid)]), target).sum())
+                    count += int(valid.sum())
+    return total, count
+
+
+def checkpoint_payload(model: GroPrompt, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int) -> dict[str, Any]:
+    """Everything needed to resume after ``epoch``: model, optimiser, scheduler, epoch, RNG state."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(folder: str | Path, payload: dict[str, Any]) -> Path:
+    """Write the payload as one file in ``folder``."""
+    path = Path(folder) / CHECKPOINT_FILE
+    torch.save(payload, path)
+    return path
+
+
+def load_checkpoint(folder: str | Path) -> dict[str, Any]:
+    """Read a payload written by ``save_checkpoint`` (tensors and plain data only)."""
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class Session(Protocol):
+    """What a training loop needs from its runner (Ray Train worker or Ray Tune trial)."""
+
+    rank: int
+    world: int
+
+    def latest_checkpoint(self) -> dict[str, Any] | None: ...
+
+    def prepare(self, model: nn.Module) -> nn.Module: ...
+
+    def report(self, metrics: dict[str, float], checkpoint_folder: str | None) -> None: ...
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once by ``train.fail_once_at_epoch`` to exercise fault tolerance."""
+
+
+def run_training(config: Config, session: Session, run_id: str | None, failure_marker: Path | None = None) -> None:
+    """Train from the latest checkpoint (if any) to ``train.epochs``, reporting metrics and a checkpoint each epoch."""
+    torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
+    torch.manual_seed(config.train.seed)
+    frozen = build_frozen(config.model)
+    train_pairs = shard_pairs(config.data, config.data.split, frozen.sam)
+    val_pairs = shard_pairs(config.data, config.data.val_split, frozen.sam)
+    source = ClipSource(train_pairs, config.data.clip_len, session.rank, session.world)
+    steps = int(_reduce(torch.tensor(source.count // config.train.batch_size), dist.ReduceOp.MIN))
+    if steps == 0:
+        raise DataError(f"rank {session.rank}: fewer than {config.train.batch_size} training clips; lower train.batch_size")
+
+    model = build_model(config.model, frozen)
+    optimizer, scheduler = build_optimizer(model, config.train, steps)
+    start_epoch = 0
+    payload = session.latest_checkpoint()
+    if payload is not None:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["torch_rng"])
+        start_epoch = payload["epoch"] + 1
+    trained = session.prepare(model)
+    logger = MetricLogger(run_id, config.runtime.tracking_uri) if run_id and session.rank == 0 else None
+
+    for epoch in range(start_epoch, config.train.epochs):
+        if epoch == config.train.fail_once_at_epoch and failure_marker is not None and _first_time(failure_marker):
+            raise InjectedFailure(f"injected failure at epoch {epoch} (train.fail_once_at_epoch)")
+        log_step = None if logger is None else (lambda values, step, first=epoch * steps: logger.log(values, first + step))
+        items = source.items(seed=config.train.seed * 1000 + epoch)
+        metrics = train_epoch(trained, frozen, batches(items, config.train.batch_size, steps), optimizer, scheduler, config, log_step)
+        iou = _reduce(torch.tensor(validation_iou(model, frozen, val_pairs, session.rank, session.world), dtype=torch.float64))
+        metrics = {**metrics, "val_box_iou": float(iou[0] / max(float(iou[1]), 1.0)), "epoch": epoch}
+        if logger is not None:
+            logger.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        with tempfile.TemporaryDirectory() as folder:
+            if session.rank == 0:
+                save_checkpoint(folder, checkpoint_payload(model, optimizer, scheduler, epoch))
+            session.report(metrics, folder if session.rank == 0 else None)
+
+
+def _reduce(value: torch.Tensor, op: Any = None) -> torch.Tensor:
+    """All-reduce across DDP ranks when there are several (sum by default)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value, op=op or dist.ReduceOp.SUM)
+    return value
+
+
+def _first_time(marker: Path) -> bool:
+    """True the first time it is called for ``marker`` (a file), across processes and restarts."""
+    if marker.exists():
+        return False
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return True
