@@ -68,6 +68,19 @@ class MetricLogger:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
+def epoch_history(run_id: str, tracking_uri: str | None) -> list[dict[str, float]]:
+    """Per-epoch metrics of a run (``epoch_loss_*`` as ``loss_*``, ``val_*``); the last value wins on a retried epoch."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    names = [name for name in client.get_run(run_id).data.metrics if name.startswith(("epoch_loss_", "val_"))]
+    rows: dict[int, dict[str, float]] = {}
+    for name in names:
+        for metric in sorted(client.get_metric_history(run_id, name), key=lambda m: m.timestamp):
+            rows.setdefault(metric.step, {"epoch": float(metric.step)})[name.removeprefix("epoch_")] = metric.value
+    return [rows[epoch] for epoch in sorted(rows)]
+
+
 def log_loss_curve(run_id: str, history: list[dict[str, float]], tracking_uri: str | None, name: str = "loss_curve.png") -> None:
     """Plot per-epoch losses and validation box IoU, and log the figure."""
     import matplotlib

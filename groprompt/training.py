@@ -170,11 +170,16 @@ def run_training(config: Config, session: Session, run_id: str | None, failure_m
         iou = _reduce(torch.tensor(validation_iou(model, frozen, val_pairs, session.rank, session.world), dtype=torch.float64))
         metrics = {**metrics, "val_box_iou": float(iou[0] / max(float(iou[1]), 1.0)), "epoch": epoch}
         if logger is not None:
-            logger.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            logger.log(epoch_metrics(metrics), step=epoch)
         with tempfile.TemporaryDirectory() as folder:
             if session.rank == 0:
                 save_checkpoint(folder, checkpoint_payload(model, optimizer, scheduler, epoch))
             session.report(metrics, folder if session.rank == 0 else None)
+
+
+def epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Per-epoch names: ``epoch_loss_*`` (means over the epoch; ``loss_*`` are per step) and ``val_*``."""
+    return {(f"epoch_{k}" if k.startswith("loss_") else k): v for k, v in metrics.items() if k != "epoch"}
 
 
 def _reduce(value: torch.Tensor, op: Any = None) -> torch.Tensor:

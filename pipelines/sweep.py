@@ -51,12 +51,12 @@ class TuneSession:
         ray.tune.report(metrics, checkpoint=checkpoint)
 
 
-def trial(params: dict[str, Any]) -> None:
+def trial(params: dict[str, float], base_tree: dict[str, Any], parent_run_id: str) -> None:
     """One trial: the base configuration with this trial's weights, as a child run of the sweep."""
-    base = from_dict(params["config"])
+    base = from_dict(base_tree)
     config = replace(base, **{"loss.lambda_f": params["lambda_f"], "loss.lambda_v": params["lambda_v"], "train.num_workers": 1})
     run_name = f"lambda_f={params['lambda_f']:.3g} lambda_v={params['lambda_v']:.3g}"
-    run_id = start_run(config, run_name, parent_run_id=params["parent_run_id"])
+    run_id = start_run(config, run_name, parent_run_id=parent_run_id)
     run_training(config, TuneSession(), run_id)
 
 
@@ -85,8 +85,11 @@ def sweep(config: Config) -> dict[str, Any]:
     concurrency = max(1, math.floor(cluster_cpus() / config.sweep.cpus_per_trial))
     storage = Path(config.train.storage_path).resolve()
     tuner = tune.Tuner(
-        tune.with_resources(trial, {"cpu": config.sweep.cpus_per_trial}),
-        param_space={**search_space(config), "config": to_dict(replace(config, **{"train.cpus_per_worker": config.sweep.cpus_per_trial})), "parent_run_id": parent_run_id},
+        tune.with_resources(
+            tune.with_parameters(trial, base_tree=to_dict(replace(config, **{"train.cpus_per_worker": config.sweep.cpus_per_trial})), parent_run_id=parent_run_id),
+            {"cpu": config.sweep.cpus_per_trial},
+        ),
+        param_space=search_space(config),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",

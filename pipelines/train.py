@@ -19,7 +19,7 @@ import torch
 
 from groprompt.config import Config, from_dict, load_config, with_absolute_paths, to_dict
 from groprompt.data.records import DataError
-from groprompt.tracking import with_tracking_uri, log_loss_curve, log_trained_model, start_run
+from groprompt.tracking import with_tracking_uri, epoch_history, log_loss_curve, log_trained_model, start_run
 from groprompt.training import CHECKPOINT_FILE, load_checkpoint, run_training
 
 
@@ -87,18 +87,11 @@ def train(config: Config, run_name: str | None = None, parent_run_id: str | None
         ),
     )
     result = trainer.fit()
-    history = _history(result)
+    history = epoch_history(run_id, config.runtime.tracking_uri)
     with result.checkpoint.as_directory() as folder:
         log_trained_model(run_id, Path(folder) / CHECKPOINT_FILE, config, config.runtime.tracking_uri)
     log_loss_curve(run_id, history, config.runtime.tracking_uri)
     return {"run_id": run_id, "metrics": history[-1], "history": history, "checkpoint": result.checkpoint.path}
-
-
-def _history(result: Any) -> list[dict[str, float]]:
-    """Per-epoch metrics of the whole run, resumed attempts included (the last report of each epoch)."""
-    frame = result.metrics_dataframe
-    rows = frame.sort_values("epoch").drop_duplicates("epoch", keep="last").to_dict("records")
-    return [{k: float(v) for k, v in row.items() if k.startswith(("loss_", "val_")) or k == "epoch"} for row in rows]
 
 
 def parse_args(argv: list[str] | None) -> tuple[Config, str | None]:

@@ -16,6 +16,7 @@ def test_defaults_are_the_papers() -> None:
 
 
 def test_defaults_chain_and_overrides() -> None:
+    assert load_config([], ["train.lr=1e-3"]).train.lr == 1e-3  # YAML 1.1 reads this as a string
     config = load_config([CONF / "tiny.yaml"], ["train.lr=0.5", "loss.textcon=false", "model.sam_checkpoint=/x/y.pth", "data.window=7"])
     assert config.model.sam == "tiny" and config.model.decoder_layers == 2  # from model/tiny.yaml
     assert config.loss.lambda_f == 0.01  # from base.yaml

@@ -1,0 +1,58 @@
+"""pipelines/infer.py through a real local Ray: two tiny videos, input errors recorded, a re-run skips everything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from groprompt.config import load_config
+from groprompt.data.manifest import read_manifest
+from groprompt.outputs import rle_to_mask
+from pipelines.infer import infer, main
+from tests.unit.test_inference import write_frame_folder, write_mp4
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_infer_pipeline_end_to_end_and_resume(local_ray: None, tmp_path: Path) -> None:
+    videos = tmp_path / "videos"
+    write_mp4(videos / "clip.mp4", frames=5, height=48, width=64)
+    write_frame_folder(videos / "frames", frames=4, height=40, width=56)
+    (videos / "broken.mp4").write_bytes(b"this is not an mp4 file" * 20)
+    queries = tmp_path / "queries.csv"
+    queries.write_text(
+        "video,query\nclip,the red square\nclip,the grey background\nframes,the red square\n"
+        "broken,anything\nnowhere,a missing video\nframes,   \n"
+    )
+    config = load_config([REPO / "conf/tiny.yaml"], ["model.sam=tiny"])
+    out = tmp_path / "out"
+
+    summary = infer(config, videos, queries, out, random_model=True, segmentor="sam", overlay="gif")
+    assert (summary["videos"], summary["done"], summary["failed"], summary["frames"], summary["rows"]) == (3, 2, 1, 9, 5 * 2 + 4)
+    assert summary["untrained"] is True
+
+    clip = pq.read_table(out / "masks" / "clip.parquet").to_pylist()
+    assert len(clip) == 10 and all(rle_to_mask(r["rle"]).shape == (48, 64) for r in clip)
+    assert len(pq.read_table(out / "masks" / "frames.parquet")) == 4
+    assert sorted(p.name for p in (out / "overlays" / "clip").iterdir()) == ["0.gif", "1.gif"]
+
+    errors = {(r["video"], r["query"]): r["reason"] for r in pq.read_table(out / "errors.parquet").to_pylist()}
+    assert set(errors) == {("broken", "anything"), ("nowhere", "a missing video"), ("frames", "")}
+    assert "broken.mp4" in errors[("broken", "anything")] and "empty query" in errors[("frames", "")]
+
+    rows, metadata = read_manifest(out / "manifest.parquet")
+    assert [(r["video"], r["status"], r["n_frames"], r["rows"]) for r in rows] == [("broken", "failed", 0, 0), ("clip", "done", 5, 10), ("frames", "done", 4, 4)]
+    assert metadata["model"] == "random:0" and metadata["options"]["overlay"] == "gif"
+
+    stamp = (out / "masks" / "clip.parquet").stat().st_mtime_ns
+    (videos / "broken.mp4").unlink()  # the re-run finds every remaining video done and starts no actor
+    argv = ["--config", str(REPO / "conf/tiny.yaml"), "--videos", str(videos), "--queries", str(queries), "--out", str(out), "--random-model", "--overlay", "gif"]
+    assert main(argv) == 0
+    rows, _ = read_manifest(out / "manifest.parquet")
+    assert [(r["video"], r["status"]) for r in rows] == [("clip", "skipped"), ("frames", "skipped")]
+    assert ("broken", "anything") in {(r["video"], r["query"]) for r in pq.read_table(out / "errors.parquet").to_pylist()}
+    assert (out / "masks" / "clip.parquet").stat().st_mtime_ns == stamp

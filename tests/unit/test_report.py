@@ -1,0 +1,66 @@
+"""The ablation report: Table 6's rows and columns, values in %, per expression type, file and CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, ablation_report, main, oracle_row, write_report
+
+RESULTS = {
+    ROW_BOX_ONLY: {"box_iou": 0.732, "JF": 0.698, "J": 0.670, "F": 0.727,
+                   "by_kind": {"motion": {"box_iou": 0.5, "JF": 0.4, "J": 0.3, "F": 0.5, "n_expressions": 3}}},
+    ROW_CONTRA: {"box_iou": 0.744, "JF": 0.706, "J": 0.678, "F": 0.733,
+                 "by_kind": {"motion": {"box_iou": 0.6, "JF": 0.5, "J": 0.4, "F": 0.6, "n_expressions": 3}}},
+    oracle_row("sam"): {"box_iou": 1.0, "JF": 0.836, "J": 0.801, "F": 0.872, "by_kind": {"motion": {"box_iou": 1.0, "JF": 0.9, "J": 0.85, "F": 0.95, "n_expressions": 3}}},
+}
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines() if line.startswith("| ")]
+
+
+def test_table_has_the_papers_rows_columns_and_percentages() -> None:
+    report = ablation_report(RESULTS)
+    rows = table_rows(report)
+    assert rows[0] == ["Method", "Box (IoU, %)", "J&F", "J", "F"]
+    assert rows[1] == ["L_box only", "73.2", "69.8", "67.0", "72.7"]
+    assert rows[2] == ["L_box + L_contra", "74.4", "70.6", "67.8", "73.3"]
+    assert rows[3] == ["GT box + SAM", "100.0", "83.6", "80.1", "87.2"]
+    assert "## Expression type: motion (3 expressions)" in report
+    assert rows[5] == ["L_box only", "50.0", "40.0", "30.0", "50.0"] and rows[7][0] == "GT box + SAM"
+    assert oracle_row("grabcut") == "GT box + grabcut"
+
+
+def test_missing_values_print_as_a_dash_and_no_kinds_means_one_table() -> None:
+    report = ablation_report({"a": {"box_iou": math.nan, "JF": 0.5, "J": 0.5, "F": 0.5}})
+    assert table_rows(report)[1] == ["a", "-", "50.0", "50.0", "50.0"] and "Expression type" not in report
+    with pytest.raises(ValueError):
+        ablation_report({})
+
+
+def test_writer_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_report(tmp_path / "out" / "report.md", RESULTS)
+    assert path.read_text() == ablation_report(RESULTS)
+    files = []
+    for index, (name, summary) in enumerate(RESULTS.items()):
+        (tmp_path / f"{index}.json").write_text(json.dumps(summary))
+        files += ["--row", f"{name}={tmp_path / f'{index}.json'}"]
+    assert main([*files, "--out", str(tmp_path / "cli.md")]) == 0
+    assert (tmp_path / "cli.md").read_text() == ablation_report(RESULTS)
+    assert "L_box + L_contra" in capsys.readouterr().out
+
+
+def test_report_is_logged_to_mlflow(tmp_path: Path) -> None:
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("report", artifact_location=str(tmp_path / "artifacts"))
+    run_id = client.create_run(experiment).info.run_id
+    write_report(tmp_path / "report.md", RESULTS, run_id=run_id, tracking_uri=uri)
+    assert [a.path for a in client.list_artifacts(run_id)] == ["report.md"]
