@@ -34,10 +34,10 @@ def shard_dataset(
     plans = plan_shards(videos, settings)
     print(f"{len(videos)} videos -> {len(plans)} shards in {out}", flush=True)
 
-    def write(row: dict) -> dict:
-        return {"record": write_shard(row["plan"], out, settings, skip_bad=skip_bad)}
+    def write(row: dict) -> dict:  # the plans travel once, with the function
+        return {"record": write_shard(plans[row["index"]], out, settings, skip_bad=skip_bad)}
 
-    dataset = ray.data.from_items([{"index": plan.index, "plan": plan} for plan in plans])
+    dataset = ray.data.from_items([{"index": plan.index} for plan in plans], override_num_blocks=len(plans))
     records = [row["record"] for row in dataset.map(write, num_cpus=1).take_all()]
     records.sort(key=lambda record: record["shard"])
     rejected = [entry for record in records for entry in record["rejected"]]

@@ -26,7 +26,7 @@ import torch
 
 from groprompt.data.manifest import fingerprint, read_manifest, sha256_file, temporary_path, write_json_atomic
 from groprompt.data.records import DataError
-from groprompt.data.shards import ShardSample, add_member, check_member_name, read_shard, verified_record
+from groprompt.data.shards import ShardSample, add_member, iter_members, read_shard, verified_record
 from groprompt.models.sam import FrozenSam
 
 MANIFEST = "manifest.parquet"
@@ -239,23 +239,18 @@ def read_embedding_shard(path: str | Path) -> Iterator[tuple[str, dict[str, Any]
     path = Path(path)
     current: _SampleReader | None = None
     try:
-        with tarfile.open(path, "r|") as tar:
-            for member in tar:
-                check_member_name(path, member)
-                key, _, extension = member.name.partition(".")
-                payload = tar.extractfile(member).read()
-                if extension == "json":
-                    if current is not None:
-                        yield current.finish(path)
-                    current = _SampleReader.start(path, key, payload)
-                elif current is not None and key == current.key and extension.endswith(".npy"):
-                    current.add(path, member.name, extension.removesuffix(".npy"), payload)
-                else:
-                    raise DataError(f"{path}: unexpected member {member.name}")
+        for key, extension, read in iter_members(path):
+            if extension == "json":
+                if current is not None:
+                    yield current.finish(path)
+                current = _SampleReader.start(path, key, read())
+            elif current is not None and key == current.key and extension.endswith(".npy"):
+                current.add(path, f"{key}.{extension}", extension.removesuffix(".npy"), read())
+            else:
+                raise DataError(f"{path}: unexpected member {key}.{extension}")
     except DataError:
         raise
-    except (tarfile.TarError, ValueError, KeyError, OSError) as error:
+    except (ValueError, KeyError, OSError) as error:
         raise DataError(f"{path}: not a readable embedding shard: {error!r}") from error
     if current is not None:
         yield current.finish(path)
-

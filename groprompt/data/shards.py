@@ -13,7 +13,7 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,28 +241,48 @@ def check_member_name(shard: Path, member: tarfile.TarInfo) -> None:
         raise DataError(f"{shard}: refusing member {member.name!r} (not a plain file with a safe name)")
 
 
-def read_shard(path: str | Path, with_images: bool = True) -> Iterator[ShardSample]:
-    """Stream the samples of a shard in order; ``with_images=False`` reads only the JSON members."""
-    path = Path(path)
-    current: ShardSample | None = None
+def iter_members(path: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
+    """``(key, extension, read)`` for each member of a shard tar, streamed in order.
+
+    Every member is checked first (``check_member_name``); a broken tar is a ``DataError`` naming the file.
+    """
+
+    def reader(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
+        def read() -> bytes:
+            try:
+                return tar.extractfile(member).read()
+            except (tarfile.TarError, OSError) as error:
+                raise DataError(f"{path}: member {member.name} is unreadable: {error}") from error
+
+        return read
+
     try:
         with tarfile.open(path, "r|") as tar:
             for member in tar:
                 check_member_name(path, member)
                 key, _, extension = member.name.partition(".")
-                if current is not None and key != current.key:
-                    yield current
-                    current = None
-                if extension == "json":
-                    handle = tar.extractfile(member)
-                    current = ShardSample(key, json.loads(handle.read()))
-                    continue
-                if current is None or key != current.key:
-                    raise DataError(f"{path}: member {member.name} comes before its sample's JSON")
-                if with_images:
-                    payload = tar.extractfile(member).read()
-                    (current.frames if extension.endswith(".jpg") else current.masks).append(payload)
-    except (tarfile.TarError, json.JSONDecodeError) as error:
+                yield key, extension, reader(tar, member)
+    except tarfile.TarError as error:
         raise DataError(f"{path}: not a readable shard: {error}") from error
+
+
+def read_shard(path: str | Path, with_images: bool = True) -> Iterator[ShardSample]:
+    """Stream the samples of a shard in order; ``with_images=False`` reads only the JSON members."""
+    path = Path(path)
+    current: ShardSample | None = None
+    for key, extension, read in iter_members(path):
+        if current is not None and key != current.key:
+            yield current
+            current = None
+        if extension == "json":
+            try:
+                current = ShardSample(key, json.loads(read()))
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}: sample {key} has unreadable JSON: {error}") from error
+            continue
+        if current is None:
+            raise DataError(f"{path}: member {key}.{extension} comes before its sample's JSON")
+        if with_images:
+            (current.frames if extension.endswith(".jpg") else current.masks).append(read())
     if current is not None:
         yield current
