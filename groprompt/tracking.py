@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,20 @@ def start_run(config: Config, run_name: str, parent_run_id: str | None = None, t
     run = client.create_run(experiment.experiment_id, run_name=run_name, tags=all_tags)
     log_params(run.info.run_id, flatten(config), config.runtime.tracking_uri)
     return run.info.run_id
+
+
+@contextmanager
+def run_status(run_id: str, tracking_uri: str | None) -> Iterator[None]:
+    """Mark the run FINISHED when the block completes, FAILED when it raises."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    try:
+        yield
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
 
 
 def log_params(run_id: str, params: dict[str, Any], tracking_uri: str | None) -> None:

@@ -36,7 +36,7 @@ from groprompt.evaluation import (
 )
 from groprompt.outputs import write_submission_zip
 from groprompt.segmentors import SEGMENTORS, build_segmentor
-from groprompt.tracking import resolve_tracking_uri, start_run, with_tracking_uri
+from groprompt.tracking import resolve_tracking_uri, run_status, start_run, with_tracking_uri
 
 GRABCUT_NOTE = (
     "segmentor grabcut: OpenCV GrabCut stands in for SAM because no pretrained SAM checkpoint is available; "
@@ -173,11 +173,15 @@ def evaluate(
     summary["boxes"], summary["segmentor"], summary["split"] = boxes, segmentor, split
     summary["checkpoint"] = checkpoint
 
-    if run_id is None and track:
+    own_run = run_id is None and track
+    if own_run:
         run_id = start_run(config, run_name or f"evaluate-{boxes}-{segmentor}", tags={"stage": "evaluate"})
     summary["run_id"] = run_id
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    if run_id is not None:
+    if own_run:
+        with run_status(run_id, config.runtime.tracking_uri):
+            log_evaluation(run_id, summary, metrics_path, out / "summary.json", config.runtime.tracking_uri)
+    elif run_id is not None:
         log_evaluation(run_id, summary, metrics_path, out / "summary.json", config.runtime.tracking_uri)
     return summary
 

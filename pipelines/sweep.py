@@ -21,7 +21,7 @@ from groprompt.cluster import cluster_cpus, init_ray
 from groprompt.config import Config, from_dict, load_config, with_absolute_paths, replace, to_dict
 from groprompt.data.records import DataError
 from groprompt.outputs import markdown_table
-from groprompt.tracking import with_tracking_uri, log_params, resolve_tracking_uri, start_run
+from groprompt.tracking import log_params, resolve_tracking_uri, run_status, start_run, with_tracking_uri
 from groprompt.training import load_checkpoint, run_training
 
 METRIC = "val_box_iou"
@@ -57,7 +57,8 @@ def trial(params: dict[str, float], base_tree: dict[str, Any], parent_run_id: st
     config = replace(base, **{"loss.lambda_f": params["lambda_f"], "loss.lambda_v": params["lambda_v"], "train.num_workers": 1})
     run_name = f"lambda_f={params['lambda_f']:.3g} lambda_v={params['lambda_v']:.3g}"
     run_id = start_run(config, run_name, parent_run_id=parent_run_id)
-    run_training(config, TuneSession(), run_id)
+    with run_status(run_id, config.runtime.tracking_uri):
+        run_training(config, TuneSession(), run_id)
 
 
 def search_space(config: Config) -> dict[str, Any]:
@@ -100,22 +101,23 @@ def sweep(config: Config) -> dict[str, Any]:
         ),
         run_config=tune.RunConfig(name=f"{config.train.name}-sweep", storage_path=str(storage)),
     )
-    grid = tuner.fit()
-    rows = []
-    for result in grid:
-        if result.error is not None:
-            raise RuntimeError(f"sweep trial failed: {result.error}")
-        rows.append({
-            "lambda_f": result.config["lambda_f"],
-            "lambda_v": result.config["lambda_v"],
-            "epochs": int(result.metrics["epoch"]) + 1,
-            METRIC: float(result.metrics[METRIC]),
-            "best_" + METRIC: float(result.metrics_dataframe[METRIC].max()),
-        })
-    rows.sort(key=lambda row: -row[METRIC])
-    best = rows[0]
-    best_config = replace(config, **{"loss.lambda_f": best["lambda_f"], "loss.lambda_v": best["lambda_v"]})
-    _log_summary(parent_run_id, rows, best_config, config)
+    with run_status(parent_run_id, config.runtime.tracking_uri):
+        grid = tuner.fit()
+        rows = []
+        for result in grid:
+            if result.error is not None:
+                raise RuntimeError(f"sweep trial failed: {result.error}")
+            rows.append({
+                "lambda_f": result.config["lambda_f"],
+                "lambda_v": result.config["lambda_v"],
+                "epochs": int(result.metrics["epoch"]) + 1,
+                METRIC: float(result.metrics[METRIC]),
+                "best_" + METRIC: float(result.metrics_dataframe[METRIC].max()),
+            })
+        rows.sort(key=lambda row: -row[METRIC])
+        best = rows[0]
+        best_config = replace(config, **{"loss.lambda_f": best["lambda_f"], "loss.lambda_v": best["lambda_v"]})
+        _log_summary(parent_run_id, rows, best_config, config)
     return {"rows": rows, "best": best, "parent_run_id": parent_run_id, "best_config": best_config}
 
 

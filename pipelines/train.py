@@ -19,7 +19,7 @@ import torch
 
 from groprompt.config import Config, from_dict, load_config, with_absolute_paths, to_dict
 from groprompt.data.records import DataError
-from groprompt.tracking import with_tracking_uri, epoch_history, log_loss_curve, log_trained_model, start_run
+from groprompt.tracking import epoch_history, log_loss_curve, log_trained_model, run_status, start_run, with_tracking_uri
 from groprompt.training import CHECKPOINT_FILE, load_checkpoint, run_training
 
 
@@ -66,31 +66,32 @@ def train(config: Config, run_name: str | None = None, parent_run_id: str | None
     config = with_tracking_uri(config)
     storage = Path(config.train.storage_path).resolve()
     run_id = start_run(config, run_name or config.train.name, parent_run_id=parent_run_id)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "config": to_dict(config),
-            "run_id": run_id,
-            "failure_marker": str(storage / config.train.name / "injected-failure"),
-        },
-        torch_config=TorchConfig(backend="nccl" if config.train.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=config.train.num_workers,
-            use_gpu=config.train.use_gpu,
-            resources_per_worker={"CPU": config.train.cpus_per_worker},
-        ),
-        run_config=RunConfig(
-            name=config.train.name,
-            storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=config.train.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    result = trainer.fit()
-    history = epoch_history(run_id, config.runtime.tracking_uri)
-    with result.checkpoint.as_directory() as folder:
-        log_trained_model(run_id, Path(folder) / CHECKPOINT_FILE, config, config.runtime.tracking_uri)
-    log_loss_curve(run_id, history, config.runtime.tracking_uri)
+    with run_status(run_id, config.runtime.tracking_uri):
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={
+                "config": to_dict(config),
+                "run_id": run_id,
+                "failure_marker": str(storage / config.train.name / "injected-failure"),
+            },
+            torch_config=TorchConfig(backend="nccl" if config.train.use_gpu else "gloo"),
+            scaling_config=ScalingConfig(
+                num_workers=config.train.num_workers,
+                use_gpu=config.train.use_gpu,
+                resources_per_worker={"CPU": config.train.cpus_per_worker},
+            ),
+            run_config=RunConfig(
+                name=config.train.name,
+                storage_path=str(storage),
+                failure_config=FailureConfig(max_failures=config.train.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+            ),
+        )
+        result = trainer.fit()
+        history = epoch_history(run_id, config.runtime.tracking_uri)
+        with result.checkpoint.as_directory() as folder:
+            log_trained_model(run_id, Path(folder) / CHECKPOINT_FILE, config, config.runtime.tracking_uri)
+        log_loss_curve(run_id, history, config.runtime.tracking_uri)
     return {"run_id": run_id, "metrics": history[-1], "history": history, "checkpoint": result.checkpoint.path}
 
 

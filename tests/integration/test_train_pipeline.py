@@ -68,6 +68,7 @@ def test_two_workers_learn_and_log_to_mlflow(refshapes_config: Config) -> None:
 
     mlflow.set_tracking_uri(refshapes_config.runtime.tracking_uri)
     run = mlflow.get_run(outcome["run_id"])
+    assert run.info.status == "FINISHED"
     assert run.data.params["loss.lambda_f"] == "0.01" and run.data.params["train.num_workers"] == "2"
     client = mlflow.MlflowClient()
     for name in ("loss_total", "loss_l1", "loss_giou", "loss_textcon", "loss_modalcon", "epoch_loss_total", "val_box_iou"):
