@@ -141,24 +141,27 @@ def _segment(
 ) -> np.ndarray:
     """Bool masks (N, H, W) at the original frame size of xyxy boxes (N, 4) on frame t; a NaN box gives an empty mask.
 
-    All boxes of the frame go to the segmentor in one call (SAM decodes them as one batch).
+    Each distinct box is segmented once (expressions of one object share ground-truth boxes), and all of
+    them go to the segmentor in one call (SAM decodes them as one batch).
     """
     size = (int(sample.meta["height"]), int(sample.meta["width"]))
     masks = np.zeros((len(boxes), *size), dtype=bool)
     finite = np.isfinite(boxes).all(axis=1)
     if not finite.any():
         return masks
+    unique, inverse = np.unique(boxes[finite], axis=0, return_inverse=True)
     if segmentor.needs_frame:
         frame = sample.frame(t)
         if frame.shape[:2] != size:  # stored downscaled: segment at the stored size, upsample the masks
             scale = np.array([frame.shape[1] / size[1], frame.shape[0] / size[0]] * 2)
-            small = segmentor.segment(frame, boxes[finite] * scale)
-            masks[finite] = [cv2.resize(m.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0 for m in small]
+            small = segmentor.segment(frame, unique * scale)
+            segmented = np.stack([cv2.resize(m.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0 for m in small])
         else:
-            masks[finite] = segmentor.segment(frame, boxes[finite])
-        return masks
-    tensor = torch.from_numpy(np.asarray(embedding[t])).float() if embedding is not None and segmentor.needs_embedding else None
-    masks[finite] = segmentor.segment(None, boxes[finite], embedding=tensor, size=size)
+            segmented = segmentor.segment(frame, unique)
+    else:
+        tensor = torch.from_numpy(np.asarray(embedding[t])).float() if embedding is not None and segmentor.needs_embedding else None
+        segmented = segmentor.segment(None, unique, embedding=tensor, size=size)
+    masks[finite] = segmented[inverse.reshape(-1)]
     return masks
 
 
