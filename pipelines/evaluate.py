@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from groprompt.config import Config, load_config, with_absolute_paths
-from groprompt.data.manifest import read_manifest
+from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.records import DataError
 from groprompt.evaluation import (
     BOX_SOURCES,
@@ -68,7 +68,7 @@ def _shard_rows(config: Config, split: str, need_embeddings: bool) -> list[dict[
         sam = FrozenSam.from_name(config.model.sam, checkpoint=config.model.sam_checkpoint, seed=config.model.sam_seed)
         return [{"frames": str(p.frames), "embeddings": str(p.embeddings)} for p in shard_pairs(config.data, split, sam)]
     frames_dir = Path(config.data.shards) / split
-    rows, _ = read_manifest(frames_dir / "manifest.parquet")
+    rows, _ = read_manifest(frames_dir / MANIFEST)
     return [{"frames": str(frames_dir / row["shard"]), "embeddings": None} for row in rows]
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import groprompt
 from groprompt.cluster import cluster_cpus, init_ray
 from groprompt.config import Config, ModelConfig, from_dict, load_config, to_dict, with_absolute_paths
-from groprompt.data.manifest import write_json_atomic, write_manifest
+from groprompt.data.manifest import MANIFEST, write_json_atomic, write_manifest
 from groprompt.data.records import DataError
 from groprompt.inference import (
     OVERLAY_FORMATS,
@@ -55,7 +55,6 @@ from groprompt.inference import (
 )
 from groprompt.segmentors import SEGMENTORS
 
-MANIFEST = "manifest.parquet"
 ERRORS = "errors.parquet"
 SUMMARY = "summary.json"
 

@@ -13,11 +13,9 @@ from pathlib import Path
 import groprompt
 from groprompt.cluster import init_ray
 from groprompt.data.formats import read_videos
-from groprompt.data.manifest import write_manifest
+from groprompt.data.manifest import MANIFEST, write_manifest
 from groprompt.data.records import DataError
 from groprompt.data.shards import ShardSettings, plan_shards, write_shard
-
-MANIFEST = "manifest.parquet"
 
 
 def shard_dataset(

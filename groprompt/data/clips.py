@@ -18,7 +18,7 @@ import torch
 
 from groprompt.config import DataConfig
 from groprompt.data.embeddings import check_embeddings, embedding_identity, read_embedding_shard
-from groprompt.data.manifest import read_manifest, sha256_file
+from groprompt.data.manifest import MANIFEST, read_manifest, sha256_file
 from groprompt.data.records import DataError
 from groprompt.data.shards import read_shard
 from groprompt.engine import ClipBatch
@@ -53,11 +53,11 @@ def shard_pairs(data: DataConfig, split: str, sam: FrozenSam) -> list[ShardPair]
     Refuses embeddings computed with another SAM, weights, input size or dtype, or from other frame shards.
     """
     frames_dir, embeddings_dir = Path(data.shards) / split, Path(data.embeddings) / split
-    frames_manifest = frames_dir / "manifest.parquet"
+    frames_manifest = frames_dir / MANIFEST
     frame_rows, _ = read_manifest(frames_manifest)
     embedding_rows, metadata = check_embeddings(embeddings_dir, embedding_identity(sam, data.embed_dtype))
     if metadata["frames_manifest"]["sha256"] != sha256_file(frames_manifest):
-        raise DataError(f"{embeddings_dir / 'manifest.parquet'}: computed from other frame shards than {frames_manifest}; re-run pipelines/embed.py")
+        raise DataError(f"{embeddings_dir / MANIFEST}: computed from other frame shards than {frames_manifest}; re-run pipelines/embed.py")
     embedded = {row["shard"] for row in embedding_rows}
     missing = [row["shard"] for row in frame_rows if row["shard"] not in embedded]
     if missing:

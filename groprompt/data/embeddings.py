@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from groprompt.data.manifest import fingerprint, read_manifest, sha256_file, temporary_path, write_json_atomic
+from groprompt.data.manifest import MANIFEST, fingerprint, read_manifest, sha256_file, temporary_path, write_json_atomic
 from groprompt.data.records import DataError
 from groprompt.data.shards import ShardSample, add_member, iter_members, read_shard, verified_record
 from groprompt.models.sam import FrozenSam
 
-MANIFEST = "manifest.parquet"
 FORMAT_VERSION = 1
 STORAGE_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 """Storage dtypes by name; float16 is the default (half the bytes of float32, within SAM's dynamic range)."""

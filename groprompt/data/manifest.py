@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from groprompt.data.records import DataError
 
 METADATA_KEY = b"groprompt"
+MANIFEST = "manifest.parquet"  # the file name of every stage's manifest
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

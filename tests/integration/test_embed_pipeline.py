@@ -47,7 +47,7 @@ def test_embed_stage_and_resume(local_ray: None, tmp_path: Path) -> None:
     frame_rows, _ = read_manifest(frames_manifest)
     assert len(frame_rows) > 1
 
-    clean = embed_shards(tmp_path / "frames", tmp_path / "clean", "tiny", seed=0, batch_size=3)
+    embed_shards(tmp_path / "frames", tmp_path / "clean", "tiny", seed=0, batch_size=3)
     identity = embedding_identity(FrozenSam.from_name("tiny"), "float16")
     rows, metadata = check_embeddings(tmp_path / "clean", identity)
     assert metadata["identity"] == identity

@@ -80,7 +80,7 @@ def test_stored_embeddings_equal_frozen_sam_encode(sam: FrozenSam, frame_shards,
 
 
 def test_embedding_shards_are_keyed_one_to_one_with_frame_shards(sam: FrozenSam, frame_shards, tmp_path: Path) -> None:
-    frames_dir, records = frame_shards
+    _, records = frame_shards
     assert len(records) > 1 and any(len(r["samples"]) > 1 for r in records)
     for (record, _), frame_record in zip(embed_all(sam, frame_shards, tmp_path), records, strict=True):
         assert record["shard"] == frame_record["shard"]
@@ -95,10 +95,12 @@ def test_embedding_shards_are_keyed_one_to_one_with_frame_shards(sam: FrozenSam,
 
 
 def test_batch_size_does_not_change_the_embeddings(sam: FrozenSam, frame_shards, tmp_path: Path) -> None:
-    one = embed_all(sam, frame_shards, tmp_path / "one", batch_size=1, dtype="float32")
-    many = embed_all(sam, frame_shards, tmp_path / "many", batch_size=16, dtype="float32")
-    for (a, _), (b, _) in zip(one, many, strict=True):
-        for (_, _, x), (_, _, y) in zip(read_embedding_shard(tmp_path / "one" / a["shard"]), read_embedding_shard(tmp_path / "many" / b["shard"])):
+    one, many = tmp_path / "one", tmp_path / "many"
+    records = embed_all(sam, frame_shards, one, batch_size=1, dtype="float32")
+    embed_all(sam, frame_shards, many, batch_size=16, dtype="float32")
+    for record, _ in records:
+        pairs = zip(read_embedding_shard(one / record["shard"]), read_embedding_shard(many / record["shard"]), strict=True)
+        for (_, _, x), (_, _, y) in pairs:
             np.testing.assert_allclose(x, y, atol=1e-5 * np.abs(x).max())
 
 
