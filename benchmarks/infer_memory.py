@@ -4,7 +4,7 @@
     python benchmarks/infer_memory.py --frames 20 --factor 5 --overlay none
 
 A synthetic MP4 (a moving square on noise, written with PyAV) of ``--frames`` frames and one ``--factor`` times
-longer are each segmented by ``groprompt.inference.infer_video`` (the per-video work of ``pipelines/infer.py``:
+longer are each segmented by ``groprompt.inference.video.infer_video`` (the per-video work of ``pipelines/infer.py``:
 streamed decode, SAM encoder in small batches, the proposal generator online over frames for all queries at
 once, SAM mask decoder, parquet rows with RLE masks, and a streamed overlay video per query) in a fresh
 ``spawn`` process, so that ``ru_maxrss`` is that run's own. Reported per run: process peak RSS, RSS after the
@@ -64,18 +64,27 @@ def _run(video: str, out_dir: str, queries: list[str], segmentor: str, overlay: 
     import torch
 
     torch.set_num_threads(threads)
+    from groprompt.checkpoints import random_weights
     from groprompt.config import load_config
-    from groprompt.inference import OutputOptions, Query, build_predictor, infer_video, video_source
+    from groprompt.inference.predictor import build_predictor
+    from groprompt.inference.queries import Query
+    from groprompt.inference.sources import video_source
+    from groprompt.inference.video import OutputOptions, infer_video
 
     config = load_config([REPO / "conf" / "tiny.yaml"], ["model.sam=tiny"])
-    predictor = build_predictor(config.model, state=None, segmentor=segmentor, seed=0)
+    predictor = build_predictor(config.model, random_weights(0), segmentor=segmentor, seed=0)
     source = video_source(video)
     loaded_rss = _maxrss_bytes()
     tracemalloc.start()
     began = time.perf_counter()
     result = infer_video(
-        predictor, source, [Query(source.name, q, str(i)) for i, q in enumerate(queries)], out_dir, config.model,
-        OutputOptions(overlay=overlay, encode_batch=4), log=lambda message: None,
+        predictor,
+        source,
+        [Query(source.name, q, str(i)) for i, q in enumerate(queries)],
+        out_dir,
+        config.model,
+        OutputOptions(overlay=overlay, encode_batch=4),
+        log=lambda message: None,
     )
     seconds = time.perf_counter() - began
     _, traced_peak = tracemalloc.get_traced_memory()
@@ -128,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = {name: measure(videos[name], root / f"out-{name}", queries, args.segmentor, overlay, args.threads) for name in lengths}
 
     mib = 2**20
-    print(f"infer_video on {args.size}x{args.size} MP4, {args.queries} queries, tiny SAM (random), UNTRAINED random proposal "
-          f"generator, segmentor {args.segmentor}, overlay {args.overlay}, {args.threads} torch thread(s), one spawn process per run, "
-          f"python {sys.version.split()[0]} on {os.cpu_count()} CPUs")
+    print(
+        f"infer_video on {args.size}x{args.size} MP4, {args.queries} queries, tiny SAM (random), UNTRAINED random proposal "
+        f"generator, segmentor {args.segmentor}, overlay {args.overlay}, {args.threads} torch thread(s), one spawn process per run, "
+        f"python {sys.version.split()[0]} on {os.cpu_count()} CPUs"
+    )
     header = f"{'':34}{'short':>12}{'long':>12}{'long/short':>12}"
     print(header)
     print("-" * len(header))
@@ -139,16 +150,26 @@ def main(argv: list[str] | None = None) -> int:
         ratio = long / short if short else float("nan")
         print(f"{label:34}{format(short, fmt) + unit:>12}{format(long, fmt) + unit:>12}{ratio:>11.2f}x")
 
-    s, l = runs["short"], runs["long"]
-    line("frames", s["frames"], l["frames"], "", "d")
-    line("parquet rows", s["rows"], l["rows"], "", "d")
-    line("peak RSS (ru_maxrss)", s["peak_rss"] / mib, l["peak_rss"] / mib, " MiB")
-    line("RSS after model load", s["loaded_rss"] / mib, l["loaded_rss"] / mib, " MiB")
-    line("RSS growth during inference", (s["peak_rss"] - s["loaded_rss"]) / mib, (l["peak_rss"] - l["loaded_rss"]) / mib, " MiB")
-    line("tracemalloc peak (inference)", s["traced_peak"] / mib, l["traced_peak"] / mib, " MiB", ".2f")
-    line("frames/s (inference)", s["frames"] / s["seconds"], l["frames"] / l["seconds"], "")
-    line("frames/s (incl. start + load)", s["frames"] / s["total_seconds"], l["frames"] / l["total_seconds"], "")
-    growth = l["peak_rss"] / s["peak_rss"] - 1
+    short_run, long_run = runs["short"], runs["long"]
+    line("frames", short_run["frames"], long_run["frames"], "", "d")
+    line("parquet rows", short_run["rows"], long_run["rows"], "", "d")
+    line("peak RSS (ru_maxrss)", short_run["peak_rss"] / mib, long_run["peak_rss"] / mib, " MiB")
+    line("RSS after model load", short_run["loaded_rss"] / mib, long_run["loaded_rss"] / mib, " MiB")
+    line(
+        "RSS growth during inference",
+        (short_run["peak_rss"] - short_run["loaded_rss"]) / mib,
+        (long_run["peak_rss"] - long_run["loaded_rss"]) / mib,
+        " MiB",
+    )
+    line("tracemalloc peak (inference)", short_run["traced_peak"] / mib, long_run["traced_peak"] / mib, " MiB", ".2f")
+    line("frames/s (inference)", short_run["frames"] / short_run["seconds"], long_run["frames"] / long_run["seconds"], "")
+    line(
+        "frames/s (incl. start + load)",
+        short_run["frames"] / short_run["total_seconds"],
+        long_run["frames"] / long_run["total_seconds"],
+        "",
+    )
+    growth = long_run["peak_rss"] / short_run["peak_rss"] - 1
     verdict = "PASS" if growth <= 0.25 else "FAIL"
     print(f"peak RSS of the {args.factor}x longer video: {growth:+.1%} (claim: within +25%) -> {verdict}")
     return 0 if growth <= 0.25 else 1

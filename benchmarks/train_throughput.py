@@ -28,7 +28,8 @@ from groprompt.data.embeddings import embed_shard, read_embedding_shard
 from groprompt.data.formats import read_videos
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, plan_shards, read_shard, write_shard
-from groprompt.models.groprompt import build_frozen, build_model
+from groprompt.models.frozen import build_frozen
+from groprompt.models.groprompt import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sha(path: Path) -> str:
-    from groprompt.data.manifest import sha256_file
+    from groprompt.files import sha256_file
 
     return sha256_file(path)
 

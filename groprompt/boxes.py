@@ -11,24 +11,6 @@ def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
 
 
-def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
-    """(..., 4) corner boxes to centre-size boxes."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
-
-
-def normalize_xyxy(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pixel corner boxes to [0, 1] coordinates of a ``height`` x ``width`` frame."""
-    scale = boxes.new_tensor([width, height, width, height])
-    return boxes / scale
-
-
-def denormalize_xyxy(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[0, 1] corner boxes to pixels of a ``height`` x ``width`` frame."""
-    scale = boxes.new_tensor([width, height, width, height])
-    return boxes * scale
-
-
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """Area of (..., 4) xyxy boxes (zero for degenerate ones)."""
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)

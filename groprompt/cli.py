@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
-from groprompt.data.records import DataError
+from groprompt.errors import DataError, UserError
+from groprompt.stages.cli import exit_code_of
 
 
 def _eval_masks(args: argparse.Namespace) -> int:
@@ -36,6 +39,32 @@ def _make_refshapes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from groprompt.report import write_report
+
+    rows = [_split_row(item) for item in args.row]
+    results = {name: _read_summary(path) for name, path in rows}
+    path = write_report(args.out, results, args.run_id, args.tracking_uri)
+    print(path.read_text())
+    return 0
+
+
+def _split_row(item: str) -> tuple[str, str]:
+    """``NAME=PATH`` as (name, path); the name may hold ``=``, the path may not."""
+    name, sep, path = item.rpartition("=")
+    if not sep or not name:
+        raise UserError(f"--row {item!r}: expected NAME=PATH")
+    return name, path
+
+
+def _read_summary(path: str) -> dict[str, Any]:
+    """An evaluation ``summary.json``; DataError when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not a JSON evaluation summary: {error}") from error
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="groprompt", description=__doc__)
@@ -62,17 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--valid-fraction", type=float, default=0.25)
     p.set_defaults(run=_make_refshapes)
+
+    p = commands.add_parser("report", help="the loss ablation report (cf. GroPrompt Table 6) of evaluation summaries")
+    p.add_argument("--row", action="append", required=True, metavar="NAME=PATH", help="a row's name and summary.json, in display order")
+    p.add_argument("--out", required=True, help="Markdown file to write")
+    p.add_argument("--run-id", default=None, help="MLflow run to log the report to")
+    p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    p.set_defaults(run=_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return exit_code_of(lambda: args.run(args))
 
 
 if __name__ == "__main__":

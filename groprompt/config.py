@@ -16,9 +16,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid."""
+from groprompt.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,7 @@ class DataConfig:
     shards: str = "work/shards"
     embeddings: str = "work/embeddings"
     embed_dtype: str = "float16"  # storage dtype of the cached SAM embeddings
+    embed_batch: int = 4  # frames per SAM encoder pass (ViT-B on CPU holds about 2.5 GiB per frame); raise it on GPUs
     window: int = 36  # frames per shard sample; longer videos are split
     max_side: int = 1024  # longest side of the JPEG frames stored in shards
     shard_bytes: int = 256 * 1024 * 1024

@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 
 from groprompt.boxes import cxcywh_to_xyxy
 from groprompt.config import LossConfig
+from groprompt.data.clips import ClipBatch
 from groprompt.losses import box_loss_terms, modalcon_loss, textcon_loss, total_loss
-
-if TYPE_CHECKING:
-    from groprompt.models.groprompt import FrozenEncoders, GroPrompt
-
-
-@dataclass
-class ClipBatch:
-    """B clips of T frames, each with a referring sentence S_i and a negative sentence S_j.
-
-    Boxes are normalised cxcywh of the frame; ``*_valid`` is False where the object is absent (and
-    everywhere for a negative sentence taken from another video). ``input_sizes`` (B, 2) are the (h, w)
-    of the frames inside SAM's input, to place boxes in its prompt coordinates.
-    """
-
-    embeddings: torch.Tensor  # (B, T, C, g, g)
-    sentences: list[str]
-    negatives: list[str]
-    boxes: torch.Tensor  # (B, T, 4)
-    valid: torch.Tensor  # (B, T)
-    negative_boxes: torch.Tensor  # (B, T, 4)
-    negative_valid: torch.Tensor  # (B, T)
-    input_sizes: torch.Tensor  # (B, 2)
+from groprompt.models.frozen import FrozenEncoders
+from groprompt.models.modalcon import ModalConHead
+from groprompt.models.proposal import ProposalGenerator
 
 
 def to_prompt_coordinates(boxes: torch.Tensor, input_sizes: torch.Tensor) -> torch.Tensor:
@@ -41,7 +20,9 @@ def to_prompt_coordinates(boxes: torch.Tensor, input_sizes: torch.Tensor) -> tor
     return cxcywh_to_xyxy(boxes) * scale
 
 
-def compute_losses(model: GroPrompt, frozen: FrozenEncoders, batch: ClipBatch, config: LossConfig) -> dict[str, torch.Tensor]:
+def compute_losses(
+    proposal: ProposalGenerator, modalcon: ModalConHead, frozen: FrozenEncoders, batch: ClipBatch, config: LossConfig
+) -> dict[str, torch.Tensor]:
     """All loss terms of paper eq. 1-4 for a batch, plus ``total``.
 
     Both sentences of each pair run through the proposal generator as one batch of 2B: each is the
@@ -52,7 +33,7 @@ def compute_losses(model: GroPrompt, frozen: FrozenEncoders, batch: ClipBatch, c
     embeddings = torch.cat([batch.embeddings, batch.embeddings])
     targets = torch.cat([batch.boxes, batch.negative_boxes])
     valid = torch.cat([batch.valid, batch.negative_valid])
-    outputs = model.proposal(embeddings, text)
+    outputs = proposal(embeddings, text)
     terms = box_loss_terms(outputs, targets, valid, config)
 
     if config.textcon or config.modalcon:
@@ -63,7 +44,7 @@ def compute_losses(model: GroPrompt, frozen: FrozenEncoders, batch: ClipBatch, c
             ground_truth = _embed(frozen, to_prompt_coordinates(targets, sizes))
             terms["textcon"] = textcon_loss(prompts, ground_truth, prompts.roll(size, 0), valid, config.margin)
         if config.modalcon:
-            video = model.modalcon(prompts, embeddings, frozen.sam.dense_pe())
+            video = modalcon(prompts, embeddings, frozen.sam.dense_pe())
             own = text.pooled.to(video.dtype)
             has_partner = torch.cat([torch.ones(size, dtype=torch.bool), batch.negative_valid.any(1)])
             terms["modalcon"] = modalcon_loss(video[has_partner], own[has_partner], own.roll(size, 0)[has_partner], config.margin)
@@ -78,9 +59,11 @@ def _embed(frozen: FrozenEncoders, boxes: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_boxes(model: GroPrompt, frozen: FrozenEncoders, embeddings: torch.Tensor, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_boxes(
+    proposal: ProposalGenerator, frozen: FrozenEncoders, embeddings: torch.Tensor, sentences: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-confidence boxes (B, T, 4) normalised cxcywh and their confidences (B, T), online over frames."""
-    outputs = model.proposal(embeddings, frozen.text(sentences))
+    outputs = proposal(embeddings, frozen.text(sentences))
     boxes = torch.stack([output.top_boxes() for output in outputs], dim=1)
     scores = torch.stack([output.logits[-1].softmax(-1).amax(-1) for output in outputs], dim=1)
     return boxes, scores

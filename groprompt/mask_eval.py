@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from groprompt.data.records import DataError
+from groprompt.errors import DataError
+from groprompt.files import atomic_path
 from groprompt.metrics import j_and_f
-from groprompt.outputs import read_index_png
+from groprompt.outputs import VOID_ID, read_index_png
 
-VOID_ID = 255
 CSV_COLUMNS = ("sequence", "n_frames", "J_mean", "F_mean", "JF_mean")
 
 
@@ -136,11 +136,8 @@ def format_mean_row(scores: Sequence[SequenceScores]) -> str:
 def write_csv(scores: Sequence[SequenceScores], path: str | Path) -> None:
     """Write one row per sequence, columns ``sequence,n_frames,J_mean,F_mean,JF_mean``, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", newline="") as handle:
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for s in scores:
             writer.writerow([s.sequence, s.n_frames, f"{s.j_mean:.6f}", f"{s.f_mean:.6f}", f"{s.jf_mean:.6f}"])
-    os.replace(temporary, path)

@@ -9,7 +9,6 @@ Layouts written here:
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +17,10 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from groprompt.data.records import DataError
+from groprompt.errors import DataError
+from groprompt.files import atomic_path
+
+VOID_ID = 255  # DAVIS void label: ground-truth pixels that J and F ignore (a shard stores an unannotated frame as all void)
 
 
 def davis_palette() -> list[int]:
@@ -52,12 +54,10 @@ def write_index_png(path: str | Path, ids: np.ndarray) -> None:
     path = Path(path)
     if ids.ndim != 2 or ids.min(initial=0) < 0 or ids.max(initial=0) > 255:
         raise ValueError(f"{path}: expected an (H, W) id map with values in 0..255")
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(ids.astype(np.uint8), mode="P")
     image.putpalette(davis_palette())
-    temporary = path.with_name(f".{path.name}.tmp")
-    image.save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG")
 
 
 def markdown_table(rows: list[dict[str, object]], float_format: str = ".4f") -> str:
@@ -96,8 +96,8 @@ def ids_from_masks(masks: Mapping[int, np.ndarray]) -> np.ndarray:
     shapes = {mask.shape for mask in masks.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise ValueError(f"expected one or more (H, W) masks of one shape, got shapes {sorted(shapes)}")
-    if not all(1 <= obj <= 254 for obj in masks):
-        raise ValueError(f"object ids must be in 1..254 (0 is background, 255 void), got {sorted(masks)}")
+    if not all(1 <= obj < VOID_ID for obj in masks):
+        raise ValueError(f"object ids must be in 1..{VOID_ID - 1} (0 is background, {VOID_ID} void), got {sorted(masks)}")
     ids = np.zeros(next(iter(shapes)), dtype=np.uint8)
     for obj in sorted(masks):
         ids[masks[obj].astype(bool)] = obj
@@ -145,24 +145,18 @@ def write_submission_zip(path: str | Path, masks: Iterable[tuple[str, str, str, 
     expression of every video in the split.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
     names: set[str] = set()
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for video, exp_id, frame, mask in masks:
-                name = "/".join([SUBMISSION_ROOT, _safe_name(video), _safe_name(exp_id), f"{_safe_name(frame)}.png"])
-                if name in names:
-                    raise ValueError(f"{name}: duplicate submission member")
-                if mask.ndim != 2:
-                    raise ValueError(f"{name}: expected an (H, W) mask, got shape {mask.shape}")
-                names.add(name)
-                buffer = io.BytesIO()
-                Image.fromarray(mask.astype(bool).astype(np.uint8) * 255).save(buffer, format="PNG")
-                archive.writestr(name, buffer.getvalue())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for video, exp_id, frame, mask in masks:
+            name = "/".join([SUBMISSION_ROOT, _safe_name(video), _safe_name(exp_id), f"{_safe_name(frame)}.png"])
+            if name in names:
+                raise ValueError(f"{name}: duplicate submission member")
+            if mask.ndim != 2:
+                raise ValueError(f"{name}: expected an (H, W) mask, got shape {mask.shape}")
+            names.add(name)
+            buffer = io.BytesIO()
+            Image.fromarray(mask.astype(bool).astype(np.uint8) * 255).save(buffer, format="PNG")
+            archive.writestr(name, buffer.getvalue())
     return len(names)
 
 

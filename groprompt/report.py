@@ -1,6 +1,6 @@
 """The loss ablation report, shaped like the paper's Table 6: box IoU and J&F, J, F per configuration.
 
-    python -m groprompt.report --row "L_box only=work/eval/box/summary.json" \\
+    groprompt report --row "L_box only=work/eval/box/summary.json" \\
         --row "L_box + L_contra=work/eval/contra/summary.json" --row "GT box + grabcut=work/eval/oracle/summary.json" \\
         --out work/report.md
 
@@ -10,14 +10,12 @@ summaries carry expression types (RefShapes), one more table per type follows th
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from groprompt.files import write_text_atomic
 
 ROW_BOX_ONLY = "L_box only"
 ROW_CONTRA = "L_box + L_contra"
@@ -31,12 +29,14 @@ def oracle_row(segmentor: str) -> str:
 
 
 def _cell(value: Any) -> str:
+    """A fraction as a percentage with one decimal; ``-`` when missing or NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{100 * float(value):.1f}"
 
 
 def _table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """A Markdown table: one row per method, one column per entry of ``COLUMNS``."""
     lines = ["| Method | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for name, values in rows.items():
         lines.append(f"| {name} | " + " | ".join(_cell(values.get(key)) for key in _KEYS) + " |")
@@ -51,7 +51,8 @@ def ablation_report(results: Mapping[str, Mapping[str, Any]], title: str = "Loss
     """
     if not results:
         raise ValueError("no results to report")
-    parts = [f"# {title}\n", "Values in %. Box: mean IoU of the prompt boxes over the frames where the object is present.\n", _table(results)]
+    note = "Values in %. Box: mean IoU of the prompt boxes over the frames where the object is present.\n"
+    parts = [f"# {title}\n", note, _table(results)]
     kinds = sorted({kind for summary in results.values() for kind in summary.get("by_kind", {})})
     for kind in kinds:
         per_kind = {name: summary.get("by_kind", {}).get(kind, {}) for name, summary in results.items()}
@@ -70,11 +71,8 @@ def write_report(
 ) -> Path:
     """Write ``ablation_report(results)`` to ``path`` atomically; log it to MLflow run ``run_id`` when given."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = ablation_report(results) if title is None else ablation_report(results, title)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    write_text_atomic(path, text)
     if run_id is not None:
         from mlflow import MlflowClient
 
@@ -82,25 +80,3 @@ def write_report(
 
         MlflowClient(resolve_tracking_uri(tracking_uri)).log_artifact(run_id, str(path))
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--row", action="append", required=True, help="NAME=path/to/summary.json, in display order")
-    parser.add_argument("--out", required=True, help="Markdown file to write")
-    parser.add_argument("--run-id", default=None, help="MLflow run to log the report to")
-    parser.add_argument("--tracking-uri", default=None)
-    args = parser.parse_args(argv)
-    results = {}
-    for item in args.row:
-        name, sep, file = item.rpartition("=")
-        if not sep or not name:
-            parser.error(f"--row {item!r}: expected NAME=PATH")
-        results[name] = json.loads(Path(file).read_text())
-    path = write_report(args.out, results, args.run_id, args.tracking_uri)
-    print(path.read_text())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

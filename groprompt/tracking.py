@@ -1,4 +1,4 @@
-"""MLflow: where runs go, per-step metrics from a worker, figures, and the trained model as artifacts."""
+"""MLflow: where runs go, run status, params, per-step metrics from a worker, and the loss-curve figure."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from groprompt.config import Config, flatten, load_config, replace, to_dict
-
-MODEL_STATE = "model_state.pt"
-MODEL_CONFIG = "config.yaml"
+from groprompt.config import Config, flatten, replace
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -119,28 +114,3 @@ def log_loss_curve(run_id: str, history: list[dict[str, float]], tracking_uri: s
         figure.savefig(path, dpi=100)
         MlflowClient(resolve_tracking_uri(tracking_uri)).log_artifact(run_id, str(path))
     plt.close(figure)
-
-
-def log_trained_model(run_id: str, checkpoint: Path, config: Config, tracking_uri: str | None) -> None:
-    """Log the final checkpoint file and the model (weights + configuration) so it can be loaded back."""
-    import torch
-    from mlflow import MlflowClient
-
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    client.log_artifact(run_id, str(checkpoint), artifact_path="checkpoint")
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    with tempfile.TemporaryDirectory() as folder:
-        torch.save(payload["model"], Path(folder) / MODEL_STATE)
-        (Path(folder) / MODEL_CONFIG).write_text(yaml.safe_dump(to_dict(config)))
-        client.log_artifacts(run_id, folder, artifact_path="model")
-
-
-def load_logged_model(run_id: str, tracking_uri: str | None = None) -> tuple[dict[str, Any], Config]:
-    """The trained weights (state dict) and configuration of a run logged by ``log_trained_model``."""
-    import mlflow
-    import torch
-
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
-    folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model"))
-    config = load_config([folder / MODEL_CONFIG])
-    return torch.load(folder / MODEL_STATE, map_location="cpu", weights_only=True), config

@@ -13,11 +13,23 @@ import torch.distributed as dist
 from torch import nn
 
 from groprompt.boxes import box_iou, cxcywh_to_xyxy
+from groprompt.checkpoints import save_payload, training_payload
 from groprompt.config import Config, TrainConfig
-from groprompt.data.clips import ClipSource, ShardPair, batches, joined_samples, normalised_boxes, referring_expressions, shard_pairs
-from groprompt.data.records import DataError
-from groprompt.engine import ClipBatch, predict_boxes
-from groprompt.models.groprompt import FrozenEncoders, GroPrompt, build_frozen, build_model
+from groprompt.data.clips import (
+    ClipBatch,
+    ClipSource,
+    ShardPair,
+    batches,
+    joined_samples,
+    normalised_boxes,
+    referring_expressions,
+    shard_pairs,
+)
+from groprompt.engine import predict_boxes
+from groprompt.errors import DataError
+from groprompt.models.frozen import FrozenEncoders, build_frozen
+from groprompt.models.groprompt import GroPrompt, build_model
+from groprompt.models.proposal import count_trainable
 from groprompt.tracking import MetricLogger
 
 LOSS_METRICS = {"total": "loss_total", "l1": "loss_l1", "giou": "loss_giou", "conf": "loss_conf",
@@ -80,7 +92,7 @@ def validation_iou(model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPa
                 continue
             frames = range(len(meta["frame_names"]))
             clip = torch.from_numpy(embeddings).float()[None].expand(len(expressions), *embeddings.shape)
-            predicted, _ = predict_boxes(model, frozen, clip, [e["text"] for e in expressions])
+            predicted, _ = predict_boxes(model.proposal, frozen, clip, [e["text"] for e in expressions])
             for row, expression in enumerate(expressions):
                 boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
                 if valid.any():
@@ -88,35 +100,6 @@ def validation_iou(model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPa
                     total += float(box_iou(cxcywh_to_xyxy(predicted[row][torch.from_numpy(valid)]), target).sum())
                     count += int(valid.sum())
     return total, count
-
-
-def checkpoint_payload(model: GroPrompt, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int) -> dict[str, Any]:
-    """Everything needed to resume after ``epoch``: model, optimiser, scheduler, epoch, RNG state."""
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": epoch,
-        "torch_rng": torch.get_rng_state(),
-    }
-
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def save_checkpoint(folder: str | Path, payload: dict[str, Any]) -> Path:
-    """Write the payload as one file in ``folder``."""
-    path = Path(folder) / CHECKPOINT_FILE
-    torch.save(payload, path)
-    return path
-
-
-def load_checkpoint(folder: str | Path) -> dict[str, Any]:
-    """Read a payload written by ``save_checkpoint`` (tensors and plain data only)."""
-    path = Path(folder) / CHECKPOINT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 class Session(Protocol):
@@ -149,6 +132,8 @@ def run_training(config: Config, session: Session, run_id: str | None, failure_m
         raise DataError(f"rank {session.rank}: fewer than {config.train.batch_size} training clips; lower train.batch_size")
 
     model = build_model(config.model, frozen)
+    if session.rank == 0:
+        print(f"{count_trainable(model):,} trainable parameters; {steps} steps per epoch on each of {session.world} workers", flush=True)
     optimizer, scheduler = build_optimizer(model, config.train, steps)
     start_epoch = 0
     payload = session.latest_checkpoint()
@@ -173,7 +158,7 @@ def run_training(config: Config, session: Session, run_id: str | None, failure_m
             logger.log(epoch_metrics(metrics), step=epoch)
         with tempfile.TemporaryDirectory() as folder:
             if session.rank == 0:
-                save_checkpoint(folder, checkpoint_payload(model, optimizer, scheduler, epoch))
+                save_payload(folder, training_payload(model, optimizer, scheduler, epoch))
             session.report(metrics, folder if session.rank == 0 else None)
 
 

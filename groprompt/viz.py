@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from groprompt.files import atomic_path
 from groprompt.outputs import davis_palette
 
 Color = tuple[int, int, int]
@@ -67,27 +67,21 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int = 10) -
     container_format = {".mp4": "mp4", ".gif": "gif"}.get(path.suffix.lower())
     if container_format is None:
         raise ValueError(f"{path}: expected a .mp4 or .gif file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
     count = 0
-    try:
-        with av.open(str(temporary), "w", format=container_format) as container:
-            stream: av.video.stream.VideoStream | None = None
-            shape: tuple[int, ...] = ()
-            for frame in frames:
-                if stream is None:
-                    shape = frame.shape
-                    stream = _add_stream(container, container_format, shape, fps)
-                if frame.shape != shape or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                    raise ValueError(f"{path}: frame {count} is {frame.shape} {frame.dtype}, expected {shape} uint8")
-                container.mux(stream.encode(_video_frame(frame, container_format)))
-                count += 1
+    with atomic_path(path) as temporary, av.open(str(temporary), "w", format=container_format) as container:
+        stream: av.video.stream.VideoStream | None = None
+        shape: tuple[int, ...] = ()
+        for frame in frames:
             if stream is None:
-                raise ValueError(f"{path}: no frames to write")
-            container.mux(stream.encode(None))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+                shape = frame.shape
+                stream = _add_stream(container, container_format, shape, fps)
+            if frame.shape != shape or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f"{path}: frame {count} is {frame.shape} {frame.dtype}, expected {shape} uint8")
+            container.mux(stream.encode(_video_frame(frame, container_format)))
+            count += 1
+        if stream is None:
+            raise ValueError(f"{path}: no frames to write")
+        container.mux(stream.encode(None))
     return count
 
 

@@ -8,12 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    """``../shared/data`` beside the checkout (override with GROPROMPT_SHARED_DATA)."""
-    return Path(os.environ.get("GROPROMPT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+from tests.helpers import shared_data_dir
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,30 @@ import torch
 
 from groprompt.config import DataConfig
 from groprompt.data.embeddings import check_embeddings, embedding_identity, read_embedding_shard
-from groprompt.data.manifest import MANIFEST, read_manifest, sha256_file
-from groprompt.data.records import DataError
+from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.shards import read_shard
-from groprompt.engine import ClipBatch
+from groprompt.errors import DataError
+from groprompt.files import sha256_file
 from groprompt.models.sam import FrozenSam
+
+
+@dataclass
+class ClipBatch:
+    """B clips of T frames, each with a referring sentence S_i and a negative sentence S_j.
+
+    Boxes are normalised cxcywh of the frame; ``*_valid`` is False where the object is absent (and
+    everywhere for a negative sentence taken from another video). ``input_sizes`` (B, 2) are the (h, w)
+    of the frames inside SAM's input, to place boxes in its prompt coordinates.
+    """
+
+    embeddings: torch.Tensor  # (B, T, C, g, g)
+    sentences: list[str]
+    negatives: list[str]
+    boxes: torch.Tensor  # (B, T, 4)
+    valid: torch.Tensor  # (B, T)
+    negative_boxes: torch.Tensor  # (B, T, 4)
+    negative_valid: torch.Tensor  # (B, T)
+    input_sizes: torch.Tensor  # (B, 2)
 
 
 @dataclass(frozen=True)

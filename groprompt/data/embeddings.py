@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from groprompt.data.manifest import MANIFEST, fingerprint, read_manifest, sha256_file, temporary_path, write_json_atomic
-from groprompt.data.records import DataError
+from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.shards import ShardSample, add_member, iter_members, read_shard, verified_record
+from groprompt.errors import ConfigError, DataError
+from groprompt.files import atomic_path, fingerprint, sha256_file, write_json_atomic
 from groprompt.models.sam import FrozenSam
 
 FORMAT_VERSION = 1
@@ -40,7 +40,7 @@ _Pending = list[tuple[str, bytes | np.ndarray]]  # members awaiting the encoder:
 def storage_dtype(name: str) -> torch.dtype:
     """The torch dtype called ``name``; a clear error for an unsupported one."""
     if name not in STORAGE_DTYPES:
-        raise ValueError(f"unsupported embedding dtype {name!r}; choose one of {', '.join(STORAGE_DTYPES)}")
+        raise ConfigError(f"data.embed_dtype: unsupported embedding dtype {name!r}; choose one of {', '.join(STORAGE_DTYPES)}")
     return STORAGE_DTYPES[name]
 
 
@@ -114,18 +114,13 @@ def embed_shard(
     if sha256_file(frame_shard) != frame_sha256:
         raise DataError(f"{frame_shard}: content differs from the sha256 in its manifest (re-run the shard stage)")
     samples, frames = [], 0
-    temporary = temporary_path(target)
-    try:
-        with tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
-            for name, payload in _embedding_members(sam, frame_shard, batch_size, dtype):
-                add_member(tar, name, payload)
-                if name.endswith(".json"):
-                    samples.append(name.removesuffix(".json"))
-                else:
-                    frames += 1
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(target) as temporary, tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, payload in _embedding_members(sam, frame_shard, batch_size, dtype):
+            add_member(tar, name, payload)
+            if name.endswith(".json"):
+                samples.append(name.removesuffix(".json"))
+            else:
+                frames += 1
     record = {
         "shard": target.name,
         "frame_shard_sha256": frame_sha256,

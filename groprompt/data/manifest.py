@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from groprompt.data.records import DataError
+from groprompt.errors import DataError
+from groprompt.files import atomic_path
 
 METADATA_KEY = b"groprompt"
 MANIFEST = "manifest.parquet"  # the file name of every stage's manifest
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fingerprint(value: Any) -> str:
-    """A stable hash of JSON-serialisable content."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def temporary_path(path: Path) -> Path:
-    """A hidden sibling of ``path`` for writing before an atomic rename; unique per process."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def write_json_atomic(path: Path, content: Any) -> None:
-    """Write JSON to a temporary name, then rename it into place."""
-    temporary = temporary_path(path)
-    temporary.write_text(json.dumps(content, sort_keys=True, indent=1))
-    os.replace(temporary, path)
 
 
 def write_manifest(path: str | Path, rows: list[dict[str, Any]], metadata: dict[str, Any]) -> None:
@@ -48,9 +21,8 @@ def write_manifest(path: str | Path, rows: list[dict[str, Any]], metadata: dict[
     path = Path(path)
     table = pa.Table.from_pylist(rows)
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
-    temporary = temporary_path(path)
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
 
 
 def read_manifest(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:

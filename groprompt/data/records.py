@@ -8,16 +8,11 @@ Records are plain, picklable data so that Ray can ship them between processes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 BoxXYXY = tuple[float, float, float, float]  # pixels, x1 y1 x2 y2, exclusive right/bottom edge
-
-
-class DataError(ValueError):
-    """A dataset file is missing or malformed; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)

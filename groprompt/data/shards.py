@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tarfile
 from collections.abc import Callable, Iterator
@@ -21,8 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from groprompt.data.manifest import fingerprint, sha256_file, temporary_path, write_json_atomic
-from groprompt.data.records import DataError, Video, tight_box
+from groprompt.data.records import Video, tight_box
+from groprompt.errors import DataError
+from groprompt.files import atomic_path, fingerprint, sha256_file, write_json_atomic
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)+$")
 _JPEG_BYTES_PER_PIXEL = 0.15  # planning estimate for quality-90 JPEG
@@ -120,14 +120,12 @@ def write_shard(plan: ShardPlan, out_dir: str | Path, settings: ShardSettings, s
     if existing is not None:
         return existing
     samples, frames, rejected = [], 0, []
-    temporary = temporary_path(target)
-    with tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
+    with atomic_path(target) as temporary, tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
         for video, start, end in plan.windows:
             try:
                 members = list(_sample_members(video, start, end, settings))
             except DataError as error:
                 if not skip_bad:
-                    temporary.unlink(missing_ok=True)
                     raise
                 rejected.append({"video": video.video_id, "reason": str(error)})
                 continue
@@ -135,7 +133,6 @@ def write_shard(plan: ShardPlan, out_dir: str | Path, settings: ShardSettings, s
                 add_member(tar, name, payload)
             samples.append(sample_key(video, start))
             frames += end - start
-    os.replace(temporary, target)
     record = {
         "shard": plan.name,
         "samples": samples,

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from groprompt.config import LossConfig, ModelConfig
-from groprompt.engine import ClipBatch, compute_losses
+from groprompt.data.clips import ClipBatch
+from groprompt.engine import compute_losses
+from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.modalcon import ModalConHead
 from groprompt.models.proposal import ProposalGenerator
-from groprompt.models.sam import FrozenSam
-from groprompt.models.text import FrozenTextEncoder
 
 
 class GroPrompt(nn.Module):
@@ -25,21 +23,7 @@ class GroPrompt(nn.Module):
 
     def forward(self, frozen: FrozenEncoders, batch: ClipBatch, loss: LossConfig) -> dict[str, torch.Tensor]:
         """The loss terms of a batch: the whole training computation, so DDP sees every parameter it uses."""
-        return compute_losses(self, frozen, batch, loss)
-
-
-@dataclass
-class FrozenEncoders:
-    """The frozen SAM (image encoder, prompt encoder, mask decoder) and text encoder."""
-
-    sam: FrozenSam
-    text: FrozenTextEncoder
-
-
-def build_frozen(config: ModelConfig) -> FrozenEncoders:
-    """Load the frozen encoders named by the configuration."""
-    sam = FrozenSam.from_name(config.sam, checkpoint=config.sam_checkpoint, seed=config.sam_seed)
-    return FrozenEncoders(sam=sam, text=FrozenTextEncoder(config.text_encoder))
+        return compute_losses(self.proposal, self.modalcon, frozen, batch, loss)
 
 
 def build_model(config: ModelConfig, frozen: FrozenEncoders) -> GroPrompt:

@@ -8,7 +8,6 @@ and the offline demo. Preprocessing and postprocessing are SAM's own (``ResizeLo
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,6 +19,9 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
+
+from groprompt.errors import CheckpointError
+from groprompt.files import sha256_file
 
 Frames = Sequence[np.ndarray] | torch.Tensor
 
@@ -70,10 +72,6 @@ SAM_CONFIGS: dict[str, SamConfig] = {
 """Named configurations; add an entry to register another."""
 
 
-class CheckpointError(ValueError):
-    """A SAM checkpoint file that cannot be read or does not fit the configuration."""
-
-
 def build_sam(config: SamConfig) -> Sam:
     """Build a randomly initialised SAM exactly as ``segment_anything.build_sam`` lays it out."""
     grid = config.embed_grid
@@ -115,16 +113,7 @@ def build_sam(config: SamConfig) -> Sam:
     )
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_checkpoint(sam: Sam, path: Path) -> None:
+def load_sam_weights(sam: Sam, path: Path) -> None:
     """Load a ``Sam`` state dict from ``path`` (``weights_only``), strictly; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: SAM checkpoint not found")
@@ -173,8 +162,8 @@ class FrozenSam(nn.Module):
         if checkpoint is None:
             return cls(sam, name, f"random-init:{seed}")
         path = Path(checkpoint)
-        load_checkpoint(sam, path)
-        return cls(sam, name, file_sha256(path))
+        load_sam_weights(sam, path)
+        return cls(sam, name, sha256_file(path))
 
     def train(self, mode: bool = True) -> FrozenSam:
         """Stay in eval mode whatever ``mode`` says."""

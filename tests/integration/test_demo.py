@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from groprompt.config import load_config, with_absolute_paths
-from pipelines.demo import DEFAULT_CONFIG, run_demo
+from groprompt.stages.demo import run_demo
+from tests.helpers import REPO_ROOT
+
+DEFAULT_CONFIG = REPO_ROOT / "conf" / "demo.yaml"
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""pipelines/evaluate.py through a real local Ray: shard -> embed -> evaluate (model from MLflow, oracle via the CLI)."""
+"""The evaluate stage through a real local Ray: shard -> embed -> evaluate (model from MLflow, oracle via pipelines/evaluate.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,21 @@ import pandas as pd
 import pytest
 import torch
 
+from groprompt.checkpoints import log_trained_model
 from groprompt.config import load_config
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, read_shard
+from groprompt.errors import ConfigError
 from groprompt.mask_eval import evaluate_folders, global_means
-from groprompt.models.groprompt import build_frozen, build_model
-from groprompt.outputs import read_index_png, write_index_png
+from groprompt.models.frozen import build_frozen
+from groprompt.models.groprompt import build_model
+from groprompt.outputs import VOID_ID, read_index_png, write_index_png
 from groprompt.report import ROW_BOX_ONLY, ablation_report, oracle_row
-from groprompt.tracking import log_trained_model, start_run
-from pipelines.embed import embed_shards
-from pipelines.evaluate import evaluate, main
-from pipelines.shard import shard_dataset
+from groprompt.stages.embed import embed_shards
+from groprompt.stages.evaluate import evaluate
+from groprompt.stages.shard import shard_dataset
+from groprompt.tracking import start_run
+from pipelines.evaluate import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +41,7 @@ def eval_masks_layout(frames_dir: Path, png_dir: Path, gt_root: Path, pred_root:
                 for t, frame in enumerate(sample.meta["frame_names"]):
                     ids = sample.mask(t)
                     gt = (ids == expression["obj_id"]).astype("uint8")
-                    gt[ids == 255] = 255
+                    gt[ids == VOID_ID] = VOID_ID
                     write_index_png(gt_root / sequence / f"{frame}.png", gt)
                     write_index_png(pred_root / sequence / f"{frame}.png", read_index_png(png_dir / sample.meta["video_id"] / str(expression["exp_id"]) / f"{frame}.png").astype("uint8"))
 
@@ -53,7 +57,7 @@ def test_evaluate_pipeline(local_ray: None, tmp_path: Path, capsys: pytest.Captu
     shard_dataset("refshapes", str(tmp_path / "refshapes"), "valid", tmp_path / "frames" / "valid", settings)
     embed_shards(tmp_path / "frames" / "valid", tmp_path / "embeddings" / "valid", "tiny", batch_size=4)
 
-    # a (randomly initialised) trained model, logged to MLflow as pipelines/train.py does
+    # a (randomly initialised) trained model, logged to MLflow as the train stage does
     torch.manual_seed(0)
     model = build_model(config.model, build_frozen(config.model))
     torch.save({"model": model.state_dict(), "epoch": 0}, tmp_path / "checkpoint.pt")
@@ -82,6 +86,9 @@ def test_evaluate_pipeline(local_ray: None, tmp_path: Path, capsys: pytest.Captu
     assert math.isclose(run.data.metrics["eval/JF"], summary["JF"]) and run.data.params["eval.boxes"] == "model"
     assert {a.path for a in mlflow.MlflowClient(uri).list_artifacts(summary["run_id"], "evaluation")} == {
         "evaluation/metrics.parquet", "evaluation/summary.json"}
+    with pytest.raises(ConfigError, match="eval.boxes='model'"):  # refused before any work: the run holds another evaluation
+        evaluate(config, "oracle", segmentor="box", split="valid", out_dir=tmp_path / "refused", run_id=summary["run_id"])
+    assert not (tmp_path / "refused").exists()
 
     # the CLI, ground-truth boxes through GrabCut, no MLflow: the upper bound, and the report
     code = main(["--config", str(REPO / "conf" / "tiny.yaml"), "--boxes", "oracle", "--segmentor", "grabcut",

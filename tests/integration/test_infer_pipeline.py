@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from groprompt.config import load_config
 from groprompt.data.manifest import read_manifest
 from groprompt.outputs import rle_to_mask
-from pipelines.infer import infer, main
-from tests.unit.test_inference import write_frame_folder, write_mp4
+from groprompt.stages.infer import format_summary, infer
+from groprompt.viz import write_video
+from pipelines.infer import main
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def moving_square(frames: int, height: int, width: int) -> list[np.ndarray]:
+    """A red square moving over a grey background."""
+    pictures = [np.full((height, width, 3), 40, np.uint8) for _ in range(frames)]
+    for t, picture in enumerate(pictures):
+        x = (4 * t) % max(1, width - 16)
+        picture[8:24, x : x + 16] = (230, 60, 60)
+    return pictures
+
+
+def write_frame_folder(folder: Path, frames: int, height: int, width: int) -> None:
+    folder.mkdir(parents=True)
+    for t, picture in enumerate(moving_square(frames, height, width)):
+        Image.fromarray(picture).save(folder / f"{t:03d}.png")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_infer_pipeline_end_to_end_and_resume(local_ray: None, tmp_path: Path) -> None:
+def test_infer_pipeline_end_to_end_and_resume(local_ray: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     videos = tmp_path / "videos"
-    write_mp4(videos / "clip.mp4", frames=5, height=48, width=64)
+    write_video(videos / "clip.mp4", moving_square(5, height=48, width=64), fps=10)
     write_frame_folder(videos / "frames", frames=4, height=40, width=56)
     (videos / "broken.mp4").write_bytes(b"this is not an mp4 file" * 20)
     queries = tmp_path / "queries.csv"
@@ -34,6 +53,8 @@ def test_infer_pipeline_end_to_end_and_resume(local_ray: None, tmp_path: Path) -
     summary = infer(config, videos, queries, out, random_model=True, segmentor="sam", overlay="gif")
     assert (summary["videos"], summary["done"], summary["failed"], summary["frames"], summary["rows"]) == (3, 2, 1, 9, 5 * 2 + 4)
     assert summary["untrained"] is True
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert format_summary(summary).startswith("2 videos done, 0 skipped, 1 failed, 3 errors; 9 frames in ")
 
     clip = pq.read_table(out / "masks" / "clip.parquet").to_pylist()
     assert len(clip) == 10 and all(rle_to_mask(r["rle"]).shape == (48, 64) for r in clip)
@@ -45,14 +66,22 @@ def test_infer_pipeline_end_to_end_and_resume(local_ray: None, tmp_path: Path) -
     assert "broken.mp4" in errors[("broken", "anything")] and "empty query" in errors[("frames", "")]
 
     rows, metadata = read_manifest(out / "manifest.parquet")
-    assert [(r["video"], r["status"], r["n_frames"], r["rows"]) for r in rows] == [("broken", "failed", 0, 0), ("clip", "done", 5, 10), ("frames", "done", 4, 4)]
+    assert [(r["video"], r["status"], r["n_frames"], r["rows"]) for r in rows] == [
+        ("broken", "failed", 0, 0),
+        ("clip", "done", 5, 10),
+        ("frames", "done", 4, 4),
+    ]
     assert metadata["model"] == "random:0" and metadata["options"]["overlay"] == "gif"
 
     stamp = (out / "masks" / "clip.parquet").stat().st_mtime_ns
     (videos / "broken.mp4").unlink()  # the re-run finds every remaining video done and starts no actor
-    argv = ["--config", str(REPO / "conf/tiny.yaml"), "--videos", str(videos), "--queries", str(queries), "--out", str(out), "--random-model", "--overlay", "gif"]
-    assert main(argv) == 0
+    inputs = ["--config", str(REPO / "conf/tiny.yaml"), "--videos", str(videos), "--queries", str(queries), "--out", str(out)]
+    assert main([*inputs, "--random-model", "--overlay", "gif"]) == 0
     rows, _ = read_manifest(out / "manifest.parquet")
     assert [(r["video"], r["status"]) for r in rows] == [("clip", "skipped"), ("frames", "skipped")]
     assert ("broken", "anything") in {(r["video"], r["query"]) for r in pq.read_table(out / "errors.parquet").to_pylist()}
     assert (out / "masks" / "clip.parquet").stat().st_mtime_ns == stamp
+
+    capsys.readouterr()
+    assert main([*inputs, "--checkpoint", str(tmp_path / "no-such-checkpoint")]) == 2  # a user error: one line, exit 2
+    assert f"error: {tmp_path / 'no-such-checkpoint'}: checkpoint not found" in capsys.readouterr().err.splitlines()

@@ -3,6 +3,7 @@ MLflow server: both started and stopped with infra/local/services.sh (state unde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,11 +21,12 @@ import pytest
 import groprompt
 from groprompt.data.embeddings import MANIFEST, embed_shard
 from groprompt.data.formats import read_videos
-from groprompt.data.manifest import sha256_file, write_manifest
+from groprompt.data.manifest import write_manifest
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, plan_shards, write_shard
+from groprompt.files import sha256_file
 from groprompt.models.sam import FrozenSam
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -140,10 +142,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         stopped = run_services("down", env, timeout=120)
         for pid in pids:  # last resort, should down.sh have failed: the recorded process groups only
             if pid_alive(pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         deadline = time.monotonic() + 10
         while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:

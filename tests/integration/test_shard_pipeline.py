@@ -1,4 +1,4 @@
-"""pipelines/shard.py through a real local Ray: manifest, and resume equals a clean run."""
+"""The shard stage through a real local Ray: manifest, and resume equals a clean run."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 from groprompt.data.manifest import read_manifest
 from groprompt.data.shards import ShardSettings
-from pipelines.shard import shard_dataset
-from tests.unit.data.test_shards import mini_davis
+from groprompt.stages.shard import shard_dataset
+from tests.helpers import mini_davis
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""pipelines/train.py and pipelines/sweep.py through a real local Ray and a SQLite MLflow store."""
+"""The train and sweep stages through a real local Ray and a SQLite MLflow store."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from groprompt.boxes import box_iou, cxcywh_to_xyxy
+from groprompt.checkpoints import load_trained
 from groprompt.config import Config, load_config, replace, with_absolute_paths
 from groprompt.data.clips import normalised_boxes, referring_expressions
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, read_shard
-from groprompt.tracking import load_logged_model
-from pipelines.embed import embed_shards
-from pipelines.shard import shard_dataset
-from pipelines.sweep import sweep
-from pipelines.train import train
-from tests.conftest import REPO_ROOT
+from groprompt.stages.embed import embed_shards
+from groprompt.stages.shard import shard_dataset
+from groprompt.stages.sweep import sweep
+from groprompt.stages.train import train
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -76,8 +76,8 @@ def test_two_workers_learn_and_log_to_mlflow(refshapes_config: Config) -> None:
     assert len(client.get_metric_history(outcome["run_id"], "loss_l1")) > 3  # per step and per epoch
     artifacts = {a.path for a in client.list_artifacts(outcome["run_id"])}
     assert {"checkpoint", "model", "loss_curve.png"} <= artifacts
-    state, config = load_logged_model(outcome["run_id"], refshapes_config.runtime.tracking_uri)
-    assert config.loss.lambda_f == refshapes_config.loss.lambda_f and any(k.startswith("proposal.") for k in state)
+    weights = load_trained(f"mlflow:{outcome['run_id']}", refshapes_config.runtime.tracking_uri)
+    assert weights.model_config == refshapes_config.model and any(k.startswith("proposal.") for k in weights.state)
     pytest.learned = history  # the uninterrupted reference for the fault-tolerance test
 
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from groprompt.config import Config, ConfigError, flatten, load_config, replace
-from tests.conftest import REPO_ROOT
+from groprompt.config import Config, flatten, load_config, replace
+from groprompt.errors import ConfigError
+from tests.helpers import REPO_ROOT
 
 CONF = REPO_ROOT / "conf"
 

@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from groprompt.config import LossConfig, ModelConfig
-from groprompt.engine import ClipBatch, compute_losses, predict_boxes, to_prompt_coordinates
-from groprompt.models.groprompt import FrozenEncoders, build_model
+from groprompt.data.clips import ClipBatch
+from groprompt.engine import compute_losses, predict_boxes, to_prompt_coordinates
+from groprompt.models.frozen import FrozenEncoders
+from groprompt.models.groprompt import build_model
 from groprompt.models.sam import FrozenSam
 from groprompt.models.text import FrozenTextEncoder
 
@@ -44,7 +46,7 @@ def test_one_step_lowers_the_loss_and_trains_only_the_generator(frozen: FrozenEn
     batch = random_batch(frozen)
     frozen_before = {name: p.clone() for name, p in list(frozen.sam.named_parameters()) + list(frozen.text.named_parameters())}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    terms = compute_losses(model, frozen, batch, LossConfig())
+    terms = compute_losses(model.proposal, model.modalcon, frozen, batch, LossConfig())
     assert set(terms) == {"l1", "giou", "conf", "select", "textcon", "modalcon", "total"}
     assert all(torch.isfinite(v) for v in terms.values())
     optimizer.zero_grad()
@@ -54,7 +56,7 @@ def test_one_step_lowers_the_loss_and_trains_only_the_generator(frozen: FrozenEn
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.proposal.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.modalcon.parameters())
     optimizer.step()
-    after = compute_losses(model, frozen, batch, LossConfig())
+    after = compute_losses(model.proposal, model.modalcon, frozen, batch, LossConfig())
     assert after["total"].item() < terms["total"].item()
     for name, p in list(frozen.sam.named_parameters()) + list(frozen.text.named_parameters()):
         assert torch.equal(p, frozen_before[name]), name
@@ -62,14 +64,14 @@ def test_one_step_lowers_the_loss_and_trains_only_the_generator(frozen: FrozenEn
 
 def test_contrastive_terms_switch_off(frozen: FrozenEncoders) -> None:
     model = build_model(MODEL, frozen)
-    terms = compute_losses(model, frozen, random_batch(frozen), LossConfig(textcon=False, modalcon=False))
+    terms = compute_losses(model.proposal, model.modalcon, frozen, random_batch(frozen), LossConfig(textcon=False, modalcon=False))
     assert "textcon" not in terms and "modalcon" not in terms
 
 
 def test_predict_boxes_shapes(frozen: FrozenEncoders) -> None:
     model = build_model(MODEL, frozen)
     batch = random_batch(frozen)
-    boxes, scores = predict_boxes(model, frozen, batch.embeddings, batch.sentences)
+    boxes, scores = predict_boxes(model.proposal, frozen, batch.embeddings, batch.sentences)
     assert boxes.shape == (3, 3, 4) and scores.shape == (3, 3)
     assert torch.all((scores > 0) & (scores <= 1))
 

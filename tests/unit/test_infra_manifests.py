@@ -17,7 +17,7 @@ import ray
 import yaml
 
 from groprompt.config import load_config
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 INFRA = REPO_ROOT / "infra"
 MANIFESTS = sorted(p for p in INFRA.rglob("*") if p.suffix in (".yaml", ".yml"))
@@ -69,8 +69,8 @@ def parse_entrypoint(entrypoint: str) -> tuple[str, list[str], list[str], dict[s
     configs, overrides, options, index = [], [], {}, 2
     while index < len(tokens):
         token = tokens[index]
-        if token in ("--config", "--set"):
-            (configs if token == "--config" else overrides).append(tokens[index + 1])
+        if token == "--config":
+            configs.append(tokens[index + 1])
             index += 2
         elif token.startswith("--"):
             flag = index + 1 >= len(tokens) or tokens[index + 1].startswith("--")

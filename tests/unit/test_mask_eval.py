@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from groprompt.cli import main
-from groprompt.data.records import DataError
+from groprompt.errors import DataError
 from groprompt.mask_eval import evaluate_folders, format_mean_row, global_means, write_csv
 from groprompt.outputs import read_index_png, write_index_png
 

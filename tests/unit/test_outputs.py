@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from groprompt.data.records import DataError
+from groprompt.errors import DataError
 from groprompt.mask_eval import evaluate_folders
 from groprompt.outputs import (
     ids_from_masks,
@@ -97,7 +97,7 @@ def test_submission_zip_members_and_masks(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["submission.zip"]
     with zipfile.ZipFile(path) as archive:
         assert archive.namelist() == [f"Annotations/{v}/{e}/{f}.png" for v, e, f, _ in entries]
-        for (video, exp_id, frame, mask), name in zip(entries, archive.namelist()):
+        for (_video, _exp_id, _frame, mask), name in zip(entries, archive.namelist()):
             with Image.open(io.BytesIO(archive.read(name))) as image:
                 assert image.mode == "L" and image.format == "PNG"
                 pixels = np.asarray(image)

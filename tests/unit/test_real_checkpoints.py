@@ -11,14 +11,16 @@ import torch
 from groprompt.config import load_config
 from groprompt.data.embeddings import check_embeddings, embed_shard, embedding_identity
 from groprompt.data.formats import read_videos
-from groprompt.data.manifest import sha256_file, write_manifest
-from groprompt.data.records import DataError
+from groprompt.data.manifest import write_manifest
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, plan_shards, write_shard
-from groprompt.models.groprompt import build_frozen, build_model
+from groprompt.errors import DataError
+from groprompt.files import sha256_file
+from groprompt.models.frozen import build_frozen
+from groprompt.models.groprompt import build_model
 from groprompt.models.sam import SAM_CONFIGS, FrozenSam, build_sam
 from groprompt.models.text import default_text_encoder_path
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def test_a_checkpoint_file_flows_from_configuration_through_the_stages(tmp_path: Path) -> None:

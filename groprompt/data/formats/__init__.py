@@ -20,7 +20,8 @@ from groprompt.data.formats.a2d_sentences import read_a2d_sentences
 from groprompt.data.formats.jhmdb_sentences import count_samples, read_jhmdb_sentences
 from groprompt.data.formats.ref_davis17 import read_ref_davis17
 from groprompt.data.formats.ref_youtube_vos import read_ref_youtube_vos, read_refshapes
-from groprompt.data.records import DataError, Video
+from groprompt.data.records import Video
+from groprompt.errors import DataError
 
 Reader = Callable[[str | Path, str | None, bool], Iterator[Video]]
 

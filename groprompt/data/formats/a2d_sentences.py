@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from groprompt.data.formats.common import attach_boxes
-from groprompt.data.records import DataError, Expression, Video
+from groprompt.data.records import Expression, Video
+from groprompt.errors import DataError
 
 ANNOTATION = Path("text_annotations", "a2d_annotation.txt")
 VIDEOSET = Path("Release", "videoset.csv")

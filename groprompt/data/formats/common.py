@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from groprompt.data.records import DataError, Video, boxes_from_masks
+from groprompt.data.records import Video, boxes_from_masks
+from groprompt.errors import DataError
 from groprompt.outputs import read_index_png
 
 

@@ -26,7 +26,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from groprompt.data.formats.common import ImageFolderFrames, attach_boxes
-from groprompt.data.records import DataError, Expression, Video
+from groprompt.data.records import Expression, Video
+from groprompt.errors import DataError
 
 METADATA = "jhmdb_sentences_samples_metadata.json"
 SPLIT = "test"

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from groprompt.data.formats.common import ImageFolderFrames, IndexPngMasks, attach_boxes
-from groprompt.data.records import DataError, Expression, Video
+from groprompt.data.records import Expression, Video
+from groprompt.errors import DataError
 
 META_NAME = "meta_expressions.json"
 

@@ -21,9 +21,9 @@ from groprompt.data.embeddings import (
 )
 from groprompt.data.formats import read_videos
 from groprompt.data.manifest import write_manifest
-from groprompt.data.records import DataError
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, add_member, plan_shards, read_shard, write_shard
+from groprompt.errors import DataError
 from groprompt.models.sam import FrozenSam
 
 TOLERANCE = {"float16": 1e-3, "bfloat16": 8e-3, "float32": 1e-5}  # relative to the largest magnitude

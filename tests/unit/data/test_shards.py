@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -13,24 +11,9 @@ import pytest
 from PIL import Image
 
 from groprompt.data.formats import read_videos
-from groprompt.data.records import DataError
 from groprompt.data.shards import ShardSettings, plan_shards, read_shard, write_shard
-
-VIDEOS = ("blackswan", "libby")
-
-
-def mini_davis(shared_data: Path, tmp_path: Path, videos: tuple[str, ...] = VIDEOS) -> Path:
-    """A copy of some ref-davis-mini videos (so tests may damage it)."""
-    source = shared_data / "ref-davis-mini"
-    root = tmp_path / "davis"
-    meta = json.loads((source / "meta_expressions/valid/meta_expressions.json").read_text())
-    meta["videos"] = {v: meta["videos"][v] for v in videos}
-    (root / "meta_expressions/valid").mkdir(parents=True)
-    (root / "meta_expressions/valid/meta_expressions.json").write_text(json.dumps(meta))
-    for video in videos:
-        for kind in ("JPEGImages", "Annotations"):
-            shutil.copytree(source / "valid" / kind / video, root / "valid" / kind / video)
-    return root
+from groprompt.errors import DataError
+from tests.helpers import mini_davis
 
 
 def shard_all(root: Path, out: Path, settings: ShardSettings, skip_bad: bool = False) -> list[dict]:

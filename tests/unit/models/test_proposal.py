@@ -7,7 +7,7 @@ from groprompt.config import ModelConfig, load_config
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.proposal import ProposalGenerator, count_trainable, grid_centres
 from groprompt.models.text import TextFeatures
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 TINY = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=5)
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-from groprompt.models.sam import SAM_CONFIGS, CheckpointError, FrozenSam
 from segment_anything import SamPredictor, sam_model_registry  # after groprompt: it repairs torchvision
 from segment_anything.utils.transforms import ResizeLongestSide
+from torch import nn
+
+from groprompt.errors import CheckpointError
+from groprompt.models.sam import SAM_CONFIGS, FrozenSam
 
 SIZES = [(200, 300), (300, 200), (256, 256), (90, 120)]
 BOXES = np.array([[10, 20, 110, 150], [0, 0, 80, 40], [35.5, 12.25, 88.0, 89.75]])

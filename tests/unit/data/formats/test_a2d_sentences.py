@@ -12,7 +12,7 @@ import pytest
 
 from groprompt.data.formats import dataset_summary, read_videos
 from groprompt.data.formats.a2d_sentences import H5InstanceMasks, Mp4Frames, read_instance_h5
-from groprompt.data.records import DataError
+from groprompt.errors import DataError
 
 H, W, T = 48, 64, 6  # not square: a transposition mistake changes the shapes and the boxes
 

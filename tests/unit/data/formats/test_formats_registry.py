@@ -8,7 +8,8 @@ import pytest
 
 from groprompt.cli import main
 from groprompt.data.formats import FORMATS, dataset_summary, get_format, read_videos
-from groprompt.data.records import DataError, Video
+from groprompt.data.records import Video
+from groprompt.errors import DataError
 
 
 def test_registry_names():

@@ -14,7 +14,7 @@ from PIL import Image
 
 from groprompt.data.formats import dataset_summary, read_videos
 from groprompt.data.formats.jhmdb_sentences import PuppetMasks, load_part_mask
-from groprompt.data.records import DataError
+from groprompt.errors import DataError
 
 H, W, T = 30, 40, 5  # not square: a transposition mistake changes the shapes and the boxes
 FRAMES = "Rename_Images/catch/vid_one/{:05d}.png"

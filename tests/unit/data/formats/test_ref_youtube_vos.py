@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from groprompt.data.formats import dataset_summary, read_videos
-from groprompt.data.records import DataError
+from groprompt.errors import DataError
 from groprompt.outputs import write_index_png
 
 H, W = 24, 32

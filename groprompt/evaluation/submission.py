@@ -1,0 +1,17 @@
+"""The Ref-YouTube-VOS submission read back from an evaluation's per-expression PNGs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from groprompt.outputs import read_index_png
+
+
+def submission_masks(png_dir: str | Path) -> Iterator[tuple[str, str, str, np.ndarray]]:
+    """(video, exp_id, frame, mask) of every ``<png_dir>/<video>/<exp_id>/<frame>.png``, sorted by name; what
+    ``groprompt.outputs.write_submission_zip`` takes."""
+    for path in sorted(Path(png_dir).glob("*/*/*.png")):
+        yield path.parent.parent.name, path.parent.name, path.stem, read_index_png(path) > 0

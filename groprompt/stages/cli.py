@@ -1,0 +1,95 @@
+"""What every stage's entry point shares: one argument parser, one configuration, one error path.
+
+    def main(argv=None):
+        parser = stage_parser(__doc__)
+        parser.add_argument("--split", ...)          # only where no configuration key fits
+        return run_stage(parser, argv, lambda args, config: work(config, args.split))
+
+User errors (configuration, data, checkpoints, missing files), wherever they are raised (in this process or in a
+Ray worker), end as one line on stderr and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from groprompt.config import Config, load_config, with_absolute_paths
+from groprompt.errors import UserError
+
+USER_ERROR_EXIT = 2
+
+
+def stage_parser(description: str | None) -> argparse.ArgumentParser:
+    """``--config FILE`` (repeatable, merged in order), ``--address``, and ``key.sub=value`` overrides."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML configuration, repeatable, merged in order")
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster (default: runtime.ray_address, else $RAY_ADDRESS, else a local Ray on 127.0.0.1)"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="configuration overrides")
+    return parser
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The user error behind ``error``: itself, its cause or context, or what a Ray task or worker raised."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (UserError, FileNotFoundError)) and not _is_ray_wrapper(current):
+            return current
+        pending += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+        pending += [failure for failure in (getattr(current, "worker_failures", None) or {}).values() if isinstance(failure, BaseException)]
+    return None
+
+
+def _is_ray_wrapper(error: BaseException) -> bool:
+    """Ray re-raises a task's exception as a class deriving from both RayTaskError and the original."""
+    return any(cls.__name__ == "RayTaskError" for cls in type(error).__mro__)
+
+
+def describe(error: BaseException) -> str:
+    """One line naming the file or setting and the problem."""
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"{error.filename}: not found"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def exit_code_of(work: Callable[[], object]) -> int:
+    """Run ``work`` (its exit code when it returns an int, else 0); a user error, raised here or in a Ray worker,
+    prints one line and gives exit code 2."""
+    try:
+        result = work()
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
+    except Exception as error:
+        found = user_error(error)
+        if found is None:
+            raise
+        print(f"error: {describe(found)}", file=sys.stderr)
+        return USER_ERROR_EXIT
+
+
+def run_stage(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    work: Callable[[argparse.Namespace, Config], object],
+    default_configs: tuple[str | Path, ...] = (),
+) -> int:
+    """Parse ``argv``, load the configuration (``default_configs`` without ``--config``), join or start Ray, and
+    run ``work`` under ``exit_code_of``."""
+    from groprompt.cluster import init_ray
+
+    args = parser.parse_args(argv)
+
+    def stage() -> object:
+        config = with_absolute_paths(load_config(args.config or list(default_configs), args.overrides))
+        init_ray(args.address or config.runtime.ray_address)
+        return work(args, config)
+
+    return exit_code_of(stage)

@@ -1,0 +1,48 @@
+"""Ray Train workers and Ray Tune trials, as the training loop (``groprompt.training.Session``) sees them."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from groprompt.checkpoints import read_payload
+
+
+class RaySession:
+    """One training process under Ray: a Ray Train worker (``distributed``: DDP across workers) or a Ray Tune trial."""
+
+    def __init__(self, distributed: bool) -> None:
+        self.distributed = distributed
+        self.api: ModuleType
+        if distributed:
+            import ray.train
+
+            context = ray.train.get_context()
+            self.api, self.rank, self.world = ray.train, context.get_world_rank(), context.get_world_size()
+        else:
+            import ray.tune
+
+            self.api, self.rank, self.world = ray.tune, 0, 1
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        """The payload of the run's latest reported checkpoint, if any."""
+        checkpoint = self.api.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return read_payload(folder)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DDP-wrap the model for distributed workers; a trial trains it as it is."""
+        if not self.distributed:
+            return model
+        from ray.train.torch import prepare_model
+
+        return prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+
+    def report(self, metrics: dict[str, float], checkpoint_folder: str | None) -> None:
+        """Report an epoch's metrics, with the checkpoint folder on rank 0."""
+        checkpoint = self.api.Checkpoint.from_directory(checkpoint_folder) if checkpoint_folder else None
+        self.api.report(metrics, checkpoint=checkpoint)

@@ -1,0 +1,119 @@
+"""The sweep stage: the contrastive loss weights lambda_f and lambda_v searched with Ray Tune (ASHA on val_box_iou).
+
+Each trial trains on one worker (trials run side by side, as many as the cluster's CPUs allow) and logs a child
+run under one parent run; the parent gets a results table, a heatmap, and the best configuration.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from groprompt.cluster import cluster_cpus
+from groprompt.config import Config, from_dict, replace, to_dict
+from groprompt.errors import ConfigError
+from groprompt.figures import sweep_heatmap
+from groprompt.files import write_text_atomic
+from groprompt.outputs import markdown_table
+from groprompt.stages.sessions import RaySession
+from groprompt.tracking import log_params, run_status, start_run, with_tracking_uri
+from groprompt.training import run_training
+
+METRIC = "val_box_iou"
+
+
+def trial(params: dict[str, float], base_tree: dict[str, Any], parent_run_id: str) -> None:
+    """One trial: the base configuration with this trial's weights, as a child run of the sweep."""
+    changes = {"loss.lambda_f": params["lambda_f"], "loss.lambda_v": params["lambda_v"], "train.num_workers": 1}
+    config = replace(from_dict(base_tree), **changes)
+    run_name = f"lambda_f={params['lambda_f']:.3g} lambda_v={params['lambda_v']:.3g}"
+    run_id = start_run(config, run_name, parent_run_id=parent_run_id)
+    with run_status(run_id, config.runtime.tracking_uri):
+        run_training(config, RaySession(distributed=False), run_id)
+
+
+def search_space(config: Config) -> dict[str, Any]:
+    """The Tune search space declared by ``config.sweep``."""
+    from ray import tune
+
+    sweep = config.sweep
+    if sweep.mode == "grid":
+        return {"lambda_f": tune.grid_search(list(sweep.lambda_f)), "lambda_v": tune.grid_search(list(sweep.lambda_v))}
+    if sweep.mode == "loguniform":
+        for name, bounds in (("lambda_f", sweep.lambda_f), ("lambda_v", sweep.lambda_v)):
+            if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
+                raise ConfigError(f"sweep.{name}: loguniform needs [low, high] with 0 < low < high, got {list(bounds)}")
+        return {"lambda_f": tune.loguniform(*sweep.lambda_f), "lambda_v": tune.loguniform(*sweep.lambda_v)}
+    raise ConfigError(f"sweep.mode: expected grid or loguniform, got {sweep.mode!r}")
+
+
+def sweep(config: Config) -> dict[str, Any]:
+    """Run the sweep (Ray must be initialised); returns the results table, best weights and parent run id."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    config = with_tracking_uri(config)
+    space = search_space(config)
+    parent_run_id = start_run(config, f"{config.train.name}-sweep", tags={"groprompt.kind": "sweep"})
+    concurrency = max(1, math.floor(cluster_cpus() / config.sweep.cpus_per_trial))
+    storage = Path(config.train.storage_path).resolve()
+    base = to_dict(replace(config, **{"train.cpus_per_worker": config.sweep.cpus_per_trial}))
+    scheduler = ASHAScheduler(max_t=config.train.epochs, grace_period=config.sweep.grace_period, reduction_factor=config.sweep.reduction_factor)
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trial, base_tree=base, parent_run_id=parent_run_id), {"cpu": config.sweep.cpus_per_trial}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", num_samples=config.sweep.num_samples, max_concurrent_trials=concurrency, scheduler=scheduler
+        ),
+        run_config=tune.RunConfig(name=f"{config.train.name}-sweep", storage_path=str(storage)),
+    )
+    with run_status(parent_run_id, config.runtime.tracking_uri):
+        rows = [_result_row(result) for result in tuner.fit()]
+        rows.sort(key=lambda row: -row[METRIC])
+        best = rows[0]
+        best_config = replace(config, **{"loss.lambda_f": best["lambda_f"], "loss.lambda_v": best["lambda_v"]})
+        _log_summary(parent_run_id, rows, best_config, config)
+    return {"rows": rows, "best": best, "parent_run_id": parent_run_id, "best_config": best_config}
+
+
+def _result_row(result: Any) -> dict[str, Any]:
+    """A finished trial as a results-table row; a failed trial fails the sweep."""
+    if result.error is not None:
+        raise RuntimeError(f"sweep trial failed: {result.error}")
+    return {
+        "lambda_f": result.config["lambda_f"],
+        "lambda_v": result.config["lambda_v"],
+        "epochs": int(result.metrics["epoch"]) + 1,
+        METRIC: float(result.metrics[METRIC]),
+        "best_" + METRIC: float(result.metrics_dataframe[METRIC].max()),
+    }
+
+
+def _log_summary(parent_run_id: str, rows: list[dict[str, Any]], best: Config, config: Config) -> None:
+    """Results table, heatmap of val_box_iou over (lambda_f, lambda_v), and the best configuration."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    client = MlflowClient(config.runtime.tracking_uri)
+    best_yaml = yaml.safe_dump(to_dict(best))
+    write_text_atomic(Path(config.train.storage_path) / f"{config.train.name}-sweep" / "best.yaml", best_yaml)
+    with tempfile.TemporaryDirectory() as folder:
+        pd.DataFrame(rows).to_csv(Path(folder) / "sweep_results.csv", index=False)
+        (Path(folder) / "sweep_results.md").write_text(markdown_table(rows))
+        (Path(folder) / "best.yaml").write_text(best_yaml)
+        sweep_heatmap(rows, METRIC, Path(folder) / "sweep_heatmap.png", f"{METRIC} (last epoch)")
+        client.log_artifacts(parent_run_id, folder)
+    log_params(parent_run_id, {"best.lambda_f": rows[0]["lambda_f"], "best.lambda_v": rows[0]["lambda_v"]}, config.runtime.tracking_uri)
+    client.log_metric(parent_run_id, "best_" + METRIC, rows[0][METRIC])
+
+
+def format_rows(outcome: dict[str, Any]) -> list[str]:
+    """One line per trial, then the best weights and the parent run."""
+    lines = ["  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()) for row in outcome["rows"]]
+    best = outcome["best"]
+    lines.append(f"best: lambda_f={best['lambda_f']} lambda_v={best['lambda_v']} (MLflow parent run {outcome['parent_run_id']})")
+    return lines

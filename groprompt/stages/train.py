@@ -1,0 +1,69 @@
+"""The train stage: the proposal generator trained with Ray Train (DDP: gloo on CPU, NCCL on GPU), tracked in MLflow.
+
+Workers read frame-shard metadata and cached SAM embeddings only. A run restarted with the same
+``train.storage_path`` and ``train.name`` resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from groprompt.checkpoints import CHECKPOINT_FILE, log_trained_model
+from groprompt.config import Config, from_dict, to_dict
+from groprompt.stages.sessions import RaySession
+from groprompt.tracking import epoch_history, log_loss_curve, run_status, start_run, with_tracking_uri
+from groprompt.training import run_training
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """The work of one Ray Train worker."""
+    config = from_dict(loop_config["config"])
+    run_training(config, RaySession(distributed=True), loop_config["run_id"], Path(loop_config["failure_marker"]))
+
+
+def train(config: Config, run_name: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
+    """Run the distributed training (Ray must be initialised); returns the final metrics and the MLflow run id."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    config = with_tracking_uri(config)
+    uri = str(config.runtime.tracking_uri)
+    storage = Path(config.train.storage_path).resolve()
+    run_id = start_run(config, run_name or config.train.name, parent_run_id=parent_run_id)
+    with run_status(run_id, uri):
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={
+                "config": to_dict(config),
+                "run_id": run_id,
+                "failure_marker": str(storage / config.train.name / "injected-failure"),
+            },
+            torch_config=TorchConfig(backend="nccl" if config.train.use_gpu else "gloo"),
+            scaling_config=ScalingConfig(
+                num_workers=config.train.num_workers,
+                use_gpu=config.train.use_gpu,
+                resources_per_worker={"CPU": config.train.cpus_per_worker},
+            ),
+            run_config=RunConfig(
+                name=config.train.name,
+                storage_path=str(storage),
+                failure_config=FailureConfig(max_failures=config.train.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+            ),
+        )
+        result = trainer.fit()
+        history = epoch_history(run_id, uri)
+        with result.checkpoint.as_directory() as folder:
+            log_trained_model(run_id, Path(folder) / CHECKPOINT_FILE, config, uri)
+        log_loss_curve(run_id, history, uri)
+    return {"run_id": run_id, "metrics": history[-1], "history": history, "checkpoint": result.checkpoint.path}
+
+
+def format_outcome(outcome: dict[str, Any]) -> str:
+    """One line: the run, its last epoch's loss and validation box IoU, and the checkpoint."""
+    metrics = outcome["metrics"]
+    return (
+        f"finished: run {outcome['run_id']}, epoch {int(metrics['epoch'])}, loss_total {metrics['loss_total']:.4f}, "
+        f"val_box_iou {metrics['val_box_iou']:.4f}; checkpoint {outcome['checkpoint']}"
+    )

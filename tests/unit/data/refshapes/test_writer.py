@@ -1,0 +1,65 @@
+"""Writing to disk: the Ref-YouTube-VOS layout, byte-for-byte determinism, resuming, and refusing another spec."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from groprompt.data.refshapes.sentences import KINDS
+from groprompt.data.refshapes.spec import RefShapesSpec
+from groprompt.data.refshapes.video import make_video
+from groprompt.data.refshapes.writer import SPEC_FILE, write_refshapes
+from groprompt.errors import DataError
+from groprompt.outputs import read_index_png
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """The sha256 of every file under ``root``, by relative path."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_written_layout_matches_ref_youtube_vos(tmp_path: Path, small_spec: RefShapesSpec) -> None:
+    splits = write_refshapes(tmp_path, small_spec, valid_fraction=0.25, progress=False)
+    assert len(splits["valid"]) == 1 and len(splits["train"]) == 3
+    for split, video_ids in splits.items():
+        meta = json.loads((tmp_path / "meta_expressions" / split / "meta_expressions.json").read_text())
+        objects_meta = json.loads((tmp_path / split / "meta.json").read_text())["videos"]
+        assert sorted(meta["videos"]) == sorted(video_ids) == sorted(objects_meta)
+        for vid, entry in meta["videos"].items():
+            video = make_video(small_spec, int(vid[2:]))
+            assert entry["frames"] == [f"{t:05d}" for t in range(small_spec.frames)]
+            assert sorted(objects_meta[vid]["objects"]) == [str(obj.obj_id) for obj in video.objects]
+            for expression in entry["expressions"].values():
+                assert set(expression) == {"exp", "obj_id", "type"} and expression["type"] in KINDS
+                assert expression["obj_id"] in objects_meta[vid]["objects"]
+            for t, name in enumerate(entry["frames"]):
+                with Image.open(tmp_path / split / "JPEGImages" / vid / f"{name}.jpg") as image:
+                    assert image.format == "JPEG" and image.size == (small_spec.size, small_spec.size)
+                ids = read_index_png(tmp_path / split / "Annotations" / vid / f"{name}.png")
+                assert np.array_equal(ids, video.ids[t])
+    assert json.loads((tmp_path / SPEC_FILE).read_text())["spec"]["seed"] == small_spec.seed
+    assert not list(tmp_path.rglob(".*")), "no temporary files are left behind"
+
+
+def test_writing_is_deterministic_resumable_and_refuses_another_spec(tmp_path: Path, small_spec: RefShapesSpec) -> None:
+    write_refshapes(tmp_path / "a", small_spec, progress=False)
+    write_refshapes(tmp_path / "b", small_spec, progress=False)
+    hashes = file_hashes(tmp_path / "a")
+    assert hashes == file_hashes(tmp_path / "b")
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*")}
+    write_refshapes(tmp_path / "a", small_spec, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*")} == mtimes, "a complete output is left alone"
+    with pytest.raises(DataError, match="seed"):
+        write_refshapes(tmp_path / "a", replace(small_spec, seed=9), progress=False)
+    # An interrupted run: no spec file and no expressions yet. It is redone, byte for byte.
+    (tmp_path / "a" / SPEC_FILE).unlink()
+    (tmp_path / "a" / "meta_expressions" / "train" / "meta_expressions.json").unlink()
+    write_refshapes(tmp_path / "a", small_spec, progress=False)
+    assert file_hashes(tmp_path / "a") == hashes

@@ -1,0 +1,60 @@
+"""groprompt.inference.queries: query files, grouping per video, and the errors table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from groprompt.errors import DataError
+from groprompt.inference.queries import ERROR_SCHEMA, InputError, Query, group_queries, read_queries, write_errors
+from groprompt.inference.sources import video_source
+
+
+def test_csv_queries_with_empty_query_error(tmp_path: Path) -> None:
+    path = tmp_path / "q.csv"
+    path.write_text('video,query\na,the red square\na,"a dog, running"\nb,  \nb,the cat\n,orphan\n')
+    queries, errors = read_queries(path)
+    assert queries == [Query("a", "the red square", "0"), Query("a", "a dog, running", "1"), Query("b", "the cat", "0")]
+    assert [(e.video, e.query) for e in errors] == [("b", ""), ("", "orphan")]
+    assert "empty query" in errors[0].reason and "line 4" in errors[0].reason
+
+
+def test_jsonl_queries_and_malformed_lines(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    lines = [{"video": "a", "query": "left one"}, {"video": "a", "query": ""}, {"video": "b", "query": "x", "exp_id": "7"}]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n{broken\n\n[1]\n")
+    queries, errors = read_queries(path)
+    assert queries == [Query("a", "left one", "0"), Query("b", "x", "7")]
+    assert sorted(e.reason.split(": ", 1)[1][:12] for e in errors) == ["empty query", "expected an ", "not JSON (Ex"]
+
+
+def test_queries_file_without_columns_or_missing(tmp_path: Path) -> None:
+    (tmp_path / "q.csv").write_text("clip,sentence\na,b\n")
+    with pytest.raises(DataError, match="video,query"):
+        read_queries(tmp_path / "q.csv")
+    with pytest.raises(DataError, match="not found"):
+        read_queries(tmp_path / "nope.csv")
+
+
+def test_group_queries_reports_missing_videos(tmp_path: Path) -> None:
+    videos = [video_source(tmp_path / "a.mp4"), video_source(tmp_path / "b.mp4"), video_source(tmp_path / "c.mp4")]
+    queries = [Query("b", "one", "0"), Query("zz", "lost", "0"), Query("a", "two", "0"), Query("b", "three", "1")]
+    grouped, errors = group_queries(queries, videos)
+    assert [(v.name, [q.query for q in qs]) for v, qs in grouped] == [("a", ["two"]), ("b", ["one", "three"])]
+    assert errors == [InputError("zz", "lost", "video not found among the inputs")]
+
+
+def test_errors_table_round_trips_and_keeps_its_schema_when_empty(tmp_path: Path) -> None:
+    errors = [InputError("a", "one", "empty query"), InputError("", "x", "no video named")]
+    write_errors(tmp_path / "out" / "errors.parquet", errors)
+    assert pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist() == [
+        {"video": "a", "query": "one", "reason": "empty query"},
+        {"video": "", "query": "x", "reason": "no video named"},
+    ]
+    write_errors(tmp_path / "out" / "errors.parquet", [])
+    empty = pq.read_table(tmp_path / "out" / "errors.parquet")
+    assert empty.num_rows == 0 and empty.schema.equals(ERROR_SCHEMA)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["errors.parquet"]  # no temporary file left
