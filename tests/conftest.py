@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import groprompt  # noqa: F401 - first: it makes torchvision (hence segment_anything) importable on CPU torch
 from tests.helpers import shared_data_dir
 
 

@@ -1,0 +1,210 @@
+"""MLflow tracking against a real SQLite store: params, parent tags, run status, per-step metrics, epoch history."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+from groprompt.config import Config, replace
+from groprompt.tracking import (
+    MetricLogger,
+    epoch_history,
+    log_loss_curve,
+    log_params,
+    resolve_tracking_uri,
+    run_status,
+    start_run,
+    with_tracking_uri,
+)
+
+EXPERIMENT = "unit-tracking"
+
+
+@contextmanager
+def restored_mlflow_globals() -> Iterator[None]:
+    """``start_run`` sets MLflow's process-wide tracking URI and active experiment (and their environment variables):
+    put them back so that later tests do not log into this module's deleted store."""
+    import mlflow
+
+    fluent = importlib.import_module("mlflow.tracking.fluent")
+    saved_env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    saved_experiment = getattr(fluent, "_active_experiment_id", None)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_env["MLFLOW_TRACKING_URI"])  # None unsets it
+        fluent._active_experiment_id = saved_experiment
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def empty_store(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> str:
+    """A migrated, empty SQLite store in ``folder``: copied from one made once per session (migrations take seconds)."""
+    template = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
+    if not template.exists():
+        template.parent.mkdir(exist_ok=True)
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+    shutil.copyfile(template, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
+    """The default configuration logging to a fresh store whose experiment keeps its artifacts in tmp."""
+    folder = tmp_path_factory.mktemp("tracking")
+    with restored_mlflow_globals():
+        uri = empty_store(tmp_path_factory, folder)
+        MlflowClient(uri).create_experiment(EXPERIMENT, artifact_location=(folder / "artifacts").as_uri())
+        yield replace(Config(), **{"runtime.tracking_uri": uri, "runtime.experiment": EXPERIMENT})
+
+
+def client_of(config: Config) -> MlflowClient:
+    return MlflowClient(config.runtime.tracking_uri)
+
+
+def expected_params(config: Config) -> dict[str, str]:
+    """``section.key`` -> ``str(value)`` for every field, walked from the dataclasses themselves."""
+    params = {}
+    for section in dataclasses.fields(config):
+        values = getattr(config, section.name)
+        for field in dataclasses.fields(values):
+            params[f"{section.name}.{field.name}"] = str(getattr(values, field.name))
+    return params
+
+
+def test_start_run_logs_the_flattened_configuration_as_params(config: Config) -> None:
+    run_id = start_run(config, "unit-run")
+    run = client_of(config).get_run(run_id)
+    assert run.info.run_name == "unit-run"
+    assert run.info.status == "RUNNING"
+    assert run.info.experiment_id == client_of(config).get_experiment_by_name(EXPERIMENT).experiment_id
+    assert run.data.params == expected_params(config)
+    # a few by hand, as a reader of the MLflow UI sees them
+    assert run.data.params["train.lr"] == "0.0001"
+    assert run.data.params["model.sam_checkpoint"] == "None"
+    assert run.data.params["sweep.lambda_f"] == "(0.0, 0.01)"
+    assert run.data.params["runtime.tracking_uri"] == config.runtime.tracking_uri
+    assert "mlflow.parentRunId" not in run.data.tags
+
+
+def test_a_child_run_is_tagged_with_its_parent(config: Config) -> None:
+    parent = start_run(config, "parent")
+    tags = {"trial": "3"}
+    child = start_run(replace(config, **{"loss.lambda_f": 0.5}), "child", parent_run_id=parent, tags=tags)
+    run = client_of(config).get_run(child)
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["trial"] == "3"
+    assert run.data.params["loss.lambda_f"] == "0.5"
+    assert tags == {"trial": "3"}  # the caller's dictionary is not changed
+    experiment = client_of(config).get_experiment_by_name(EXPERIMENT).experiment_id
+    children = client_of(config).search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert [found.info.run_id for found in children] == [child]
+
+
+def test_log_params_logs_more_than_one_batch(config: Config) -> None:
+    """MLflow refuses more than 100 params in one batch; 250 go in three."""
+    run_id = client_of(config).create_run(client_of(config).get_experiment_by_name(EXPERIMENT).experiment_id).info.run_id
+    params = {f"p{index:03d}": index * 1.5 for index in range(250)}
+    log_params(run_id, params, config.runtime.tracking_uri)
+    logged = client_of(config).get_run(run_id).data.params
+    assert len(logged) == 250
+    assert logged["p000"] == "0.0" and logged["p001"] == "1.5" and logged["p249"] == "373.5"
+
+
+def test_run_status_marks_a_completed_block_finished(config: Config) -> None:
+    run_id = start_run(config, "finishes")
+    with run_status(run_id, config.runtime.tracking_uri):
+        assert client_of(config).get_run(run_id).info.status == "RUNNING"
+    info = client_of(config).get_run(run_id).info
+    assert info.status == "FINISHED" and info.end_time is not None
+
+
+@pytest.mark.parametrize("error", [ValueError("bad epoch"), KeyboardInterrupt()])
+def test_run_status_marks_a_raising_block_failed_and_re_raises(config: Config, error: BaseException) -> None:
+    run_id = start_run(config, "fails")
+    with pytest.raises(type(error)), run_status(run_id, config.runtime.tracking_uri):
+        raise error
+    info = client_of(config).get_run(run_id).info
+    assert info.status == "FAILED" and info.end_time is not None
+
+
+def test_metric_logger_logs_each_call_at_its_step(config: Config) -> None:
+    run_id = start_run(config, "steps")
+    logger = MetricLogger(run_id, config.runtime.tracking_uri)
+    logger.log({"loss_l1": 0.5, "loss_total": 2}, step=0)
+    logger.log({"loss_l1": 0.25}, step=1)
+    logger.log({"loss_l1": 0.125}, step=7)
+    client = client_of(config)
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss_l1"))
+    assert history == [(0, 0.5), (1, 0.25), (7, 0.125)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss_total")] == [(0, 2.0)]
+
+
+def test_epoch_history_renames_epoch_losses_and_keeps_the_retried_epoch(config: Config) -> None:
+    run_id = start_run(config, "history")
+    logger = MetricLogger(run_id, config.runtime.tracking_uri)
+    for step in range(6):  # per-step losses are not epochs
+        logger.log({"loss_total": 10.0 + step, "loss_l1": 5.0}, step=step)
+    logger.log({"epoch_loss_total": 3.0, "epoch_loss_l1": 1.0, "val_box_iou": 0.1}, step=0)
+    logger.log({"epoch_loss_total": 2.0, "epoch_loss_l1": 0.75, "val_box_iou": 0.2}, step=1)
+    time.sleep(0.01)  # the retried epoch 1 is logged later (timestamps are in milliseconds)
+    logger.log({"epoch_loss_total": 1.5, "epoch_loss_l1": 0.5, "val_box_iou": 0.3}, step=1)
+    time.sleep(0.01)
+    logger.log({"epoch_loss_total": 1.0, "val_box_iou": 0.4}, step=2)
+    assert epoch_history(run_id, config.runtime.tracking_uri) == [
+        {"epoch": 0.0, "loss_total": 3.0, "loss_l1": 1.0, "val_box_iou": 0.1},
+        {"epoch": 1.0, "loss_total": 1.5, "loss_l1": 0.5, "val_box_iou": 0.3},
+        {"epoch": 2.0, "loss_total": 1.0, "val_box_iou": 0.4},
+    ]
+
+
+def test_epoch_history_takes_the_latest_timestamp_not_the_latest_insert(config: Config) -> None:
+    run_id = start_run(config, "timestamps")
+    client = client_of(config)
+    client.log_batch(run_id, metrics=[Metric("epoch_loss_total", 0.5, 2_000, 0)])  # the retry, inserted first
+    client.log_batch(run_id, metrics=[Metric("epoch_loss_total", 9.0, 1_000, 0)])  # the first attempt
+    assert epoch_history(run_id, config.runtime.tracking_uri) == [{"epoch": 0.0, "loss_total": 0.5}]
+
+
+def test_epoch_history_of_a_run_without_epochs_is_empty(config: Config) -> None:
+    run_id = start_run(config, "empty")
+    MetricLogger(run_id, config.runtime.tracking_uri).log({"loss_total": 1.0}, step=0)
+    assert epoch_history(run_id, config.runtime.tracking_uri) == []
+
+
+def test_log_loss_curve_logs_a_png(config: Config, tmp_path: Path) -> None:
+    run_id = start_run(config, "curve")
+    history = [{"epoch": 0.0, "loss_total": 3.0, "val_box_iou": 0.1}, {"epoch": 1.0, "loss_total": 2.0, "val_box_iou": 0.3}]
+    log_loss_curve(run_id, history, config.runtime.tracking_uri)
+    assert [a.path for a in client_of(config).list_artifacts(run_id)] == ["loss_curve.png"]
+    local = client_of(config).download_artifacts(run_id, "loss_curve.png", str(tmp_path))
+    assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resolve_tracking_uri_prefers_the_configuration_then_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
+    assert resolve_tracking_uri("sqlite:///configured.db") == "sqlite:///configured.db"
+    assert resolve_tracking_uri(None) == "http://tracking:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def test_with_tracking_uri_fixes_the_uri_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
+    resolved = with_tracking_uri(Config())
+    assert resolved.runtime.tracking_uri == "http://tracking:5000"
+    assert dataclasses.replace(resolved, runtime=Config().runtime) == Config()
