@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_size, clip_len = args.batch_size or (1 if vit else 4), args.clip_len or (2 if vit else 4)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     torch.manual_seed(0)
-    config = load_config([REPO / "conf" / "tiny.yaml"], [f"model.sam={args.sam}"])
+    config = load_config([REPO / "conf" / "tiny.yaml"], [f"model.sam={args.sam}", "model.allow_random_weights=true"])
     frozen = build_frozen(config.model)
     model = build_model(config.model, frozen)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)

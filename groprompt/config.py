@@ -26,6 +26,7 @@ class ModelConfig:
     sam: str = "tiny"  # vit_h | vit_l | vit_b | a tiny test configuration (see models/sam.py)
     sam_checkpoint: str | None = None  # official state-dict file; None = random weights
     sam_seed: int = 0  # seed of the random weights when there is no checkpoint
+    allow_random_weights: bool = False  # a full-size SAM (vit_b/l/h) without sam_checkpoint is refused unless true
     text_encoder: str | None = None  # local Hugging Face folder; None = packaged all-MiniLM-L6-v2
     d_model: int = 256
     decoder_layers: int = 6
@@ -49,7 +50,7 @@ class LossConfig:
     margin: float = 0.0  # triplet margin; the paper uses none
     textcon: bool = True
     modalcon: bool = True
-    aux: bool = True  # the same box loss on intermediate decoder layers
+    lambda_aux: float = 1.0  # deep supervision: the box loss on earlier decoder layers, a separate term (0 = off)
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ class DataConfig:
 
     format: str = "refshapes"  # ref-youtube-vos | ref-davis17 | a2d-sentences | jhmdb-sentences | refshapes
     root: str = "data/refshapes"
-    split: str = "train"
-    val_split: str = "valid"
+    split: str | None = "train"  # the training split; null: an evaluation-only configuration (training and sweeps refused)
+    val_split: str = "valid"  # validation during training (never a test split) and the default evaluation split
     shards: str = "work/shards"
     embeddings: str = "work/embeddings"
     embed_dtype: str = "float16"  # storage dtype of the cached SAM embeddings
@@ -229,7 +230,7 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"unknown configuration key: {prefix}{unknown[0]}")
+        raise ConfigError(f"unknown configuration key: {_first_path(prefix + unknown[0], values[unknown[0]])}")
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
@@ -238,6 +239,14 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
         else:
             kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
     return cls(**kwargs)
+
+
+def _first_path(key: str, value: Any) -> str:
+    """``key`` extended by the first nested key of ``value`` at each level: the whole dotted name a user wrote."""
+    while isinstance(value, dict) and value:
+        first = next(iter(value))
+        key, value = f"{key}.{first}", value[first]
+    return key
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

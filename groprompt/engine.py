@@ -26,7 +26,8 @@ def compute_losses(
     """All loss terms of paper eq. 1-4 for a batch, plus ``total``.
 
     Both sentences of each pair run through the proposal generator as one batch of 2B: each is the
-    other's negative (TextCon, ModalCon), and each gets the box loss where its ground truth exists.
+    other's negative (TextCon, ModalCon) when both name objects of the same video, and each gets the box
+    loss where its ground truth exists. Every mean is over the rows a term applies to.
     """
     size = len(batch.sentences)
     text = frozen.text(batch.sentences + batch.negatives)
@@ -40,14 +41,15 @@ def compute_losses(
         sizes = torch.cat([batch.input_sizes, batch.input_sizes])
         predicted = torch.stack([output.top_boxes() for output in outputs], dim=1)  # (2B, T, 4)
         prompts = _embed(frozen, to_prompt_coordinates(predicted, sizes))
+        same_video = batch.negative_valid.any(1)  # S_j names another object of the same video
+        rows = valid.any(1) & torch.cat([same_video, same_video])  # a partner and a box
         if config.textcon:
             ground_truth = _embed(frozen, to_prompt_coordinates(targets, sizes))
-            terms["textcon"] = textcon_loss(prompts, ground_truth, prompts.roll(size, 0), valid, config.margin)
+            terms["textcon"] = textcon_loss(prompts, ground_truth, prompts.roll(size, 0), valid, rows, config.margin)
         if config.modalcon:
             video = modalcon(prompts, embeddings, frozen.sam.dense_pe())
             own = text.pooled.to(video.dtype)
-            has_partner = torch.cat([torch.ones(size, dtype=torch.bool), batch.negative_valid.any(1)])
-            terms["modalcon"] = modalcon_loss(video[has_partner], own[has_partner], own.roll(size, 0)[has_partner], config.margin)
+            terms["modalcon"] = modalcon_loss(video, own, own.roll(size, 0), rows, config.margin)
     terms["total"] = total_loss(terms, config)
     return terms
 

@@ -1,5 +1,5 @@
-"""The GroPrompt losses: L_box (eq. 1, with the confidence and query-selection terms that a detector
-trained from scratch needs), TextCon (eq. 2), ModalCon (eq. 3) and their weighted total (eq. 4)."""
+"""The GroPrompt losses: L_box (eq. 1, with the confidence, query-selection and deep-supervision terms that a
+detector trained from scratch needs), TextCon (eq. 2), ModalCon (eq. 3) and their weighted total (eq. 4)."""
 
 from __future__ import annotations
 
@@ -14,33 +14,51 @@ from groprompt.models.proposal import FrameOutput
 def box_loss_terms(
     outputs: list[FrameOutput], targets: torch.Tensor, valid: torch.Tensor, config: LossConfig
 ) -> dict[str, torch.Tensor]:
-    """L1, GIoU, confidence and selection losses of a clip.
+    """L_box (eq. 1) of a clip and the terms a detector trained from scratch also needs.
 
     outputs: one ``FrameOutput`` per frame (levels, B, Q, ...); targets (B, T, 4) normalised cxcywh
-    ground-truth boxes; valid (B, T) False where the object is absent. L1 and GIoU apply to the
-    top-confidence proposal of every frame and level (paper eq. 1); the confidence loss makes the
-    query that best matches the ground truth the most confident; the selection loss makes tokens inside
-    the box the most text-similar (level 0, the selected tokens' own proposals, is scored by the latter).
-    Frame terms are summed over frames and averaged over samples.
+    ground-truth boxes; valid (B, T) False where the object is absent.
+    - ``l1``, ``giou``: the top-confidence proposal of the final decoder level, as the paper writes L_box;
+    - ``aux``: deep supervision, lambda_r L1 + lambda_g GIoU of the top proposal of every earlier level
+      (level 0: the selected tokens' own boxes) plus their confidence loss, weighted apart by lambda_aux;
+    - ``conf``: the final level's confidence, with the query that best matches the ground truth as positive;
+    - ``select``: tokens inside the box should be the most text-similar (query selection).
+    Terms are summed over frames and averaged over the rows (sentences) that have a box in some frame.
     """
-    box_levels = slice(None) if config.aux else slice(-1, None)
-    decoder_levels = slice(1, None) if config.aux else slice(-1, None)  # level 0 is scored by the selection loss
-    sums = {name: targets.new_zeros(targets.shape[0]) for name in ("l1", "giou", "conf", "select")}
+    sums = {name: targets.new_zeros(targets.shape[0]) for name in ("l1", "giou", "conf", "select", "aux")}
     for t, output in enumerate(outputs):
         mask = valid[:, t].float()
         boxes, logits = output.boxes, output.logits  # (L, B, Q, 4), (L, B, Q)
         target = targets[:, t][None, :, None, :].expand_as(boxes)
-        l1 = (boxes - target).abs().sum(-1)
-        giou = 1 - generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(target))
         top = logits.argmax(-1, keepdim=True)
-        sums["l1"] += l1.gather(-1, top).squeeze(-1)[box_levels].sum(0) * mask
-        sums["giou"] += giou.gather(-1, top).squeeze(-1)[box_levels].sum(0) * mask
-        matched = (config.lambda_r * l1 + config.lambda_g * giou)[decoder_levels].detach().argmin(-1)  # (L', B)
-        level_logits = logits[decoder_levels]
-        confidence = nn.functional.cross_entropy(level_logits.flatten(0, 1), matched.flatten(), reduction="none")
-        sums["conf"] += confidence.reshape(matched.shape).sum(0) * mask
+        l1 = (boxes - target).abs().sum(-1).gather(-1, top).squeeze(-1)  # (L, B)
+        giou = 1 - generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(target)).gather(-1, top).squeeze(-1)
+        confidence = _confidence_loss(boxes, target, logits, config)  # (L, B); level 0 has no confidence head
+        sums["l1"] += l1[-1] * mask
+        sums["giou"] += giou[-1] * mask
+        sums["conf"] += confidence[-1] * mask
+        earlier = config.lambda_r * l1[:-1] + config.lambda_g * giou[:-1] + confidence[:-1]
+        sums["aux"] += earlier.sum(0) * mask
         sums["select"] += selection_loss(output.token_logits, output.token_centres, targets[:, t]) * mask
-    return {name: value.mean() for name, value in sums.items()}
+    has_box = valid.any(1)
+    return {name: masked_mean(value, has_box) for name, value in sums.items()}
+
+
+def _confidence_loss(boxes: torch.Tensor, target: torch.Tensor, logits: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """(L, B) cross-entropy making the query that best matches the target (lambda_r L1 + lambda_g GIoU) the most
+    confident, per decoder level; zero at level 0, whose scores are trained by the selection loss."""
+    cost = config.lambda_r * (boxes - target).abs().sum(-1) + config.lambda_g * (
+        1 - generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(target))
+    )
+    matched = cost.detach().argmin(-1)  # (L, B)
+    per_level = nn.functional.cross_entropy(logits.flatten(0, 1), matched.flatten(), reduction="none").reshape(matched.shape)
+    return torch.cat([torch.zeros_like(per_level[:1]), per_level[1:]])
+
+
+def masked_mean(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` over the rows where ``rows`` is True (0 when there are none)."""
+    rows = rows.to(values.dtype)
+    return (values * rows).sum() / rows.sum().clamp(min=1)
 
 
 def selection_loss(token_logits: torch.Tensor, centres: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -56,22 +74,23 @@ def selection_loss(token_logits: torch.Tensor, centres: torch.Tensor, target: to
 
 
 def textcon_loss(
-    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, valid: torch.Tensor, margin: float = 0.0
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, margin: float = 0.0
 ) -> torch.Tensor:
-    """Eq. 2: sum over frames of max(0, ||p_i - p^_i|| - ||p_i - p_j|| + margin), averaged over samples.
+    """Eq. 2: sum over frames of max(0, ||p_i - p^_i|| - ||p_i - p_j|| + margin), averaged over ``rows``.
 
     anchor/positive/negative: (B, T, ...) prompt embeddings of the predicted box for S_i, of the
-    ground-truth box, and of the predicted box for S_j; valid (B, T) marks frames with a ground truth.
+    ground-truth box, and of the predicted box for S_j; valid (B, T) marks frames with a ground truth;
+    rows (B,) the sentences that have a partner S_j in the same video and a box.
     """
     d_positive = (anchor - positive).flatten(2).norm(dim=-1)
     d_negative = (anchor - negative).flatten(2).norm(dim=-1)
     per_frame = torch.relu(d_positive - d_negative + margin) * valid.float()
-    return per_frame.sum(1).mean()
+    return masked_mean(per_frame.sum(1), rows)
 
 
-def modalcon_loss(video: torch.Tensor, sentence: torch.Tensor, other: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
-    """Eq. 3: max(0, ||f_i - z_i|| - ||f_i - z_j|| + margin), averaged over samples; inputs (B, D)."""
-    return torch.relu((video - sentence).norm(dim=-1) - (video - other).norm(dim=-1) + margin).mean()
+def modalcon_loss(video: torch.Tensor, sentence: torch.Tensor, other: torch.Tensor, rows: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Eq. 3: max(0, ||f_i - z_i|| - ||f_i - z_j|| + margin), averaged over ``rows``; inputs (B, D), rows (B,)."""
+    return masked_mean(torch.relu((video - sentence).norm(dim=-1) - (video - other).norm(dim=-1) + margin), rows)
 
 
 def total_loss(terms: dict[str, torch.Tensor], config: LossConfig) -> torch.Tensor:
@@ -81,6 +100,7 @@ def total_loss(terms: dict[str, torch.Tensor], config: LossConfig) -> torch.Tens
         + config.lambda_g * terms["giou"]
         + config.lambda_conf * terms["conf"]
         + config.lambda_select * terms["select"]
+        + config.lambda_aux * terms["aux"]
     )
     if config.textcon and "textcon" in terms:
         total = total + config.lambda_f * terms["textcon"]

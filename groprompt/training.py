@@ -14,7 +14,7 @@ from torch import nn
 
 from groprompt.boxes import box_iou, cxcywh_to_xyxy
 from groprompt.checkpoints import save_payload, training_payload
-from groprompt.config import Config, TrainConfig
+from groprompt.config import Config, DataConfig, TrainConfig
 from groprompt.data.clips import (
     ClipBatch,
     ClipSource,
@@ -25,6 +25,8 @@ from groprompt.data.clips import (
     referring_expressions,
     shard_pairs,
 )
+from groprompt.data.formats import check_training_splits
+from groprompt.data.shards import read_shard
 from groprompt.engine import predict_boxes
 from groprompt.errors import DataError
 from groprompt.models.frozen import FrozenEncoders, build_frozen
@@ -33,7 +35,7 @@ from groprompt.models.proposal import count_trainable
 from groprompt.tracking import MetricLogger
 
 LOSS_METRICS = {"total": "loss_total", "l1": "loss_l1", "giou": "loss_giou", "conf": "loss_conf",
-                "select": "loss_select", "textcon": "loss_textcon", "modalcon": "loss_modalcon"}
+                "select": "loss_select", "aux": "loss_aux", "textcon": "loss_textcon", "modalcon": "loss_modalcon"}
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -102,6 +104,22 @@ def validation_iou(model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPa
     return total, count
 
 
+def require_validation_boxes(data: DataConfig, pairs: list[ShardPair]) -> None:
+    """Refuse validation shards in which no referring expression has a box: ``val_box_iou`` would be a silent 0."""
+    samples = (sample.meta for pair in pairs for sample in read_shard(pair.frames, with_images=False))
+    if not any(_has_box(meta) for meta in samples):
+        raise DataError(
+            f"{Path(data.shards) / data.val_split}: validation split {data.val_split!r} has no referring expression with a box "
+            "(no object ids, or no masks); validate on held-out training videos (e.g. data.val_split=train-holdout)"
+        )
+
+
+def _has_box(meta: dict[str, Any]) -> bool:
+    """Whether some referring expression of a shard sample has a box in some frame (what ``validation_iou`` scores)."""
+    frames = range(len(meta["frame_names"]))
+    return any(normalised_boxes(meta, expression["obj_id"], frames)[1].any() for expression in referring_expressions(meta))
+
+
 class Session(Protocol):
     """What a training loop needs from its runner (Ray Train worker or Ray Tune trial)."""
 
@@ -121,11 +139,13 @@ class InjectedFailure(RuntimeError):
 
 def run_training(config: Config, session: Session, run_id: str | None, failure_marker: Path | None = None) -> None:
     """Train from the latest checkpoint (if any) to ``train.epochs``, reporting metrics and a checkpoint each epoch."""
+    check_training_splits(config.data)
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
     torch.manual_seed(config.train.seed)
     frozen = build_frozen(config.model)
     train_pairs = shard_pairs(config.data, config.data.split, frozen.sam)
     val_pairs = shard_pairs(config.data, config.data.val_split, frozen.sam)
+    require_validation_boxes(config.data, val_pairs)
     source = ClipSource(train_pairs, config.data.clip_len, session.rank, session.world)
     steps = int(_reduce(torch.tensor(source.count // config.train.batch_size), dist.ReduceOp.MIN))
     if steps == 0:

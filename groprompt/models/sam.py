@@ -20,7 +20,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
-from groprompt.errors import CheckpointError
+from groprompt.errors import CheckpointError, ConfigError
 from groprompt.files import sha256_file
 
 Frames = Sequence[np.ndarray] | torch.Tensor
@@ -115,12 +115,9 @@ def build_sam(config: SamConfig) -> Sam:
 
 def load_sam_weights(sam: Sam, path: Path) -> None:
     """Load a ``Sam`` state dict from ``path`` (``weights_only``), strictly; errors name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: SAM checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types for a file it cannot read
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error!r})") from error
+    from groprompt.checkpoints import read_file
+
+    state = read_file(path)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
     expected = set(sam.state_dict())
@@ -134,6 +131,19 @@ def load_sam_weights(sam: Sam, path: Path) -> None:
         sam.load_state_dict(state, strict=True)
     except RuntimeError as error:  # shape mismatches
         raise CheckpointError(f"{path}: tensors do not fit this SAM: {error}") from error
+
+
+TEST_SAMS = frozenset({"tiny", "tiny-d0"})
+"""Configurations meant for random weights (tests, the CPU demo); any other needs a checkpoint."""
+
+
+def require_weights(name: str, checkpoint: str | os.PathLike[str] | None, allow_random: bool) -> None:
+    """Refuse a full-size SAM without a checkpoint (its masks and embeddings would mean nothing) unless allowed."""
+    if checkpoint is None and name not in TEST_SAMS and not allow_random:
+        raise ConfigError(
+            f"model.sam={name} has no model.sam_checkpoint: its weights would be random; give the official checkpoint "
+            "file, or set model.allow_random_weights=true (speed measurements only)"
+        )
 
 
 class FrozenSam(nn.Module):
@@ -155,7 +165,7 @@ class FrozenSam(nn.Module):
     def from_name(cls, name: str, checkpoint: str | os.PathLike[str] | None = None, seed: int = 0) -> FrozenSam:
         """Build the named configuration; load ``checkpoint`` if given, else random weights from ``seed``."""
         if name not in SAM_CONFIGS:
-            raise ValueError(f"unknown SAM {name!r}; known: {sorted(SAM_CONFIGS)}")
+            raise ConfigError(f"model.sam: unknown SAM {name!r}; known: {sorted(SAM_CONFIGS)}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             sam = build_sam(SAM_CONFIGS[name])

@@ -18,7 +18,7 @@ from groprompt.data.manifest import read_manifest, write_manifest
 from groprompt.encoder_pool import PoolPlan, encoder_bytes, plan_pool, prepare_encoder_process
 from groprompt.errors import ConfigError, DataError
 from groprompt.files import sha256_file
-from groprompt.models.sam import SAM_CONFIGS, FrozenSam
+from groprompt.models.sam import SAM_CONFIGS, FrozenSam, require_weights
 from groprompt.stages.shard import MANIFEST_COLUMNS
 
 
@@ -46,6 +46,7 @@ class ShardEmbedder:
 def embed_split(config: Config, split: str) -> Path:
     """Embed the frame shards of ``split`` (``<data.shards>/<split>``) into ``<data.embeddings>/<split>`` with ``config.model``'s SAM."""
     model, data = config.model, config.data
+    require_weights(model.sam, model.sam_checkpoint, model.allow_random_weights)
     return embed_shards(
         Path(data.shards) / split, Path(data.embeddings) / split, model.sam, model.sam_checkpoint, model.sam_seed, data.embed_batch, data.embed_dtype
     )

@@ -15,25 +15,35 @@ import yaml
 
 from groprompt.cluster import cluster_cpus
 from groprompt.config import Config, from_dict, replace, to_dict
+from groprompt.data.formats import check_training_splits
 from groprompt.errors import ConfigError
 from groprompt.figures import sweep_heatmap
 from groprompt.files import write_text_atomic
 from groprompt.outputs import markdown_table
 from groprompt.stages.sessions import RaySession
-from groprompt.tracking import log_params, run_status, start_run, with_tracking_uri
+from groprompt.tracking import epoch_history, log_loss_curve, log_params, run_status, start_run, with_tracking_uri
 from groprompt.training import run_training
 
 METRIC = "val_box_iou"
 
 
+TRIAL_TAG = "groprompt.trial_id"
+
+
 def trial(params: dict[str, float], base_tree: dict[str, Any], parent_run_id: str) -> None:
-    """One trial: the base configuration with this trial's weights, as a child run of the sweep."""
+    """One trial: the base configuration with this trial's weights, as a child run of the sweep.
+
+    The child run stays RUNNING here: ASHA may stop the trial between two epochs, so its terminal status
+    (FINISHED, KILLED or FAILED) is set by the driver from the trial's result (``_close_child_runs``).
+    """
+    import ray.tune
+
     changes = {"loss.lambda_f": params["lambda_f"], "loss.lambda_v": params["lambda_v"], "train.num_workers": 1}
     config = replace(from_dict(base_tree), **changes)
     run_name = f"lambda_f={params['lambda_f']:.3g} lambda_v={params['lambda_v']:.3g}"
-    run_id = start_run(config, run_name, parent_run_id=parent_run_id)
-    with run_status(run_id, config.runtime.tracking_uri):
-        run_training(config, RaySession(distributed=False), run_id)
+    tags = {TRIAL_TAG: ray.tune.get_context().get_trial_id()}
+    run_id = start_run(config, run_name, parent_run_id=parent_run_id, tags=tags)
+    run_training(config, RaySession(distributed=False), run_id)
 
 
 def search_space(config: Config) -> dict[str, Any]:
@@ -53,6 +63,7 @@ def search_space(config: Config) -> dict[str, Any]:
 
 def sweep(config: Config) -> dict[str, Any]:
     """Run the sweep (Ray must be initialised); returns the results table, best weights and parent run id."""
+    check_training_splits(config.data)
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -72,7 +83,9 @@ def sweep(config: Config) -> dict[str, Any]:
         run_config=tune.RunConfig(name=f"{config.train.name}-sweep", storage_path=str(storage)),
     )
     with run_status(parent_run_id, config.runtime.tracking_uri):
-        rows = [_result_row(result) for result in tuner.fit()]
+        results = list(tuner.fit())
+        _close_child_runs(results, parent_run_id, config)
+        rows = [_result_row(result) for result in results]
         rows.sort(key=lambda row: -row[METRIC])
         best = rows[0]
         best_config = replace(config, **{"loss.lambda_f": best["lambda_f"], "loss.lambda_v": best["lambda_v"]})
@@ -91,6 +104,28 @@ def _result_row(result: Any) -> dict[str, Any]:
         METRIC: float(result.metrics[METRIC]),
         "best_" + METRIC: float(result.metrics_dataframe[METRIC].max()),
     }
+
+
+def _close_child_runs(results: list[Any], parent_run_id: str, config: Config) -> None:
+    """Give every trial's child run its loss curve and terminal status: FINISHED when it trained every epoch,
+    KILLED when ASHA stopped it early, FAILED when it raised."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(config.runtime.tracking_uri)
+    children = client.search_runs(
+        [client.get_run(parent_run_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+    by_trial = {run.data.tags.get(TRIAL_TAG): run.info.run_id for run in children}
+    for result in results:
+        run_id = by_trial.get((result.metrics or {}).get("trial_id"))
+        if run_id is None:  # the trial failed before it could create its run
+            continue
+        if result.error is not None:
+            client.set_terminated(run_id, "FAILED")
+            continue
+        log_loss_curve(run_id, epoch_history(run_id, config.runtime.tracking_uri), config.runtime.tracking_uri)
+        finished = int(result.metrics["epoch"]) + 1 >= config.train.epochs
+        client.set_terminated(run_id, "FINISHED" if finished else "KILLED")
 
 
 def _log_summary(parent_run_id: str, rows: list[dict[str, Any]], best: Config, config: Config) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from groprompt.checkpoints import CHECKPOINT_FILE, log_trained_model
 from groprompt.config import Config, from_dict, to_dict
+from groprompt.data.formats import check_training_splits
 from groprompt.stages.sessions import RaySession
 from groprompt.tracking import epoch_history, log_loss_curve, run_status, start_run, with_tracking_uri
 from groprompt.training import run_training
@@ -24,6 +25,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 def train(config: Config, run_name: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
     """Run the distributed training (Ray must be initialised); returns the final metrics and the MLflow run id."""
+    check_training_splits(config.data)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 

@@ -102,6 +102,11 @@ def test_sweep_logs_four_child_runs_under_one_parent(refshapes_config: Config) -
     mlflow.set_tracking_uri(refshapes_config.runtime.tracking_uri)
     children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{outcome['parent_run_id']}'", search_all_experiments=True)
     assert len(children) == 4
+    # ASHA (grace 1, reduction 2, 2 epochs) lets the better half finish: the others end KILLED, none FAILED
+    statuses = sorted(children["status"])
+    assert set(statuses) <= {"FINISHED", "KILLED"} and "FINISHED" in statuses, statuses
+    for child in children["run_id"]:
+        assert "loss_curve.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(child)}
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(outcome["parent_run_id"])}
     assert {"sweep_results.csv", "sweep_heatmap.png", "best.yaml"} <= artifacts
     assert (Path(swept.train.storage_path) / "sweep-sweep" / "best.yaml").is_file()

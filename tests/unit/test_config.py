@@ -3,6 +3,7 @@
 import pytest
 
 from groprompt.config import Config, flatten, load_config, replace
+from groprompt.data.formats import check_training_splits
 from groprompt.errors import ConfigError
 from tests.helpers import REPO_ROOT
 
@@ -73,3 +74,48 @@ def test_relative_paths_become_absolute(tmp_path) -> None:
     config = with_absolute_paths(load_config([], ["data.shards=work/s", "model.sam_checkpoint=s3://b/k.pth"]), base=tmp_path)
     assert config.data.shards == str(tmp_path / "work" / "s")
     assert config.model.sam_checkpoint == "s3://b/k.pth" and config.model.text_encoder is None
+
+
+def data_config(name: str, *overrides: str) -> Config:
+    """``base.yaml`` with one of ``conf/data/*.yaml``, and overrides."""
+    return load_config([CONF / "base.yaml", CONF / "data" / f"{name}.yaml"], list(overrides))
+
+
+@pytest.mark.parametrize(
+    "name, split, val_split",
+    [("ref-youtube-vos", "train-fit", "train-holdout"), ("a2d-sentences", "train-fit", "train-holdout"), ("refshapes", "train", "valid")],
+)
+def test_trainable_configurations_validate_on_held_out_training_videos(name: str, split: str, val_split: str) -> None:
+    data = data_config(name).data
+    assert (data.split, data.val_split) == (split, val_split)
+    check_training_splits(data)
+    for path in ("tiny.yaml", "demo.yaml"):
+        check_training_splits(load_config([CONF / path]).data)
+
+
+@pytest.mark.parametrize("name, val_split", [("ref-davis17", "valid"), ("jhmdb-sentences", "test")])
+def test_evaluation_only_configurations_refuse_training(name: str, val_split: str) -> None:
+    data = data_config(name).data
+    assert data.split is None and data.val_split == val_split  # val_split: the default evaluation split
+    with pytest.raises(ConfigError, match=r"^data\.split is null: this .* configuration is for evaluation only") as error:
+        check_training_splits(data)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name, overrides, message",
+    [
+        ("a2d-sentences", ["data.val_split=test"], r"^data\.val_split: 'test' is a test split of a2d-sentences"),
+        ("a2d-sentences", ["data.split=test"], r"^data\.split: 'test' is a test split of a2d-sentences"),
+        ("ref-youtube-vos", ["data.val_split=valid"], r"^data\.val_split: 'valid' is a test split of ref-youtube-vos"),
+        ("ref-davis17", ["data.split=train-fit"], r"^data\.val_split: 'valid' is a test split of ref-davis17"),
+        ("ref-youtube-vos", ["data.split=train"], r"^data\.val_split: 'train-holdout' may share videos with data\.split 'train'"),
+        ("a2d-sentences", ["data.val_split=train-holdout-20pct"], r"^data\.val_split: 'train-holdout-20pct' may share videos"),
+        ("refshapes", ["data.val_split=train"], r"^data\.val_split: 'train' may share videos with data\.split 'train'"),
+        ("ref-youtube-vos", ["data.val_split=train-holdout-0pct"], r"^data\.val_split: split 'train-holdout-0pct': the held-out share"),
+    ],
+)
+def test_training_or_selecting_on_test_or_training_videos_is_refused(name: str, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        check_training_splits(data_config(name, *overrides).data)
+    assert "\n" not in str(error.value)

@@ -47,7 +47,7 @@ def test_one_step_lowers_the_loss_and_trains_only_the_generator(frozen: FrozenEn
     frozen_before = {name: p.clone() for name, p in list(frozen.sam.named_parameters()) + list(frozen.text.named_parameters())}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     terms = compute_losses(model.proposal, model.modalcon, frozen, batch, LossConfig())
-    assert set(terms) == {"l1", "giou", "conf", "select", "textcon", "modalcon", "total"}
+    assert set(terms) == {"l1", "giou", "conf", "select", "aux", "textcon", "modalcon", "total"}
     assert all(torch.isfinite(v) for v in terms.values())
     optimizer.zero_grad()
     terms["total"].backward()

@@ -15,59 +15,74 @@ def test_textcon_by_hand() -> None:
     anchor = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]])
     positive = torch.tensor([[[3.0, 4.0], [1.0, 0.0]]])  # d_p = 5, 1
     negative = torch.tensor([[[0.0, 2.0], [0.0, 3.0]]])  # d_n = 2, 3
-    valid = torch.tensor([[True, True]])
+    valid, rows = torch.tensor([[True, True]]), torch.tensor([True])
     # frame 1: max(0, 5 - 2) = 3; frame 2: max(0, 1 - 3) = 0
-    assert textcon_loss(anchor, positive, negative, valid).item() == pytest.approx(3.0)
+    assert textcon_loss(anchor, positive, negative, valid, rows).item() == pytest.approx(3.0)
     # with margin 2.5: (5 - 2 + 2.5) + (1 - 3 + 2.5)
-    assert textcon_loss(anchor, positive, negative, valid, margin=2.5).item() == pytest.approx(5.5 + 0.5)
-    assert textcon_loss(anchor, positive, negative, torch.tensor([[False, True]])).item() == pytest.approx(0.0)
+    assert textcon_loss(anchor, positive, negative, valid, rows, margin=2.5).item() == pytest.approx(5.5 + 0.5)
+    assert textcon_loss(anchor, positive, negative, torch.tensor([[False, True]]), rows).item() == pytest.approx(0.0)
+
+
+def test_textcon_averages_over_the_rows_with_a_partner_and_a_box() -> None:
+    # row 0 as above (loss 3); row 1 would lose 5 - 0 = 5 per frame but has no partner: it must not count,
+    # nor dilute the mean: 3, not (3 + 0) / 2
+    anchor = torch.zeros(2, 2, 2)
+    positive = torch.tensor([[[3.0, 4.0], [1.0, 0.0]], [[3.0, 4.0], [3.0, 4.0]]])
+    negative = torch.tensor([[[0.0, 2.0], [0.0, 3.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    valid = torch.ones(2, 2, dtype=torch.bool)
+    assert textcon_loss(anchor, positive, negative, valid, torch.tensor([True, False])).item() == pytest.approx(3.0)
+    assert textcon_loss(anchor, positive, negative, valid, torch.tensor([True, True])).item() == pytest.approx((3.0 + 10.0) / 2)
+    assert textcon_loss(anchor, positive, negative, valid, torch.tensor([False, False])).item() == 0.0
 
 
 def test_modalcon_by_hand() -> None:
     video = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     sentence = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # d_p = sqrt 2, 0
     other = torch.tensor([[1.0, 1.0], [1.0, 1.0]])  # d_n = 1, 1
-    expected = ((math.sqrt(2) - 1) + 0.0) / 2
-    assert modalcon_loss(video, sentence, other).item() == pytest.approx(expected)
+    both = torch.tensor([True, True])
+    assert modalcon_loss(video, sentence, other, both).item() == pytest.approx(((math.sqrt(2) - 1) + 0.0) / 2)
+    assert modalcon_loss(video, sentence, other, torch.tensor([True, False])).item() == pytest.approx(math.sqrt(2) - 1)
 
 
-def frame_output(boxes: list[list[float]], logits: list[float], token_logits: torch.Tensor, grid: int = 2) -> FrameOutput:
+def two_level_output(level_boxes: list[list[list[float]]], level_logits: list[list[float]], grid: int = 2) -> FrameOutput:
+    """A frame's output for one sample: (levels, 1, Q, 4) boxes and (levels, 1, Q) confidences."""
     return FrameOutput(
-        boxes=torch.tensor([[boxes]]),  # (1 level, 1 sample, Q, 4)
-        logits=torch.tensor([[logits]]),
-        token_logits=token_logits,
+        boxes=torch.tensor([[boxes] for boxes in level_boxes]),
+        logits=torch.tensor([[logits] for logits in level_logits]),
+        token_logits=torch.zeros(1, grid * grid),
         token_centres=grid_centres(grid),
     )
 
 
-def test_box_terms_use_the_top_confidence_proposal() -> None:
+def test_box_terms_use_the_top_confidence_proposal_of_the_final_level() -> None:
     target = torch.tensor([[[0.5, 0.5, 0.5, 0.5]]])  # (B=1, T=1, 4) cxcywh -> xyxy 0.25..0.75
     proposals = [[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.25, 0.25]]
-    logits = [0.0, 2.0]  # query 1 is the top one, query 0 matches best
-    output = frame_output(proposals, logits, torch.zeros(1, 4))
-    terms = box_loss_terms([output], target, torch.tensor([[True]]), LossConfig(aux=False))
+    # level 0 (the selected tokens' boxes): query 1 on top; final level: query 1 on top, query 0 matches best
+    output = two_level_output([proposals, proposals], [[0.0, 3.0], [0.0, 2.0]])
+    terms = box_loss_terms([output], target, torch.tensor([[True]]), LossConfig())
     # top box xyxy 0.375..0.625: L1 = 0.25 + 0.25; IoU = 0.0625 / 0.25; enclosing = the target -> GIoU = IoU
     assert terms["l1"].item() == pytest.approx(0.5)
     assert terms["giou"].item() == pytest.approx(1 - 0.25)
     # confidence: cross-entropy with the best-matching query (0) as the positive
     assert terms["conf"].item() == pytest.approx(-math.log(1 / (1 + math.exp(2.0))))
+    # deep supervision of level 0: 5 * 0.5 + 2 * 0.75 (level 0 has no confidence loss)
+    assert terms["aux"].item() == pytest.approx(4.0)
     # selection: 2x2 grid centres at 0.25/0.75, all on the target box's border -> all positive, logits 0
     assert terms["select"].item() == pytest.approx(math.log(2))
 
 
-def test_absent_frames_and_levels() -> None:
-    target = torch.tensor([[[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]])
+def test_absent_frames_and_rows_without_a_box_do_not_count() -> None:
+    target = torch.tensor([[[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]] * 2)  # 2 rows, 2 frames
     output = FrameOutput(
-        boxes=torch.tensor([[[[0.5, 0.5, 0.5, 0.5]]], [[[0.5, 0.5, 0.25, 0.25]]]]),  # 2 levels, 1 query
-        logits=torch.zeros(2, 1, 1),
-        token_logits=torch.zeros(1, 4),
+        boxes=torch.tensor([[[[0.5, 0.5, 0.5, 0.5]]] * 2, [[[0.5, 0.5, 0.25, 0.25]]] * 2]),  # 2 levels, 2 rows, 1 query
+        logits=torch.zeros(2, 2, 1),
+        token_logits=torch.zeros(2, 4),
         token_centres=grid_centres(2),
     )
-    valid = torch.tensor([[True, False]])
-    with_aux = box_loss_terms([output, output], target, valid, LossConfig(aux=True))
-    last_only = box_loss_terms([output, output], target, valid, LossConfig(aux=False))
-    assert with_aux["l1"].item() == pytest.approx(0.0 + 0.5)  # level 0 exact, level 1 off by 0.5; frame 2 absent
-    assert last_only["l1"].item() == pytest.approx(0.5)
+    valid = torch.tensor([[True, False], [False, False]])  # row 1: a sentence with no box in the clip
+    terms = box_loss_terms([output, output], target, valid, LossConfig())
+    assert terms["l1"].item() == pytest.approx(0.5)  # the final level is off by 0.5 on frame 1 of row 0; not halved by row 1
+    assert terms["aux"].item() == pytest.approx(0.0, abs=1e-5)  # level 0 is exact (GIoU in float32)
 
 
 def test_selection_loss_positives_inside_the_box() -> None:
@@ -80,8 +95,8 @@ def test_selection_loss_positives_inside_the_box() -> None:
 
 
 def test_total_weights_and_switches() -> None:
-    terms = {name: torch.tensor(1.0) for name in ("l1", "giou", "conf", "select", "textcon", "modalcon")}
+    terms = {name: torch.tensor(1.0) for name in ("l1", "giou", "conf", "select", "aux", "textcon", "modalcon")}
     config = LossConfig()
-    assert total_loss(terms, config).item() == pytest.approx(5 + 2 + 1 + 1 + 0.01 + 0.1)
-    off = LossConfig(textcon=False, modalcon=False)
+    assert total_loss(terms, config).item() == pytest.approx(5 + 2 + 1 + 1 + 1 + 0.01 + 0.1)
+    off = LossConfig(textcon=False, modalcon=False, lambda_aux=0.0)
     assert total_loss(terms, off).item() == pytest.approx(9.0)

@@ -18,6 +18,7 @@ Conventions (those of MTTR's ``a2d_sentences_dataset.py``):
   not published, so the counts match the file (6,655 sentences).
 - Split: "test" by default when videoset.csv is present ("train"/"test" select by its last column); without
   videoset.csv (for example ``root`` = the annotation file itself) every sentence is read, split "all".
+  A2D-Sentences has no validation split: training validates on held-out "train" videos ("train-holdout").
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ VIDEOSET = Path("Release", "videoset.csv")
 CLIPS = Path("Release", "clips320H")
 INSTANCE_MASKS = Path("text_annotations", "a2d_annotation_with_instances")
 SPLITS = {"train": 0, "test": 1}
+TEST_SPLITS = frozenset({"test", "all"})  # "all" (read without videoset.csv) holds the test videos too
 _COPY_MISTAKE = re.compile(r"^\d+ \(copy\)$")
 
 

@@ -11,6 +11,7 @@ optional tag (RefShapes) that becomes ``Expression.kind``. Ref-DAVIS17 and RefSh
 
 The Ref-YouTube-VOS "valid" meta lists the valid (202) and the test (305) videos together; as in ReferFormer's
 ``inference_ytvos.py``, the test videos are dropped from "valid" when ``meta_expressions/test`` is beside it.
+Its valid masks are not public, so training validates on held-out "train" videos ("train-holdout").
 ``root`` may also be the meta_expressions.json file itself (annotation-only counting).
 """
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from segment_anything import SamPredictor, sam_model_registry  # after groprompt: it repairs torchvision
+from segment_anything import SamPredictor, sam_model_registry  # tests/conftest.py imports groprompt first: it repairs torchvision
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
-from groprompt.errors import CheckpointError
+from groprompt.errors import CheckpointError, ConfigError
 from groprompt.models.sam import SAM_CONFIGS, FrozenSam
 
 SIZES = [(200, 300), (300, 200), (256, 256), (90, 120)]
@@ -194,7 +194,7 @@ def test_checkpoint_loads_every_tensor_and_is_identified_by_sha256(tiny_checkpoi
 
 def test_missing_checkpoint_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.pth"
-    with pytest.raises(FileNotFoundError, match="absent.pth"):
+    with pytest.raises(CheckpointError, match="absent.pth: checkpoint not found"):
         FrozenSam.from_name("tiny", checkpoint=path)
 
 
@@ -239,3 +239,15 @@ def test_vit_b_loads_a_checkpoint_saved_from_segment_anything(tmp_path: Path) ->
     assert (loaded.image_size, loaded.embed_dim, loaded.embed_grid) == (1024, 256, 64)
     for key in ("image_encoder.blocks.11.attn.qkv.weight", "mask_decoder.iou_token.weight"):
         assert torch.equal(loaded.sam.state_dict()[key], reference.state_dict()[key])
+
+
+def test_a_full_size_sam_without_a_checkpoint_is_refused_unless_allowed() -> None:
+    from groprompt.config import ModelConfig
+    from groprompt.models.frozen import build_frozen
+    from groprompt.models.sam import require_weights
+
+    with pytest.raises(ConfigError, match=r"model.sam=vit_b has no model.sam_checkpoint.*model.allow_random_weights=true"):
+        build_frozen(ModelConfig(sam="vit_b"))
+    require_weights("vit_b", None, allow_random=True)  # allowed explicitly
+    require_weights("vit_h", "sam_vit_h.pth", allow_random=False)  # a checkpoint is given
+    require_weights("tiny", None, allow_random=False)  # test configurations are meant to be random

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
+import shutil
 from pathlib import Path
 
 import av
@@ -195,3 +197,35 @@ def test_unreadable_mp4_names_the_file(a2d_root):
     with pytest.raises(DataError, match="unreadable video") as error:
         list(read_videos("a2d-sentences", a2d_root, "train"))
     assert str(clip) in str(error.value)
+
+
+def held_out(video_id: str, share: float = 0.1) -> bool:
+    """The held-out rule computed apart: the first 16 hex digits of sha256(id) against ``share`` of 16**16."""
+    return int(hashlib.sha256(video_id.encode()).hexdigest()[:16], 16) < share * 16**16
+
+
+def test_held_out_parts_of_train_by_name(shared_data, tmp_path):
+    """The real annotation file with a videoset.csv written here (every fifth video a test video)."""
+    (tmp_path / "text_annotations").mkdir()
+    shutil.copy(shared_data / "annotations" / "a2d_annotation.txt", tmp_path / "text_annotations" / "a2d_annotation.txt")
+    videos = [v.video_id for v in read_videos("a2d-sentences", tmp_path / "text_annotations" / "a2d_annotation.txt")]
+    test_ids = set(videos[::5])
+    (tmp_path / "Release").mkdir()
+    rows = [f"{video},11,0,3.0,240,320,8,1,{int(video in test_ids)}" for video in videos]
+    (tmp_path / "Release" / "videoset.csv").write_text("\n".join(rows) + "\n")
+    train = [v for v in videos if v not in test_ids]
+    fit = [v.video_id for v in read_videos("a2d-sentences", tmp_path, "train-fit", with_boxes=False)]
+    holdout = list(read_videos("a2d-sentences", tmp_path, "train-holdout", with_boxes=False))
+    assert [v.video_id for v in holdout] == [v for v in train if held_out(v)]
+    assert fit == [v for v in train if not held_out(v)]
+    assert 0.07 * len(train) <= len(holdout) <= 0.13 * len(train)  # 10% of about 3,000 videos
+    assert {v.split for v in holdout} == {"train-holdout"} and not test_ids & {v.video_id for v in holdout}
+    for name in ("test-holdout", "test-fit"):
+        with pytest.raises(DataError, match="'test' is a test split of a2d-sentences"):
+            read_videos("a2d-sentences", tmp_path, name)
+
+
+def test_all_has_no_held_out_parts(shared_data):
+    """Without videoset.csv every sentence is split "all", test videos included: it cannot be divided."""
+    with pytest.raises(DataError, match="'all' is a test split of a2d-sentences"):
+        read_videos("a2d-sentences", shared_data / "annotations" / "a2d_annotation.txt", "all-holdout")

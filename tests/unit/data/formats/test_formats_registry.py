@@ -54,3 +54,29 @@ def test_cli_inspect_text_and_errors(shared_data, capsys, tmp_path):
     assert f"{tmp_path / 'nowhere'}: no such dataset folder" in capsys.readouterr().err
     assert main(["inspect", "ref-davis17", str(shared_data / "ref-davis-mini"), "--split", "train"]) == 2
     assert "meta_expressions/train/meta_expressions.json: missing" in capsys.readouterr().err
+
+
+def test_test_splits_and_evaluation_only_formats():
+    assert {name: spec.test_splits for name, spec in FORMATS.items()} == {
+        "ref-youtube-vos": {"valid", "test"},
+        "ref-davis17": {"valid"},
+        "refshapes": set(),
+        "a2d-sentences": {"test", "all"},
+        "jhmdb-sentences": {"test"},
+    }
+    assert {name: spec.evaluates_model_of for name, spec in FORMATS.items() if spec.evaluates_model_of} == {
+        "ref-davis17": "ref-youtube-vos",
+        "jhmdb-sentences": "a2d-sentences",
+    }
+
+
+@pytest.mark.parametrize(
+    "fmt,name,split",
+    [
+        ("ref-davis17", "ref-davis17_valid_meta_expressions.json", "valid-holdout"),
+        ("jhmdb-sentences", "jhmdb_sentences_samples_metadata.json", "test-fit"),
+    ],
+)
+def test_evaluation_sets_have_no_held_out_parts(shared_data, fmt, name, split):
+    with pytest.raises(DataError, match=f"split '{split}': .* is a test split of {fmt}"):
+        dataset_summary(fmt, shared_data / "annotations" / name, split)

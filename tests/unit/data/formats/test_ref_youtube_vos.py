@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +163,34 @@ def test_missing_root_and_unreadable_mask(train_root, tmp_path):
     assert str(bad) in str(error.value)
     # counting reads no mask
     assert dataset_summary("ref-youtube-vos", train_root, "train")["videos"] == 2
+
+
+def held_out(video_id: str, share: float = 0.1) -> bool:
+    """The held-out rule computed apart: the first 16 hex digits of sha256(id) against ``share`` of 16**16."""
+    return int(hashlib.sha256(video_id.encode()).hexdigest()[:16], 16) < share * 16**16
+
+
+def test_held_out_parts_of_train_by_name(shared_data, tmp_path):
+    """The real 507-video meta laid out as a train split: "train-fit" and "train-holdout" divide it by video id."""
+    meta = tmp_path / "meta_expressions" / "train" / "meta_expressions.json"
+    meta.parent.mkdir(parents=True)
+    shutil.copy(shared_data / "annotations" / "ref-youtube-vos_valid_meta_expressions.json", meta)
+    train = [v.video_id for v in read_videos("ref-youtube-vos", tmp_path, "train")]
+    fit = list(read_videos("ref-youtube-vos", tmp_path, "train-fit", with_boxes=False))
+    holdout = list(read_videos("ref-youtube-vos", tmp_path, "train-holdout", with_boxes=False))
+    assert len(train) == 507
+    assert [v.video_id for v in holdout] == [i for i in train if held_out(i)]
+    assert [v.video_id for v in fit] == [i for i in train if not held_out(i)]
+    assert 30 <= len(holdout) <= 75  # 10% of 507
+    assert {v.split for v in fit} == {"train-fit"} and {v.split for v in holdout} == {"train-holdout"}
+    assert sum(len(v.expressions) for v in fit + holdout) == 2096
+    wider = [v.video_id for v in read_videos("ref-youtube-vos", tmp_path, "train-holdout-20pct")]
+    assert wider == [i for i in train if held_out(i, 0.2)] and set(wider) > {v.video_id for v in holdout}
+    summary = dataset_summary("ref-youtube-vos", tmp_path, "train-holdout")
+    assert summary == {"videos": len(holdout), "expressions": sum(len(v.expressions) for v in holdout), "frames": 0}
+
+
+def test_valid_and_test_have_no_held_out_parts(train_root):
+    for name in ("valid-holdout", "test-fit"):
+        with pytest.raises(DataError, match=f"split {name!r}: .* is a test split of ref-youtube-vos"):
+            read_videos("ref-youtube-vos", train_root, name)
