@@ -18,6 +18,15 @@ import yaml
 
 from groprompt.errors import ConfigError
 
+EMBED_DTYPES = ("float16", "bfloat16", "float32")
+SWEEP_MODES = ("grid", "loguniform")
+
+
+def _require(condition: bool, key: str, rule: str, value: Any) -> None:
+    """A configuration value that breaks its rule is an error naming the key, the rule and the value."""
+    if not condition:
+        raise ConfigError(f"{key}: {rule}, got {value!r}")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -52,6 +61,10 @@ class LossConfig:
     modalcon: bool = True
     lambda_aux: float = 1.0  # deep supervision: the box loss on earlier decoder layers, a separate term (0 = off)
 
+    def __post_init__(self) -> None:
+        for name in ("lambda_r", "lambda_g", "lambda_f", "lambda_v", "lambda_conf", "lambda_select", "margin", "lambda_aux"):
+            _require(getattr(self, name) >= 0, f"loss.{name}", "must be >= 0", getattr(self, name))
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -69,6 +82,11 @@ class DataConfig:
     max_side: int = 1024  # longest side of the JPEG frames stored in shards
     shard_bytes: int = 256 * 1024 * 1024
     clip_len: int = 4  # frames per training clip
+
+    def __post_init__(self) -> None:
+        _require(self.embed_dtype in EMBED_DTYPES, "data.embed_dtype", f"must be one of {', '.join(EMBED_DTYPES)}", self.embed_dtype)
+        for name in ("embed_batch", "window", "max_side", "shard_bytes", "clip_len"):
+            _require(getattr(self, name) >= 1, f"data.{name}", "must be at least 1", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,15 @@ class TrainConfig:
     fail_once_at_epoch: int = -1  # fault-injection for tests: one worker failure at this epoch
     storage_path: str = "work/ray_results"
     name: str = "groprompt"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "num_workers"):
+            _require(getattr(self, name) >= 1, f"train.{name}", "must be at least 1", getattr(self, name))
+        for name in ("lr", "cpus_per_worker"):
+            _require(getattr(self, name) > 0, f"train.{name}", "must be > 0", getattr(self, name))
+        for name in ("weight_decay", "grad_clip", "max_failures"):
+            _require(getattr(self, name) >= 0, f"train.{name}", "must be >= 0", getattr(self, name))
+        _require(bool(self.name.strip()), "train.name", "must not be empty", self.name)
 
 
 @dataclass(frozen=True)
@@ -112,6 +139,13 @@ class SweepConfig:
     reduction_factor: int = 2
     cpus_per_trial: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.mode in SWEEP_MODES, "sweep.mode", f"must be one of {', '.join(SWEEP_MODES)}", self.mode)
+        for name in ("num_samples", "grace_period"):
+            _require(getattr(self, name) >= 1, f"sweep.{name}", "must be at least 1", getattr(self, name))
+        _require(self.reduction_factor >= 2, "sweep.reduction_factor", "must be at least 2", self.reduction_factor)
+        _require(self.cpus_per_trial > 0, "sweep.cpus_per_trial", "must be > 0", self.cpus_per_trial)
 
 
 @dataclass(frozen=True)

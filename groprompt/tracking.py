@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from groprompt.config import Config, flatten, replace
+from groprompt.errors import ConfigError
+from groprompt.files import write_text_atomic
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -23,11 +25,30 @@ def with_tracking_uri(config: Config) -> Config:
     return replace(config, **{"runtime.tracking_uri": resolve_tracking_uri(config.runtime.tracking_uri)})
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail at once, naming the URI, when an MLflow server does not answer its health check (local stores pass)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as error:
+        reason = str(getattr(error, "reason", error))
+    raise ConfigError(f"runtime.tracking_uri={uri}: the MLflow server does not answer ({reason}); start it or point to another")
+
+
 def start_run(config: Config, run_name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
     """Create a run (a child when ``parent_run_id`` is given) with the resolved configuration as params."""
     import mlflow
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(config.runtime.tracking_uri))
+    uri = resolve_tracking_uri(config.runtime.tracking_uri)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(config.runtime.experiment)
     client = mlflow.MlflowClient()
     all_tags = dict(tags or {})
@@ -36,6 +57,27 @@ def start_run(config: Config, run_name: str, parent_run_id: str | None = None, t
     run = client.create_run(experiment.experiment_id, run_name=run_name, tags=all_tags)
     log_params(run.info.run_id, flatten(config), config.runtime.tracking_uri)
     return run.info.run_id
+
+
+def continue_or_start_run(config: Config, run_name: str, record: Path, parent_run_id: str | None = None) -> str:
+    """The unfinished run recorded in ``record`` by an interrupted attempt (marked RUNNING again), else a new run
+    (recorded there): a restarted training continues its MLflow run instead of splitting its history."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if record.is_file():
+        run_id = record.read_text().strip()
+        client = MlflowClient(resolve_tracking_uri(config.runtime.tracking_uri))
+        try:
+            status = client.get_run(run_id).info.status
+        except MlflowException:
+            status = None  # another store, or a deleted run: start afresh
+        if status in ("RUNNING", "FAILED", "KILLED"):
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+    run_id = start_run(config, run_name, parent_run_id=parent_run_id)
+    write_text_atomic(record, run_id)
+    return run_id
 
 
 @contextmanager

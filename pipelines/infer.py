@@ -14,7 +14,7 @@ frozen SAM, the text encoder, the trained proposal generator and the segmentor, 
 memory does not grow with the video's length. Outputs under ``--out``: ``masks/<video>.parquet``, ``png/``,
 ``overlays/``, ``errors.parquet`` (video, query, reason: unreadable videos, queries naming a missing video, empty
 queries), ``manifest.parquet`` (one row per video) and ``summary.json``. A re-run skips every video whose parquet
-file verifies. Exit code 0 when every video succeeded, 1 when some failed, 2 for a user error.
+file verifies. Exit code 0 when every video succeeded, 1 when some failed or none was processed, 2 for a user error.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from groprompt.stages.infer import infer
 
 
 def work(args: argparse.Namespace, config: Config) -> int:
-    """Run the stage; 0 when no video failed, 1 otherwise."""
+    """Run the stage; 0 when every video is segmented (now or before), 1 when any failed or none was processed."""
     videos = args.videos[0] if len(args.videos) == 1 else args.videos
     summary = infer(
         config,
@@ -44,7 +44,8 @@ def work(args: argparse.Namespace, config: Config) -> int:
         args.overlay,
         args.encode_batch,
     )
-    return 0 if summary["failed"] == 0 else 1
+    processed = summary["done"] + summary["skipped"]
+    return 0 if summary["failed"] == 0 and processed > 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:

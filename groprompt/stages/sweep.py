@@ -53,12 +53,10 @@ def search_space(config: Config) -> dict[str, Any]:
     sweep = config.sweep
     if sweep.mode == "grid":
         return {"lambda_f": tune.grid_search(list(sweep.lambda_f)), "lambda_v": tune.grid_search(list(sweep.lambda_v))}
-    if sweep.mode == "loguniform":
-        for name, bounds in (("lambda_f", sweep.lambda_f), ("lambda_v", sweep.lambda_v)):
-            if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
-                raise ConfigError(f"sweep.{name}: loguniform needs [low, high] with 0 < low < high, got {list(bounds)}")
-        return {"lambda_f": tune.loguniform(*sweep.lambda_f), "lambda_v": tune.loguniform(*sweep.lambda_v)}
-    raise ConfigError(f"sweep.mode: expected grid or loguniform, got {sweep.mode!r}")
+    for name, bounds in (("lambda_f", sweep.lambda_f), ("lambda_v", sweep.lambda_v)):  # loguniform (config checks the mode)
+        if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
+            raise ConfigError(f"sweep.{name}: loguniform needs [low, high] with 0 < low < high, got {list(bounds)}")
+    return {"lambda_f": tune.loguniform(*sweep.lambda_f), "lambda_v": tune.loguniform(*sweep.lambda_v)}
 
 
 def sweep(config: Config) -> dict[str, Any]:

@@ -6,33 +6,59 @@ Workers read frame-shard metadata and cached SAM embeddings only. A run restarte
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from groprompt.checkpoints import CHECKPOINT_FILE, log_trained_model
 from groprompt.config import Config, from_dict, to_dict
 from groprompt.data.formats import check_training_splits
+from groprompt.errors import CheckpointError, ConfigError, DataError, UserError
+from groprompt.files import write_json_atomic
+from groprompt.models.sam import require_weights
 from groprompt.stages.sessions import RaySession
-from groprompt.tracking import epoch_history, log_loss_curve, run_status, start_run, with_tracking_uri
+from groprompt.tracking import continue_or_start_run, epoch_history, log_loss_curve, run_status, with_tracking_uri
 from groprompt.training import run_training
+
+MLFLOW_RUN_FILE = "mlflow-run-id"  # in <storage>/<name>/: the run a restarted training continues
+USER_ERROR_FILE = "user-error.json"  # in <storage>/<name>/: a worker's user error, raised again by the driver
+ERRORS = {cls.__name__: cls for cls in (ConfigError, DataError, CheckpointError)}
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """The work of one Ray Train worker."""
+    """The work of one Ray Train worker.
+
+    A user error (bad configuration, data or checkpoint) ends the worker cleanly instead of raising, so that Ray
+    Train does not retry what no retry can fix; the driver raises it again from the file the worker leaves.
+    """
     config = from_dict(loop_config["config"])
-    run_training(config, RaySession(distributed=True), loop_config["run_id"], Path(loop_config["failure_marker"]))
+    try:
+        run_training(config, RaySession(distributed=True), loop_config["run_id"], Path(loop_config["failure_marker"]))
+    except UserError as error:
+        write_json_atomic(Path(loop_config["user_error"]), {"type": type(error).__name__, "message": str(error)})
+
+
+def _raise_worker_error(path: Path) -> None:
+    """Raise the user error a worker recorded in ``path``, if any."""
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        raise ERRORS.get(recorded["type"], DataError)(recorded["message"])
 
 
 def train(config: Config, run_name: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
     """Run the distributed training (Ray must be initialised); returns the final metrics and the MLflow run id."""
     check_training_splits(config.data)
+    require_weights(config.model.sam, config.model.sam_checkpoint, config.model.allow_random_weights)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     config = with_tracking_uri(config)
     uri = str(config.runtime.tracking_uri)
     storage = Path(config.train.storage_path).resolve()
-    run_id = start_run(config, run_name or config.train.name, parent_run_id=parent_run_id)
+    user_error = storage / config.train.name / USER_ERROR_FILE
+    user_error.unlink(missing_ok=True)
+    run_record = storage / config.train.name / MLFLOW_RUN_FILE
+    run_id = continue_or_start_run(config, run_name or config.train.name, run_record, parent_run_id=parent_run_id)
     with run_status(run_id, uri):
         trainer = TorchTrainer(
             train_loop_per_worker,
@@ -40,6 +66,7 @@ def train(config: Config, run_name: str | None = None, parent_run_id: str | None
                 "config": to_dict(config),
                 "run_id": run_id,
                 "failure_marker": str(storage / config.train.name / "injected-failure"),
+                "user_error": str(user_error),
             },
             torch_config=TorchConfig(backend="nccl" if config.train.use_gpu else "gloo"),
             scaling_config=ScalingConfig(
@@ -55,6 +82,7 @@ def train(config: Config, run_name: str | None = None, parent_run_id: str | None
             ),
         )
         result = trainer.fit()
+        _raise_worker_error(user_error)
         history = epoch_history(run_id, uri)
         with result.checkpoint.as_directory() as folder:
             log_trained_model(run_id, Path(folder) / CHECKPOINT_FILE, config, uri)

@@ -85,3 +85,9 @@ def test_infer_pipeline_end_to_end_and_resume(local_ray: None, tmp_path: Path, c
     capsys.readouterr()
     assert main([*inputs, "--checkpoint", str(tmp_path / "no-such-checkpoint")]) == 2  # a user error: one line, exit 2
     assert f"error: {tmp_path / 'no-such-checkpoint'}: checkpoint not found" in capsys.readouterr().err.splitlines()
+
+    lost = tmp_path / "lost.csv"
+    lost.write_text("video,query\nnowhere,a missing video\n")
+    inputs = ["--config", str(REPO / "conf/tiny.yaml"), "--videos", str(videos), "--queries", str(lost), "--out", str(tmp_path / "lost")]
+    assert main([*inputs, "--random-model"]) == 1  # nothing was processed: not a success
+    assert [r["video"] for r in pq.read_table(tmp_path / "lost" / "errors.parquet").to_pylist()] == ["nowhere"]

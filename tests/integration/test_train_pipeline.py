@@ -15,6 +15,7 @@ from groprompt.config import Config, load_config, replace, with_absolute_paths
 from groprompt.data.clips import normalised_boxes, referring_expressions
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, read_shard
+from groprompt.errors import DataError
 from groprompt.stages.embed import embed_shards
 from groprompt.stages.shard import shard_dataset
 from groprompt.stages.sweep import sweep
@@ -110,3 +111,13 @@ def test_sweep_logs_four_child_runs_under_one_parent(refshapes_config: Config) -
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(outcome["parent_run_id"])}
     assert {"sweep_results.csv", "sweep_heatmap.png", "best.yaml"} <= artifacts
     assert (Path(swept.train.storage_path) / "sweep-sweep" / "best.yaml").is_file()
+
+
+def test_a_user_error_in_the_workers_fails_the_run_once_with_its_message(refshapes_config: Config) -> None:
+    # embeddings were made with sam_seed 0: another seed is other weights, refused in every worker
+    mismatched = replace(refshapes_config, **{"train.name": "mismatch", "model.sam_seed": 5, "train.max_failures": 2})
+    with pytest.raises(DataError, match="embeddings"):
+        train(mismatched)
+    mlflow.set_tracking_uri(refshapes_config.runtime.tracking_uri)
+    (failed,) = mlflow.search_runs(filter_string="attributes.run_name = 'mismatch'", search_all_experiments=True)["status"]
+    assert failed == "FAILED"

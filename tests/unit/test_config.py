@@ -119,3 +119,27 @@ def test_training_or_selecting_on_test_or_training_videos_is_refused(name: str, 
     with pytest.raises(ConfigError, match=message) as error:
         check_training_splits(data_config(name, *overrides).data)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs=0", "train.epochs: must be at least 1, got 0"),
+        ("train.lr=-1", "train.lr: must be > 0, got -1.0"),
+        ("train.batch_size=0", "train.batch_size: must be at least 1, got 0"),
+        ("data.clip_len=0", "data.clip_len: must be at least 1, got 0"),
+        ("data.embed_dtype=int8", "data.embed_dtype: must be one of float16, bfloat16, float32, got 'int8'"),
+        ("sweep.mode=random", "sweep.mode: must be one of grid, loguniform, got 'random'"),
+        ("sweep.reduction_factor=1", "sweep.reduction_factor: must be at least 2, got 1"),
+        ("loss.lambda_f=-0.1", "loss.lambda_f: must be >= 0, got -0.1"),
+    ],
+)
+def test_values_are_checked_when_loaded(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config([], [override])
+    assert str(caught.value) == message
+
+
+def test_replace_checks_values_too() -> None:
+    with pytest.raises(ConfigError, match="train.epochs"):
+        replace(Config(), **{"train.epochs": 0})

@@ -208,3 +208,33 @@ def test_with_tracking_uri_fixes_the_uri_and_nothing_else(monkeypatch: pytest.Mo
     resolved = with_tracking_uri(Config())
     assert resolved.runtime.tracking_uri == "http://tracking:5000"
     assert dataclasses.replace(resolved, runtime=Config().runtime) == Config()
+
+
+def test_an_unreachable_mlflow_server_is_named_at_once() -> None:
+    import socket
+
+    from groprompt.errors import ConfigError
+    from groprompt.tracking import check_reachable
+
+    with socket.socket() as probe:  # a loopback port that nothing listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConfigError, match=rf"runtime.tracking_uri=http://127.0.0.1:{port}: the MLflow server does not answer"):
+        check_reachable(f"http://127.0.0.1:{port}", timeout=2.0)
+    check_reachable("sqlite:///anything.db")  # a local store needs no server
+
+
+def test_an_interrupted_run_is_continued_and_a_finished_one_is_not(tmp_path: Path) -> None:
+    from groprompt.tracking import continue_or_start_run
+
+    config = replace(Config(), **{"runtime.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    record = tmp_path / "runs" / "name" / "mlflow-run-id"
+    first = continue_or_start_run(config, "name", record)
+    assert record.read_text() == first
+    client = MlflowClient(config.runtime.tracking_uri)
+    client.set_terminated(first, "FAILED")  # the driver was interrupted
+    assert continue_or_start_run(config, "name", record) == first
+    assert client.get_run(first).info.status == "RUNNING"
+    client.set_terminated(first, "FINISHED")
+    second = continue_or_start_run(config, "name", record)
+    assert second != first and record.read_text() == second
