@@ -17,7 +17,8 @@ def init_ray(address: str | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         # "local": a new Ray of our own, never a stale cluster that an earlier `ray start` left recorded in /tmp/ray
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        # Ray replaces a loopback node IP by the machine's address, so only the dashboard can be kept on loopback here
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
 
 
 def cluster_cpus() -> float:
