@@ -83,8 +83,7 @@ def sweep(config: Config) -> dict[str, Any]:
     with run_status(parent_run_id, config.runtime.tracking_uri):
         results = list(tuner.fit())
         _close_child_runs(results, parent_run_id, config)
-        rows = [_result_row(result) for result in results]
-        rows.sort(key=lambda row: -row[METRIC])
+        rows = at_common_epoch([_result_row(result) for result in results])
         best = rows[0]
         best_config = replace(config, **{"loss.lambda_f": best["lambda_f"], "loss.lambda_v": best["lambda_v"]})
         _log_summary(parent_run_id, rows, best_config, config)
@@ -92,16 +91,32 @@ def sweep(config: Config) -> dict[str, Any]:
 
 
 def _result_row(result: Any) -> dict[str, Any]:
-    """A finished trial as a results-table row; a failed trial fails the sweep."""
+    """A finished trial as a results-table row (with its metric after every epoch); a failed trial fails the sweep."""
     if result.error is not None:
         raise RuntimeError(f"sweep trial failed: {result.error}")
+    history = result.metrics_dataframe.sort_values("epoch")
     return {
         "lambda_f": result.config["lambda_f"],
         "lambda_v": result.config["lambda_v"],
         "epochs": int(result.metrics["epoch"]) + 1,
-        METRIC: float(result.metrics[METRIC]),
-        "best_" + METRIC: float(result.metrics_dataframe[METRIC].max()),
+        "history": [float(value) for value in history[METRIC]],
     }
+
+
+def at_common_epoch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows compared at equal budget: the metric after the last epoch that every trial reached (ASHA stops some
+    early), and after each trial's own last epoch; best first by the former."""
+    common = min(len(row["history"]) for row in rows)
+    compared = [
+        {
+            **{key: value for key, value in row.items() if key != "history"},
+            "common_epochs": common,
+            METRIC: row["history"][common - 1],
+            "last_" + METRIC: row["history"][-1],
+        }
+        for row in rows
+    ]
+    return sorted(compared, key=lambda row: -row[METRIC])
 
 
 def _close_child_runs(results: list[Any], parent_run_id: str, config: Config) -> None:
@@ -138,7 +153,8 @@ def _log_summary(parent_run_id: str, rows: list[dict[str, Any]], best: Config, c
         pd.DataFrame(rows).to_csv(Path(folder) / "sweep_results.csv", index=False)
         (Path(folder) / "sweep_results.md").write_text(markdown_table(rows))
         (Path(folder) / "best.yaml").write_text(best_yaml)
-        sweep_heatmap(rows, METRIC, Path(folder) / "sweep_heatmap.png", f"{METRIC} (last epoch)")
+        title = f"{METRIC} after {rows[0]['common_epochs']} epochs (all trials)"
+        sweep_heatmap(rows, METRIC, Path(folder) / "sweep_heatmap.png", title)
         client.log_artifacts(parent_run_id, folder)
     log_params(parent_run_id, {"best.lambda_f": rows[0]["lambda_f"], "best.lambda_v": rows[0]["lambda_v"]}, config.runtime.tracking_uri)
     client.log_metric(parent_run_id, "best_" + METRIC, rows[0][METRIC])
