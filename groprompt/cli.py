@@ -15,7 +15,7 @@ from groprompt.stages.cli import exit_code_of
 def _eval_masks(args: argparse.Namespace) -> int:
     from groprompt.mask_eval import evaluate_folders, format_mean_row, write_csv
 
-    scores = evaluate_folders(args.gt, args.pred)
+    scores = evaluate_folders(args.gt, args.pred, task=args.task)
     if args.csv:
         write_csv(scores, args.csv)
     print(format_mean_row(scores))
@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, help="ground truth: <sequence>/<frame>.png")
     p.add_argument("--pred", required=True, help="predictions in the same layout")
     p.add_argument("--csv", help="write per-sequence scores here")
+    p.add_argument(
+        "--task",
+        default="semi-supervised",
+        choices=("semi-supervised", "unsupervised"),
+        help="semi-supervised: match object ids; unsupervised: davis2017-evaluation's Hungarian matching on mean J&F",
+    )
     p.set_defaults(run=_eval_masks)
 
     p = commands.add_parser("inspect", help="count videos, expressions and frames of a benchmark")

@@ -17,9 +17,7 @@ IOU_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 BOUNDARY_FRACTION = 0.008  # DAVIS ``bound_th``: match tolerance as a fraction of the image diagonal
 
 
-def _binary_pair(
-    gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
+def _binary_pair(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Both masks as booleans of the same shape, with ``void`` pixels cleared."""
     if gt.shape != pred.shape or gt.ndim != 2:
         raise ValueError(f"expected two (H, W) masks of one shape, got {gt.shape} and {pred.shape}")
@@ -32,17 +30,16 @@ def _binary_pair(
     return gt, pred
 
 
-def mask_intersection_union(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
-    """Pixel counts of the intersection and the union of two binary (H, W) masks."""
-    gt, pred = _binary_pair(gt, pred, None)
+def mask_intersection_union(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None) -> tuple[int, int]:
+    """Pixel counts of the intersection and the union of two binary (H, W) masks; ``void`` pixels are ignored."""
+    gt, pred = _binary_pair(gt, pred, void)
     return int(np.count_nonzero(gt & pred)), int(np.count_nonzero(gt | pred))
 
 
 def region_similarity(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None) -> float:
     """DAVIS J: intersection over union of two binary masks, 1 when both are empty; ``void`` pixels are ignored."""
-    gt, pred = _binary_pair(gt, pred, void)
-    union = np.count_nonzero(gt | pred)
-    return 1.0 if union == 0 else np.count_nonzero(gt & pred) / union
+    intersection, union = mask_intersection_union(gt, pred, void)
+    return 1.0 if union == 0 else intersection / union
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
@@ -123,9 +120,11 @@ def iou_summary(
 ) -> dict[str, float]:
     """A2D-Sentences / JHMDB-Sentences metrics from per-sample mask intersections and unions.
 
-    Returns ``P@K`` for each threshold (the share of samples whose IoU is strictly above K, as in the MTTR and
-    ReferFormer evaluations), ``overall_iou`` (total intersection / total union) and ``mean_iou`` (mean of the
-    per-sample IoUs). A sample, or the total, with an empty union has IoU 1.
+    A sample is one annotated (frame, instance, sentence), as in the MTTR and ReferFormer evaluations. Returns
+    ``P@K`` for each threshold (the share of samples whose IoU is strictly above K), ``overall_iou`` (total
+    intersection / total union) and ``mean_iou`` (mean of the per-sample IoUs). A sample, or the total, with an
+    empty union has IoU 1. (MTTR divides in float32 after adding 1e-6 to both counts: its P@K can differ from
+    this exact ratio only for a sample whose IoU is within float32 rounding of K, its means by that rounding.)
     """
     inter = np.asarray(intersections, dtype=np.float64)
     union = np.asarray(unions, dtype=np.float64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -135,29 +135,54 @@ def write_object_pngs(root: str | Path, video: str, frames: Iterable[tuple[str, 
 SUBMISSION_ROOT = "Annotations"
 
 
-def write_submission_zip(path: str | Path, masks: Iterable[tuple[str, str, str, np.ndarray]]) -> int:
+def write_submission_zip(
+    path: str | Path, masks: Iterable[tuple[str, str, str, np.ndarray]], expected: Collection[tuple[str, str, str]] | None = None
+) -> int:
     """Write a Ref-YouTube-VOS submission zip, atomically; returns the number of masks.
 
     ``masks`` yields (video, exp_id, frame name, (H, W) binary mask). Members are
     ``Annotations/<video>/<exp_id>/<frame>.png``: 8-bit greyscale PNGs, 255 on the object and 0 elsewhere,
     as the official CodaLab server's reference submissions (MTTR, ReferFormer) write them. Names must be
     plain path components (no separators, no ``.``/``..``) and unique. The server expects every frame of every
-    expression of every video in the split.
+    expression of every video in the split: given ``expected`` (video, exp_id, frame) members, anything missing
+    or extra is a DataError (``check_submission``) and no zip is written.
     """
     path = Path(path)
     names: set[str] = set()
+    written: set[tuple[str, str, str]] = set()
     with atomic_path(path) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for video, exp_id, frame, mask in masks:
-            name = "/".join([SUBMISSION_ROOT, _safe_name(video), _safe_name(exp_id), f"{_safe_name(frame)}.png"])
+            name = submission_member(video, exp_id, frame)
             if name in names:
                 raise ValueError(f"{name}: duplicate submission member")
             if mask.ndim != 2:
                 raise ValueError(f"{name}: expected an (H, W) mask, got shape {mask.shape}")
             names.add(name)
+            written.add((video, exp_id, frame))
             buffer = io.BytesIO()
             Image.fromarray(mask.astype(bool).astype(np.uint8) * 255).save(buffer, format="PNG")
             archive.writestr(name, buffer.getvalue())
+        if expected is not None:
+            check_submission(path, written, expected)
     return len(names)
+
+
+def submission_member(video: str, exp_id: str, frame: str) -> str:
+    """The zip member name of one mask: ``Annotations/<video>/<exp_id>/<frame>.png``."""
+    return "/".join([SUBMISSION_ROOT, _safe_name(video), _safe_name(exp_id), f"{_safe_name(frame)}.png"])
+
+
+def check_submission(path: str | Path, written: Collection[tuple[str, str, str]], expected: Collection[tuple[str, str, str]]) -> None:
+    """DataError unless the (video, exp_id, frame) members ``written`` are exactly the ``expected`` ones; the message
+    gives the counts and the first missing and extra members, by name."""
+    missing, extra = sorted(set(expected) - set(written)), sorted(set(written) - set(expected))
+    if not missing and not extra:
+        return
+    problems = (
+        [f"{len(missing)} of the {len(expected)} expected masks missing (first: {submission_member(*missing[0])})"] if missing else []
+    )
+    problems += [f"{len(extra)} masks not in the split (first: {submission_member(*extra[0])})"] if extra else []
+    raise DataError(f"{path}: incomplete Ref-YouTube-VOS submission, {len(written)} masks written: {'; '.join(problems)}")
 
 
 def _safe_name(name: str) -> str:

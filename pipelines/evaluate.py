@@ -4,8 +4,10 @@
         --segmentor grabcut --split valid --out work/eval/valid [--png-dir DIR] [--submission sub.zip]
     python pipelines/evaluate.py --config conf/tiny.yaml --boxes oracle --segmentor grabcut --split valid --out DIR
 
-One Ray task per frame shard (with its embedding shard when the boxes or the segmentor need them): for each
-referring expression, box source -> top box per frame -> segmentor -> J, F, box IoU. Writes
+One Ray task per group of frame shards holding whole videos (with their embedding shards when the boxes or the
+segmentor need them): for each referring expression, box source -> top box per frame -> segmentor -> J, F, box
+IoU; then the benchmark's own protocol (README, "Evaluation protocols": A2D/JHMDB-Sentences per frame sample,
+Ref-DAVIS17 per annotator, a Ref-YouTube-VOS submission complete against the split). Writes
 ``<out>/metrics.parquet`` (one row per expression) and ``<out>/summary.json``; logs both to MLflow.
 """
 

@@ -10,6 +10,7 @@ import torch
 
 from groprompt.checkpoints import TrainedWeights, build_trained_model
 from groprompt.config import ModelConfig
+from groprompt.inference.online import OnlineProposals, frame_boxes
 
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
@@ -48,10 +49,14 @@ class OracleBoxes:
 
 
 class ModelBoxes:
-    """The trained proposal generator's top box per frame (online: frame t sees frames <= t only)."""
+    """The trained proposal generator's top box per frame, online over a whole video: frame t sees frames <= t
+    only, and the state carries over from one sample of a video to the next (the same boxes as inference gives),
+    so a video's samples must come in order (``groprompt.evaluation.scoring.evaluate_shards``)."""
 
-    def __init__(self, model: GroPrompt, frozen: FrozenEncoders, chunk: int = 8) -> None:
-        self.model, self.frozen, self.chunk = model.eval(), frozen, chunk
+    def __init__(self, model: GroPrompt, frozen: FrozenEncoders) -> None:
+        self.model, self.frozen = model.eval(), frozen
+        self._online: OnlineProposals | None = None
+        self._continues_at: tuple[str, int, tuple[str, ...]] | None = None  # (video, next frame, exp ids) of the state
 
     @classmethod
     def load(cls, model_config: ModelConfig, weights: TrainedWeights, frozen: FrozenEncoders | None = None) -> ModelBoxes:
@@ -65,17 +70,12 @@ class ModelBoxes:
 
     @torch.no_grad()
     def boxes(self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None) -> np.ndarray:
-        from groprompt.boxes import cxcywh_to_xyxy
-        from groprompt.engine import predict_boxes
-
         if embeddings is None:
             raise ValueError("model boxes need the sample's SAM embeddings")
-        clip = torch.from_numpy(np.asarray(embeddings)).float()[None]
+        exp_ids = tuple(str(e["exp_id"]) for e in expressions)
+        if self._online is None or self._continues_at != (meta["video_id"], int(meta["start"]), exp_ids):
+            self._online = OnlineProposals(self.model.proposal, self.frozen, [e["text"] for e in expressions])
         height, width = meta["height"], meta["width"]
-        out = []
-        for start in range(0, len(expressions), self.chunk):
-            texts = [e["text"] for e in expressions[start : start + self.chunk]]
-            predicted, _ = predict_boxes(self.model.proposal, self.frozen, clip.expand(len(texts), *clip.shape[1:]), texts)
-            xyxy = cxcywh_to_xyxy(predicted.double()).numpy() * np.array([width, height, width, height])
-            out.append(np.clip(xyxy, 0, [width, height, width, height]))
-        return np.concatenate(out)
+        per_frame = [frame_boxes(self._online.step(torch.from_numpy(e).float()).top_boxes(), height, width) for e in embeddings]
+        self._continues_at = (meta["video_id"], int(meta["start"]) + len(embeddings), exp_ids)
+        return np.stack(per_frame, axis=1).astype(np.float64)

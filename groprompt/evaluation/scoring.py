@@ -1,9 +1,11 @@
-"""Scoring one evaluation shard, independent of Ray: per sample and expression, sums of J, F, box IoU and mask
-overlap over its annotated frames (the partial rows that ``aggregate.merge_partials`` joins)."""
+"""Scoring evaluation shards, independent of Ray: per sample and expression, sums of J, F and box IoU over its
+annotated frames and the mask overlap of each frame sample (the partial rows that ``aggregate.merge_partials``
+joins); optionally every frame's masks written as PNGs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,36 @@ from groprompt.data.clips import referring_expressions
 from groprompt.data.embeddings import read_embedding_shard
 from groprompt.data.shards import ShardSample, read_shard
 from groprompt.errors import DataError
-from groprompt.evaluation.aggregate import SUM_COLUMNS
+from groprompt.evaluation.aggregate import SAMPLE_COLUMNS, SUM_COLUMNS
 from groprompt.evaluation.box_sources import BoxSource, ground_truth_boxes
-from groprompt.metrics import box_iou, j_and_f
+from groprompt.evaluation.ref_davis import write_annotator_frame
+from groprompt.metrics import box_iou, j_and_f, mask_intersection_union
 from groprompt.outputs import VOID_ID, write_expression_pngs
 from groprompt.segmentors import Segmentor
+
+ShardPaths = tuple[str | Path, str | Path | None]  # a frame shard and its embedding shard (None when not needed)
+
+
+@dataclass(frozen=True)
+class MaskOutputs:
+    """Where every frame's masks go besides scoring: per expression (``<png_dir>/<video>/<exp_id>/<frame>.png``),
+    and per Ref-DAVIS17 annotator (``<annotator_dir>/anno_<k>/<video>/<frame>.png``, ``groprompt.evaluation.ref_davis``)."""
+
+    png_dir: Path | None = None
+    annotator_dir: Path | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return self.png_dir is not None or self.annotator_dir is not None
+
+    def write(self, video: str, frame: str, expressions: list[dict[str, Any]], masks: np.ndarray) -> None:
+        """Write one frame's masks (E, H, W) of ``expressions``."""
+        if self.png_dir is not None:
+            for expression, mask in zip(expressions, masks):
+                write_expression_pngs(self.png_dir, video, str(expression["exp_id"]), [(frame, mask)])
+        if self.annotator_dir is not None:
+            referring = [i for i, e in enumerate(expressions) if e["obj_id"] is not None]
+            write_annotator_frame(self.annotator_dir, video, frame, [int(expressions[i]["obj_id"]) for i in referring], masks[referring])
 
 
 def paired_samples(frames: Path, embeddings: Path | None) -> Iterator[tuple[ShardSample, np.ndarray | None]]:
@@ -66,7 +93,7 @@ def _segment_on_frame(segmentor: Segmentor, frame: np.ndarray, boxes: np.ndarray
 
 
 def _empty_partial(meta: dict[str, Any], expression: dict[str, Any]) -> dict[str, Any]:
-    """A partial row of one expression of a sample with all sums at zero."""
+    """A partial row of one expression of a sample with all sums at zero and no frame sample."""
     return {
         "video": meta["video_id"],
         "exp_id": str(expression["exp_id"]),
@@ -75,19 +102,21 @@ def _empty_partial(meta: dict[str, Any], expression: dict[str, Any]) -> dict[str
         "obj_id": int(expression["obj_id"]),
         "text": expression["text"],
         **{name: 0.0 for name in SUM_COLUMNS},
+        **{name: [] for name in SAMPLE_COLUMNS},
     }
 
 
 def _add_frame(row: dict[str, Any], gt: np.ndarray, void: np.ndarray, mask: np.ndarray, truth: np.ndarray, box: np.ndarray) -> None:
-    """Add one annotated frame to a partial row: J, F and the overlap outside ``void``; box IoU where the object is present."""
+    """Add one annotated frame to a partial row: J and F outside ``void``; where the object is present, a frame
+    sample (its mask intersection and union outside ``void``) and the box IoU."""
     j, f, _ = j_and_f(gt, mask, void)
-    valid = ~void
     row["j_sum"] += j
     row["f_sum"] += f
     row["n_frames"] += 1
-    row["intersection"] += float(np.count_nonzero(gt & mask & valid))
-    row["union"] += float(np.count_nonzero((gt | mask) & valid))
     if np.isfinite(truth).all():
+        intersection, union = mask_intersection_union(gt, mask, void)
+        row["sample_intersections"].append(intersection)
+        row["sample_unions"].append(union)
         row["box_iou_sum"] += float(box_iou(box[None], truth[None])[0, 0]) if np.isfinite(box).all() else 0.0
         row["n_box_frames"] += 1
 
@@ -98,25 +127,29 @@ def score_sample(
     embedding: np.ndarray | None,
     box_source: BoxSource,
     segmentor: Segmentor,
-    png_dir: str | Path | None,
+    outputs: MaskOutputs = MaskOutputs(),
 ) -> list[dict[str, Any]]:
-    """Partial rows of a sample's expressions; with ``png_dir`` every frame's mask is also written as a PNG."""
+    """Partial rows of the sample's expressions that name an annotated object; every expression's masks of every
+    frame also go to ``outputs`` when it wants them (otherwise only annotated frames are segmented)."""
     meta = sample.meta
     predicted = box_source.boxes(meta, expressions, embedding)  # (E, T, 4)
+    referring = referring_expressions(meta)
+    scored = [i for i, e in enumerate(expressions) if e in referring]
+    if scored and not sample.masks:
+        raise DataError(f"sample {sample.key} carries no masks; shard the split with --masks")
     truths = np.stack([ground_truth_boxes(meta, e["obj_id"]) for e in expressions])
     annotated = meta.get("annotated") or [True] * len(meta["frame_names"])
-    rows = [_empty_partial(meta, e) for e in expressions]
+    rows = [_empty_partial(meta, expressions[i]) for i in scored]
     for t, name in enumerate(meta["frame_names"]):
-        if not annotated[t] and png_dir is None:
+        score_frame = annotated[t] and bool(scored)
+        if not (score_frame or outputs.wanted):
             continue
         masks = segment_boxes(segmentor, sample, t, predicted[:, t], embedding)
-        if png_dir is not None:
-            for row, mask in zip(rows, masks):
-                write_expression_pngs(png_dir, row["video"], row["exp_id"], [(name, mask)])
-        if annotated[t]:
+        outputs.write(meta["video_id"], name, expressions, masks)
+        if score_frame:
             ids = sample.mask(t)
-            for row, expression, mask, truth, box in zip(rows, expressions, masks, truths[:, t], predicted[:, t]):
-                _add_frame(row, ids == expression["obj_id"], ids == VOID_ID, mask, truth, box)
+            for row, i in zip(rows, scored):
+                _add_frame(row, ids == expressions[i]["obj_id"], ids == VOID_ID, masks[i], truths[i, t], predicted[i, t])
     return rows
 
 
@@ -126,22 +159,61 @@ def evaluate_shard(
     box_source: BoxSource,
     segmentor: Segmentor,
     png_dir: str | Path | None = None,
+    annotator_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Partial metric rows (one per sample and expression) of one evaluation shard.
+    """Partial metric rows (one per sample and expression with a ground truth) of one evaluation shard.
 
     ``embeddings`` (the embedding shard of ``frames``) is needed when the box source or the segmentor needs
-    them. With ``png_dir``, every frame's mask is written as ``<png_dir>/<video>/<exp_id>/<frame>.png``;
-    otherwise only annotated frames are segmented.
+    them. With ``png_dir``, every frame's mask of every expression (those without a ground truth too: a
+    Ref-YouTube-VOS submission) is written as ``<png_dir>/<video>/<exp_id>/<frame>.png``; with ``annotator_dir``,
+    every frame's masks merged per Ref-DAVIS17 annotator (``MaskOutputs``); otherwise only annotated frames are
+    segmented.
     """
     need_embeddings = box_source.needs_embeddings or segmentor.needs_embedding
     if need_embeddings and embeddings is None:
         raise ValueError("this box source or segmentor needs the SAM embeddings of the shard")
+    outputs = MaskOutputs(Path(png_dir) if png_dir is not None else None, Path(annotator_dir) if annotator_dir is not None else None)
     rows = []
     for sample, embedding in paired_samples(Path(frames), Path(embeddings) if need_embeddings else None):
-        expressions = referring_expressions(sample.meta)
-        if not expressions:
-            continue
-        if not sample.masks:
-            raise DataError(f"{frames}: sample {sample.key} carries no masks; shard the split with --masks")
-        rows += score_sample(sample, expressions, embedding, box_source, segmentor, png_dir)
+        expressions = sample.meta["expressions"] if outputs.png_dir is not None else referring_expressions(sample.meta)
+        if expressions:
+            try:
+                rows += score_sample(sample, expressions, embedding, box_source, segmentor, outputs)
+            except DataError as error:
+                raise DataError(f"{frames}: {error}") from error
     return rows
+
+
+def evaluate_shards(
+    shards: Sequence[ShardPaths],
+    box_source: BoxSource,
+    segmentor: Segmentor,
+    png_dir: str | Path | None = None,
+    annotator_dir: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """``evaluate_shard`` over consecutive shards in order, with one box source: given the shards that hold whole
+    videos (``whole_video_groups``), the model's online state runs through each video, as in inference."""
+    return [
+        row for frames, embeddings in shards for row in evaluate_shard(frames, embeddings, box_source, segmentor, png_dir, annotator_dir)
+    ]
+
+
+def video_of_sample(key: str) -> str:
+    """The video id of a shard sample key ``<video>__<start>`` (``groprompt.data.shards.sample_key``)."""
+    return key.rpartition("__")[0]
+
+
+def whole_video_groups(shards: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Shard manifest rows (each with its ``samples`` keys, in order) grouped so that no video spans two groups:
+    a shard whose first sample continues the previous shard's last video joins its group. (``plan_shards`` packs
+    a video's windows in order, but may cut a video between two shards.)"""
+    groups: list[list[dict[str, Any]]] = []
+    last_video = None
+    for shard in shards:
+        videos = [video_of_sample(key) for key in shard["samples"]]
+        if groups and videos and videos[0] == last_video:
+            groups[-1].append(shard)
+        else:
+            groups.append([shard])
+        last_video = videos[-1] if videos else last_video
+    return groups

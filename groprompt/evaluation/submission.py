@@ -1,12 +1,14 @@
-"""The Ref-YouTube-VOS submission read back from an evaluation's per-expression PNGs."""
+"""The Ref-YouTube-VOS submission: read back from an evaluation's per-expression PNGs, and the members the
+split's meta expects (every frame of every expression of every video)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from groprompt.data.records import Video
 from groprompt.outputs import read_index_png
 
 
@@ -15,3 +17,8 @@ def submission_masks(png_dir: str | Path) -> Iterator[tuple[str, str, str, np.nd
     ``groprompt.outputs.write_submission_zip`` takes."""
     for path in sorted(Path(png_dir).glob("*/*/*.png")):
         yield path.parent.parent.name, path.parent.name, path.stem, read_index_png(path) > 0
+
+
+def submission_members(videos: Iterable[Video]) -> set[tuple[str, str, str]]:
+    """(video, exp_id, frame) of every frame of every expression of ``videos`` (a split read from its meta)."""
+    return {(video.video_id, e.exp_id, frame) for video in videos for e in video.expressions for frame in video.frame_names}

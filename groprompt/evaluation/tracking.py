@@ -20,16 +20,17 @@ def metric_name(key: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key.replace("@", "_at_"))
 
 
-def flat_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
-    """Numeric summary values as MLflow metric names (``P@0.5`` -> ``P_at_0.5``, ``by_kind/motion/JF``); NaN left out."""
+def flat_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric summary values as MLflow metric names, nested groups joined by ``/`` (``P@0.5`` -> ``P_at_0.5``,
+    ``by_kind/motion/JF``, ``davis_unsupervised/anno_0/JF``); NaN left out."""
     metrics = {}
     for key, value in summary.items():
-        if key == "by_kind":
-            for kind, values in value.items():
-                metrics.update({f"by_kind/{metric_name(kind)}/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float))})
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics[metric_name(key)] = float(value)
-    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+        name = prefix + metric_name(key)
+        if isinstance(value, Mapping):
+            metrics.update(flat_metrics(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            metrics[name] = float(value)
+    return metrics
 
 
 def eval_params(settings: Mapping[str, Any]) -> dict[str, str]:

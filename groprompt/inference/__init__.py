@@ -21,6 +21,7 @@ Modules (import from them; this package imports nothing):
     sources      input videos: discovery and streamed decoding
     queries      the queries file, grouping per video, the errors table
     predictor    the models a worker holds (frozen encoders, trained weights, segmentor)
+    online       the proposal generator run online over frames (shared with evaluation)
     overlays     overlay videos encoded in background threads
     video        predicting one video and writing its outputs
 """

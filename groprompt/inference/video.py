@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import torch
 
 import groprompt
-from groprompt.boxes import cxcywh_to_xyxy
 from groprompt.config import ModelConfig
 from groprompt.errors import ConfigError, DataError
 from groprompt.files import atomic_path, fingerprint
+from groprompt.inference.online import OnlineProposals, frame_boxes
 from groprompt.inference.overlays import OVERLAY_FORMATS, OverlayWriter
 from groprompt.inference.predictor import Predictor
 from groprompt.inference.queries import InputError, Query
@@ -141,13 +141,6 @@ def verified_rows(path: Path, expected_fingerprint: str) -> int | None:
     return int(meta.num_rows)
 
 
-def frame_boxes(top_boxes: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """(Q, 4) normalised cxcywh to xyxy frame pixels, clipped to the frame."""
-    xyxy = cxcywh_to_xyxy(top_boxes.float()).clamp(0, 1)
-    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-    return (xyxy.cpu() * scale).numpy()
-
-
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
@@ -161,18 +154,14 @@ def predict_video(
 
     Online: frame t is predicted from frames <= t; the proposal generator's batch is the queries.
     """
-    sam, proposal = predictor.frozen.sam, predictor.model.proposal
     with torch.inference_mode():
-        text = predictor.frozen.text(list(sentences))
-        text_tokens = proposal.project_text(text)
-        state = None
+        online = OnlineProposals(predictor.model.proposal, predictor.frozen, sentences)
         index = 0
         for batch in _batched(frames, encode_batch):
-            embeddings = sam.encode([frame for _, frame in batch])
+            embeddings = predictor.frozen.sam.encode([frame for _, frame in batch])
             for (name, frame), embedding in zip(batch, embeddings):
                 height, width = frame.shape[:2]
-                expanded = embedding[None].expand(len(sentences), *embedding.shape)
-                output, state = proposal.forward_frame(expanded, text_tokens, text.mask, state)
+                output = online.step(embedding)
                 boxes = frame_boxes(output.top_boxes(), height, width)
                 scores = output.logits[-1].softmax(-1).amax(-1).float().cpu().numpy()
                 masks = predictor.segmentor.segment(frame, boxes, embedding=embedding, size=(height, width))

@@ -1,6 +1,7 @@
-"""The evaluate stage: one Ray Data task per frame shard scores a box source + segmentor; the driver merges the
-partial rows, writes ``<out>/metrics.parquet`` (one row per expression) and ``<out>/summary.json``, and logs both
-to MLflow (``groprompt.evaluation`` describes the protocol)."""
+"""The evaluate stage: one Ray Data task per group of frame shards holding whole videos scores a box source +
+segmentor; the driver merges the partial rows, writes ``<out>/metrics.parquet`` (one row per expression) and
+``<out>/summary.json``, adds the benchmark's own protocol (Ref-DAVIS17: per annotator; A2D/JHMDB-Sentences: per
+frame sample), and logs both to MLflow (``groprompt.evaluation`` describes the protocols)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from groprompt.checkpoints import TrainedWeights, load_trained, with_model_of
 from groprompt.config import Config, ModelConfig
+from groprompt.data.formats import read_videos
 from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.errors import ConfigError, DataError
 from groprompt.evaluation.aggregate import merge_partials, summarize
 from groprompt.evaluation.box_sources import BOX_SOURCES, BoxSource, ModelBoxes, OracleBoxes
-from groprompt.evaluation.scoring import evaluate_shard
-from groprompt.evaluation.submission import submission_masks
+from groprompt.evaluation.ref_davis import score_annotators
+from groprompt.evaluation.scoring import evaluate_shards, whole_video_groups
+from groprompt.evaluation.submission import submission_masks, submission_members
 from groprompt.evaluation.tracking import eval_params, log_evaluation, unlogged_params
 from groprompt.files import atomic_path, write_json_atomic
 from groprompt.outputs import write_submission_zip
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
     from groprompt.models.sam import FrozenSam
 
+ANNOTATORS_FOLDER = "ref-davis17-annotators"  # under the output folder: anno_<k>/<video>/<frame>.png
 GRABCUT_NOTE = (
     "segmentor grabcut: OpenCV GrabCut stands in for SAM because no pretrained SAM checkpoint is available; "
     "masks are GrabCut's from each prompt box, not SAM's"
@@ -60,16 +64,19 @@ def _frozen_sam(model_config: ModelConfig) -> FrozenSam:
 
 
 def _shard_rows(config: Config, split: str, need_embeddings: bool) -> list[dict[str, Any]]:
-    """One row per frame shard of the split: its path, and its embedding shard's when needed (checked)."""
+    """One row per frame shard of the split, in manifest order: its path, its sample keys, and its embedding
+    shard's path when needed (checked), else None."""
+    frames_dir = Path(config.data.shards) / split
+    rows, _ = read_manifest(frames_dir / MANIFEST)
+    embeddings: dict[str, str] = {}
     if need_embeddings:
         from groprompt.data.clips import shard_pairs
 
-        return [
-            {"frames": str(p.frames), "embeddings": str(p.embeddings)} for p in shard_pairs(config.data, split, _frozen_sam(config.model))
-        ]
-    frames_dir = Path(config.data.shards) / split
-    rows, _ = read_manifest(frames_dir / MANIFEST)
-    return [{"frames": str(frames_dir / row["shard"]), "embeddings": None} for row in rows]
+        embeddings = {p.frames.name: str(p.embeddings) for p in shard_pairs(config.data, split, _frozen_sam(config.model))}
+    return [
+        {"frames": str(frames_dir / row["shard"]), "embeddings": embeddings.get(row["shard"]), "samples": list(row["samples"])}
+        for row in rows
+    ]
 
 
 def _segmentor(name: str, model_config: ModelConfig, frozen: FrozenEncoders | None) -> Segmentor:
@@ -78,8 +85,8 @@ def _segmentor(name: str, model_config: ModelConfig, frozen: FrozenEncoders | No
     return build_segmentor(name, sam=sam)
 
 
-def _evaluate_row(row: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Ray Data task: build the box source and the segmentor, score one shard."""
+def _evaluate_group(group: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Ray Data task: build the box source and the segmentor, score a group of shards (whole videos) in order."""
     import ray
     import torch
 
@@ -92,8 +99,10 @@ def _evaluate_row(row: dict[str, Any], settings: dict[str, Any]) -> list[dict[st
         frozen = box_source.frozen
     segmentor = _segmentor(settings["segmentor"], model_config, frozen)
     started = time.perf_counter()
-    partials = evaluate_shard(row["frames"], row["embeddings"], box_source, segmentor, settings["png_dir"])
-    print(f"{Path(row['frames']).name}: {len(partials)} expression samples in {time.perf_counter() - started:.1f} s", flush=True)
+    shards = list(zip(group["frames"], group["embeddings"]))
+    partials = evaluate_shards(shards, box_source, segmentor, settings["png_dir"], settings["annotator_dir"])
+    names = ", ".join(Path(frames).name for frames, _ in shards)
+    print(f"{names}: {len(partials)} expression samples in {time.perf_counter() - started:.1f} s", flush=True)
     return partials
 
 
@@ -107,13 +116,19 @@ def _output_paths(out_dir: str | Path, png_dir: str | Path | None, submission: s
 
 
 def _score_shards(rows: list[dict[str, Any]], settings: dict[str, Any], weights: TrainedWeights | None) -> list[dict[str, Any]]:
-    """Partial rows of every shard, one Ray Data task per shard; the weights travel once, through the object store."""
+    """Partial rows of every shard, one Ray Data task per group of shards that holds whole videos (the model's
+    online state runs through a video as in inference); the weights travel once, through the object store."""
     import ray
 
+    groups = [
+        {"frames": [row["frames"] for row in group], "embeddings": [row["embeddings"] for row in group]}
+        for group in whole_video_groups(rows)
+    ]
+    print(f"{len(rows)} shards in {len(groups)} tasks, each holding whole videos", flush=True)
     task_settings = {**settings, "weights_ref": ray.put(weights) if weights is not None else None}
     return (
-        ray.data.from_items(rows, override_num_blocks=len(rows))
-        .flat_map(_evaluate_row, fn_kwargs={"settings": task_settings}, num_cpus=1)
+        ray.data.from_items(groups, override_num_blocks=len(groups))
+        .flat_map(_evaluate_group, fn_kwargs={"settings": task_settings}, num_cpus=1)
         .take_all()
     )
 
@@ -149,7 +164,12 @@ def evaluate(
     The summary (``groprompt.evaluation.aggregate.summarize``) also carries ``seconds``, ``metrics`` (the parquet
     path), ``boxes``, ``segmentor``, ``split``, ``checkpoint`` and ``run_id`` (None without tracking). ``run_id``
     logs into an existing MLflow run (refused when it holds an evaluation with other settings); otherwise ``track``
-    creates one. With ``submission`` and no ``png_dir``, the PNGs go to ``<out_dir>/pngs``.
+    creates one. With ``submission`` and no ``png_dir``, the PNGs go to ``<out_dir>/pngs``; the zip is refused
+    (DataError) unless it holds every frame of every expression of the split's meta and nothing else.
+
+    Ref-DAVIS17 (``data.format``) also writes each annotator's merged PNGs under ``<out_dir>/ref-davis17-annotators``
+    and scores them with the unsupervised protocol against ``<data.root>/<split>/Annotations``: the summary's
+    ``davis_unsupervised`` (``groprompt.evaluation.ref_davis.score_annotators``).
     """
     check_choices(boxes, segmentor, checkpoint)
     config = with_tracking_uri(config)
@@ -169,33 +189,53 @@ def evaluate(
     print(f"evaluating {len(rows)} shards of split {split}: boxes {boxes}, segmentor {segmentor}", flush=True)
 
     started = time.perf_counter()
-    task_settings = {"boxes": boxes, "segmentor": segmentor, "model_config": config.model, "png_dir": str(png_dir) if png_dir else None}
+    annotator_dir = out / ANNOTATORS_FOLDER if config.data.format == "ref-davis17" else None
+    task_settings = {
+        "boxes": boxes,
+        "segmentor": segmentor,
+        "model_config": config.model,
+        "png_dir": str(png_dir) if png_dir else None,
+        "annotator_dir": str(annotator_dir) if annotator_dir else None,
+    }
     table = merge_partials(_score_shards(rows, task_settings, weights))
     summary = summarize(table)
+    if annotator_dir is not None:
+        gt_dir = Path(config.data.root) / split / "Annotations"
+        summary["davis_unsupervised"] = score_annotators(gt_dir, annotator_dir, sorted(set(table["video"])))
     metrics_path = out / "metrics.parquet"
     with atomic_path(metrics_path) as temporary:
         table.to_parquet(temporary, index=False)
     if submission is not None:
-        count = write_submission_zip(submission, submission_masks(png_dir))
-        print(f"wrote {submission}: {count} masks", flush=True)
+        expected = submission_members(read_videos(config.data.format, config.data.root, split, with_boxes=False))
+        count = write_submission_zip(submission, submission_masks(png_dir), expected)
+        print(f"wrote {submission}: {count} masks, every frame of every expression of split {split}", flush=True)
     summary.update(seconds=time.perf_counter() - started, metrics=str(metrics_path), **settings)
     _record(summary, out, config, run_id, track, run_name)
     return summary
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """One line per group: overall, IoU metrics when present, then per expression type."""
+    """One line per group: per expression, the frame-sample IoU metrics and the Ref-DAVIS17 annotators when present,
+    then per expression type."""
 
     def pct(value: Any) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
+    def scores(values: dict[str, Any]) -> str:
+        return f"J&F {pct(values['JF'])}, J {pct(values['J'])}, F {pct(values['F'])}"
+
     lines = [
-        f"{summary['n_expressions']} expressions, {summary['n_frames']} frames: J&F {pct(summary['JF'])}, "
-        f"J {pct(summary['J'])}, F {pct(summary['F'])}, box IoU {pct(summary['box_iou'])}"
+        f"{summary['n_expressions']} expressions, {summary['n_frames']} frames, per expression: {scores(summary)}, box IoU {pct(summary['box_iou'])}"
     ]
     if "overall_iou" in summary:
         precision = ", ".join(f"{k} {pct(v)}" for k, v in summary.items() if k.startswith("P@"))
-        lines.append(f"overall IoU {pct(summary['overall_iou'])}, mean IoU {pct(summary['mean_iou'])}, {precision}")
+        lines.append(
+            f"{summary['n_samples']} frame samples: overall IoU {pct(summary['overall_iou'])}, mean IoU {pct(summary['mean_iou'])}, {precision}"
+        )
+    if "davis_unsupervised" in summary:
+        davis = summary["davis_unsupervised"]
+        lines.append(f"Ref-DAVIS17 unsupervised protocol, per annotator ({davis['n_sequences']} sequences, {davis['n_objects']} objects):")
+        lines += [f"  {name:6} {scores(values)}" for name, values in davis.items() if isinstance(values, dict)]
     for kind, values in summary.get("by_kind", {}).items():
         lines.append(f"  {kind}: {values['n_expressions']} expressions, J&F {pct(values['JF'])}, box IoU {pct(values['box_iou'])}")
     return "\n".join(lines)

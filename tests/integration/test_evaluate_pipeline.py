@@ -1,4 +1,5 @@
-"""The evaluate stage through a real local Ray: shard -> embed -> evaluate (model from MLflow, oracle via pipelines/evaluate.py)."""
+"""The evaluate stage through a real local Ray: shard -> embed -> evaluate (model from MLflow, oracle via pipelines/evaluate.py);
+Ref-DAVIS17 per annotator."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from groprompt.stages.evaluate import evaluate
 from groprompt.stages.shard import shard_dataset
 from groprompt.tracking import start_run
 from pipelines.evaluate import main
+from tests.helpers import mini_davis
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,15 +45,26 @@ def eval_masks_layout(frames_dir: Path, png_dir: Path, gt_root: Path, pred_root:
                     gt = (ids == expression["obj_id"]).astype("uint8")
                     gt[ids == VOID_ID] = VOID_ID
                     write_index_png(gt_root / sequence / f"{frame}.png", gt)
-                    write_index_png(pred_root / sequence / f"{frame}.png", read_index_png(png_dir / sample.meta["video_id"] / str(expression["exp_id"]) / f"{frame}.png").astype("uint8"))
+                    write_index_png(
+                        pred_root / sequence / f"{frame}.png",
+                        read_index_png(png_dir / sample.meta["video_id"] / str(expression["exp_id"]) / f"{frame}.png").astype("uint8"),
+                    )
 
 
 @pytest.mark.slow
 def test_evaluate_pipeline(local_ray: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_refshapes(tmp_path / "refshapes", RefShapesSpec(videos=4, frames=4, size=128, seed=1), valid_fraction=0.5, progress=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    overrides = [f"data.root={tmp_path / 'refshapes'}", f"data.shards={tmp_path / 'frames'}", f"data.embeddings={tmp_path / 'embeddings'}",
-                 f"runtime.tracking_uri={uri}", "model.d_model=32", "model.ffn_dim=64", "model.num_heads=2", "model.num_queries=6"]
+    overrides = [
+        f"data.root={tmp_path / 'refshapes'}",
+        f"data.shards={tmp_path / 'frames'}",
+        f"data.embeddings={tmp_path / 'embeddings'}",
+        f"runtime.tracking_uri={uri}",
+        "model.d_model=32",
+        "model.ffn_dim=64",
+        "model.num_heads=2",
+        "model.num_queries=6",
+    ]
     config = load_config([REPO / "conf" / "tiny.yaml"], overrides)
     settings = ShardSettings(window=2, shard_bytes=40_000, with_masks=True)
     shard_dataset("refshapes", str(tmp_path / "refshapes"), "valid", tmp_path / "frames" / "valid", settings)
@@ -64,8 +77,16 @@ def test_evaluate_pipeline(local_ray: None, tmp_path: Path, capsys: pytest.Captu
     train_run = start_run(config, "train")
     log_trained_model(train_run, tmp_path / "checkpoint.pt", config, uri)
 
-    summary = evaluate(config, "model", f"mlflow:{train_run}", "box", "valid", tmp_path / "model",
-                       png_dir=tmp_path / "png", submission=tmp_path / "sub.zip")
+    summary = evaluate(
+        config,
+        "model",
+        f"mlflow:{train_run}",
+        "box",
+        "valid",
+        tmp_path / "model",
+        png_dir=tmp_path / "png",
+        submission=tmp_path / "sub.zip",
+    )
     table = pd.read_parquet(summary["metrics"])
     assert summary["n_expressions"] == len(table) > 0 and (table["n_frames"] == 4).all()
     assert 0 <= summary["box_iou"] < 0.9 and set(summary["by_kind"]) == set(table["kind"])
@@ -85,17 +106,56 @@ def test_evaluate_pipeline(local_ray: None, tmp_path: Path, capsys: pytest.Captu
     run = mlflow.MlflowClient(uri).get_run(summary["run_id"])
     assert math.isclose(run.data.metrics["eval/JF"], summary["JF"]) and run.data.params["eval.boxes"] == "model"
     assert {a.path for a in mlflow.MlflowClient(uri).list_artifacts(summary["run_id"], "evaluation")} == {
-        "evaluation/metrics.parquet", "evaluation/summary.json"}
+        "evaluation/metrics.parquet",
+        "evaluation/summary.json",
+    }
     with pytest.raises(ConfigError, match="eval.boxes='model'"):  # refused before any work: the run holds another evaluation
         evaluate(config, "oracle", segmentor="box", split="valid", out_dir=tmp_path / "refused", run_id=summary["run_id"])
     assert not (tmp_path / "refused").exists()
 
     # the CLI, ground-truth boxes through GrabCut, no MLflow: the upper bound, and the report
-    code = main(["--config", str(REPO / "conf" / "tiny.yaml"), "--boxes", "oracle", "--segmentor", "grabcut",
-                 "--split", "valid", "--out", str(tmp_path / "oracle"), "--no-mlflow", *overrides])
+    code = main(
+        [
+            "--config",
+            str(REPO / "conf" / "tiny.yaml"),
+            "--boxes",
+            "oracle",
+            "--segmentor",
+            "grabcut",
+            "--split",
+            "valid",
+            "--out",
+            str(tmp_path / "oracle"),
+            "--no-mlflow",
+            *overrides,
+        ]
+    )
     assert code == 0
     assert "stands in for SAM" in capsys.readouterr().out
     oracle = json.loads((tmp_path / "oracle" / "summary.json").read_text())
     assert oracle["box_iou"] == 1.0 and oracle["JF"] > summary["JF"] and oracle["run_id"] is None
     report = ablation_report({ROW_BOX_ONLY: summary, oracle_row("grabcut"): oracle})
     assert "| GT box + grabcut | 100.0 |" in report
+
+
+@pytest.mark.slow
+def test_ref_davis_annotators_through_the_stage(local_ray: None, shared_data: Path, tmp_path: Path) -> None:
+    # Two single-object ref-davis-mini videos, cut into windows of 20 frames over several shards. Every annotator's
+    # expressions name the one object with the same oracle box, so each annotator scores what the per-expression
+    # identity matching gives, and eval-masks --task unsupervised on an annotator's folder agrees.
+    root = mini_davis(shared_data, tmp_path)
+    config = load_config(
+        [REPO / "conf" / "base.yaml", REPO / "conf" / "data" / "ref-davis17.yaml"],
+        [f"data.root={root}", f"data.shards={tmp_path / 'frames'}"],
+    )
+    shard_dataset(
+        "ref-davis17", str(root), "valid", tmp_path / "frames" / "valid", ShardSettings(window=20, shard_bytes=4_000_000, with_masks=True)
+    )
+    summary = evaluate(config, "oracle", segmentor="box", split="valid", out_dir=tmp_path / "out", track=False)
+    davis = summary["davis_unsupervised"]
+    assert sorted(davis) == ["anno_0", "anno_1", "anno_2", "anno_3", "mean", "n_objects", "n_sequences"]
+    assert (davis["n_sequences"], davis["n_objects"]) == (2, 2) and summary["n_expressions"] == 8
+    for values in (davis["anno_0"], davis["anno_3"], davis["mean"]):
+        assert values["JF"] == pytest.approx(summary["JF"]) and values["J"] == pytest.approx(summary["J"])
+    scores = evaluate_folders(root / "valid" / "Annotations", tmp_path / "out" / "ref-davis17-annotators" / "anno_2", task="unsupervised")
+    assert global_means(scores)["JF_mean"] == pytest.approx(davis["anno_2"]["JF"])

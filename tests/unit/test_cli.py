@@ -50,3 +50,11 @@ def test_report_row_without_a_name_is_a_one_line_usage_error(tmp_path: Path, cap
     assert main(["report", "--row", str(tmp_path / "summary.json"), "--out", str(tmp_path / "report.md")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "expected NAME=PATH" in error
+
+
+def test_eval_masks_task_is_one_of_the_two_davis_tasks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["eval-masks", "--gt", str(tmp_path), "--pred", str(tmp_path), "--task", "zero-shot"])
+    assert stopped.value.code == 2 and "invalid choice: 'zero-shot'" in capsys.readouterr().err
+    assert main(["eval-masks", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path), "--task", "unsupervised"]) == 2
+    assert "ground-truth folder is missing" in capsys.readouterr().err

@@ -1,8 +1,10 @@
-"""``eval-masks`` end to end: real Ref-DAVIS annotations, perturbed copies, hand-made multi-object folders."""
+"""``eval-masks`` end to end: real Ref-DAVIS annotations, perturbed copies, hand-made multi-object folders; the
+unsupervised task against a brute-force reference."""
 
 from __future__ import annotations
 
 import csv
+import itertools
 import shutil
 from pathlib import Path
 
@@ -44,7 +46,7 @@ def perturb(ids: np.ndarray, t: int) -> np.ndarray:
         mask = cv2.erode(mask, np.ones((9, 9), np.uint8))
     elif kind == 1:
         mask = np.zeros_like(mask)
-        mask[6:, : -15] = (ids == 1)[:-6, 15:]  # shifted down 6 and left 15 pixels
+        mask[6:, :-15] = (ids == 1)[:-6, 15:]  # shifted down 6 and left 15 pixels
     elif kind == 2:
         mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
         mask[: mask.shape[0] // 2] = 0  # top half lost
@@ -227,9 +229,7 @@ def test_ground_truth_without_objects_is_an_error(tmp_path: Path) -> None:
         evaluate_folders(tmp_path / "gt", tmp_path / "pred")
 
 
-def test_cli_eval_masks(
-    gt_subset: Path, perturbed: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_eval_masks(gt_subset: Path, perturbed: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pred_root, expected = perturbed
     out = tmp_path / "scores.csv"
     assert main(["eval-masks", "--gt", str(gt_subset), "--pred", str(pred_root), "--csv", str(out)]) == 0
@@ -240,10 +240,83 @@ def test_cli_eval_masks(
     assert len(out.read_text().splitlines()) == 1 + len(SEQUENCES)
 
 
-def test_cli_eval_masks_reports_data_errors(
-    small_pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_eval_masks_reports_data_errors(small_pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     gt, pred = small_pair
     (pred / "seq" / "00000.png").unlink()
     assert main(["eval-masks", "--gt", str(gt), "--pred", str(pred)]) == 2
     assert "seq/00000.png: prediction frame is missing" in capsys.readouterr().err
+
+
+# --- the unsupervised task ------------------------------------------------------------------------------------
+
+
+def reference_unsupervised(gt_frames: list[np.ndarray], pred_frames: list[np.ndarray]) -> tuple[list[float], list[float]]:
+    """davis2017-evaluation's unsupervised task by brute force: ground-truth objects 1..max of the first frame,
+    predicted objects 1..max of any frame (padded with empty ones), the best of all assignments on mean J&F;
+    returns the matched (J, F) means of each ground-truth object."""
+    n_gt = int(gt_frames[0].max())
+    n_pred = max(n_gt, max(int(p.max()) for p in pred_frames))
+    means = np.array(
+        [
+            [np.mean([reference_j_f(g == i, p == k) for g, p in zip(gt_frames, pred_frames)], axis=0) for i in range(1, n_gt + 1)]
+            for k in range(1, n_pred + 1)
+        ]
+    )  # (pred, gt, 2)
+    best = max(itertools.permutations(range(n_pred), n_gt), key=lambda chosen: sum(means[k, i].mean() for i, k in enumerate(chosen)))
+    return [means[k, i, 0] for i, k in enumerate(best)], [means[k, i, 1] for i, k in enumerate(best)]
+
+
+def test_unsupervised_matches_a_brute_force_reference_on_real_masks(gt_subset: Path, tmp_path: Path) -> None:
+    # Real breakdance masks cut into two objects (left and right of the mask's middle column); the prediction
+    # labels a degraded object 1 as id 3 and object 2 as id 1, and adds a spurious id 2.
+    gt_frames, pred_frames = [], []
+    for t, frame in enumerate(sorted((gt_subset / "breakdance").glob("*.png"))[:4]):
+        person = read_index_png(frame) == 1
+        middle = int(np.median(np.nonzero(person)[1]))
+        gt = np.where(person, 1, 0)
+        gt[:, middle:] *= 2
+        pred = np.zeros_like(gt)
+        pred[perturb(gt == 1, t) == 1] = 3
+        pred[cv2.dilate((gt == 2).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0] = 1
+        pred[:40, :60] = 2
+        gt_frames.append(gt)
+        pred_frames.append(pred)
+        write_index_png(tmp_path / "gt" / "bd" / frame.name, gt)
+        write_index_png(tmp_path / "pred" / "bd" / frame.name, pred)
+    (scores,) = evaluate_folders(tmp_path / "gt", tmp_path / "pred", task="unsupervised")
+    j, f = reference_unsupervised(gt_frames, pred_frames)
+    assert scores.object_ids == (1, 2) and scores.n_frames == 4
+    assert scores.j == pytest.approx(tuple(j), abs=1e-12) and scores.f == pytest.approx(tuple(f), abs=1e-12)
+    assert min(scores.j) > 0.5  # the matching found the relabelled objects
+    (identity,) = evaluate_folders(tmp_path / "gt", tmp_path / "pred")
+    assert max(identity.j) < 0.2  # identity matching compares object 1 with the spurious id 1
+
+
+def test_unsupervised_protocol_details_by_hand(tmp_path: Path) -> None:
+    shape = (20, 30)
+    a, b, c = (1, 2, 2, 4, 4), (2, 12, 15, 5, 10), (3, 10, 2, 4, 4)
+    # Ground-truth objects come from the first frame: id 3 appears only in frame 1 and is not an object.
+    # The prediction names object 1 as id 2 and misses object 2, which is then an empty prediction: J = F = 0.
+    write_sequence(tmp_path / "gt", "s", [boxes(shape, a, b), boxes(shape, a, b, c)])
+    write_sequence(tmp_path / "pred", "s", [boxes(shape, (2, 2, 2, 4, 4))] * 2)
+    # Void: 255 in the ground truth counts as background here: object 1 (16 px) predicted with the 4 void
+    # pixels beside it scores J = 16/20 (identity matching ignores void: J = 1).
+    write_sequence(tmp_path / "gt", "v", [boxes(shape, a, (255, 2, 6, 4, 1))])
+    write_sequence(tmp_path / "pred", "v", [boxes(shape, (1, 2, 2, 4, 5))])
+    s, v = evaluate_folders(tmp_path / "gt", tmp_path / "pred", task="unsupervised")
+    assert s.object_ids == (1, 2) and s.j == (1.0, 0.0) and s.f == (1.0, 0.0)
+    assert v.j == pytest.approx((16 / 20,))
+    assert evaluate_folders(tmp_path / "gt", tmp_path / "pred", sequences=["v"])[0].j == (1.0,)
+    write_sequence(tmp_path / "pred", "v", [boxes(shape, (21, 2, 2, 4, 4))])
+    with pytest.raises(DataError, match="object id 21"):
+        evaluate_folders(tmp_path / "gt", tmp_path / "pred", task="unsupervised", sequences=["v"])
+
+
+def test_cli_eval_masks_unsupervised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shape = (20, 30)
+    write_sequence(tmp_path / "gt", "s", [boxes(shape, (1, 2, 2, 6, 8), (2, 12, 15, 5, 10))])
+    write_sequence(tmp_path / "pred", "s", [boxes(shape, (2, 2, 2, 6, 8), (1, 12, 15, 5, 10))])  # ids swapped
+    assert main(["eval-masks", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "--task", "unsupervised"]) == 0
+    assert "J_mean=1.0000 F_mean=1.0000 JF_mean=1.0000" in capsys.readouterr().out
+    assert main(["eval-masks", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]) == 0
+    assert "J_mean=0.0000" in capsys.readouterr().out

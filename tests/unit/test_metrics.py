@@ -228,6 +228,15 @@ def test_iou_summary_from_masks() -> None:
     assert summary["P@0.5"] == pytest.approx(2 / 3)
 
 
+def test_mask_intersection_union_leaves_out_void_pixels() -> None:
+    gt = square((10, 10), 2, 2, 4)  # 16 pixels
+    pred = square((10, 10), 2, 2, 5)  # 25 pixels: 9 outside the object
+    void = square((10, 10), 6, 2, 5)  # covers the prediction's bottom row: 5 pixels outside the object
+    assert mask_intersection_union(gt, pred) == (16, 25)
+    assert mask_intersection_union(gt, pred, void) == (16, 20)
+    assert region_similarity(gt, pred, void) == pytest.approx(16 / 20)
+
+
 def test_iou_summary_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
         iou_summary([], [])

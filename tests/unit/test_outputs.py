@@ -1,4 +1,5 @@
-"""COCO RLE, the per-expression and per-frame PNG layouts, and the Ref-YouTube-VOS submission zip."""
+"""COCO RLE, the per-expression and per-frame PNG layouts, and the Ref-YouTube-VOS submission zip (complete against the
+split's meta)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from groprompt.data.formats import read_videos
 from groprompt.errors import DataError
+from groprompt.evaluation.submission import submission_members
 from groprompt.mask_eval import evaluate_folders
 from groprompt.outputs import (
+    check_submission,
     ids_from_masks,
     mask_to_rle,
     read_index_png,
@@ -68,8 +72,7 @@ def test_expression_pngs_layout(tmp_path: Path) -> None:
     masks = random_masks(1)[1:3]
     count = write_expression_pngs(tmp_path, "vid", "0", zip(["00000", "00005"], masks))
     assert count == 2
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")) == [
-        "vid/0/00000.png", "vid/0/00005.png"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")) == ["vid/0/00000.png", "vid/0/00005.png"]
     for name, mask in zip(["00000", "00005"], masks):
         ids = read_index_png(tmp_path / "vid" / "0" / f"{name}.png")
         assert np.array_equal(ids, mask.astype(np.int32))
@@ -105,10 +108,19 @@ def test_submission_zip_members_and_masks(tmp_path: Path) -> None:
             assert np.array_equal(pixels == 255, mask)
 
 
-@pytest.mark.parametrize("video, exp_id, frame", [
-    ("../etc", "0", "00000"), ("/abs", "0", "00000"), ("vid", "a/b", "00000"), ("vid", "..", "00000"),
-    ("vid", "0", ""), ("vid", "0", "x\\y"), ("vid", ".", "00000"), (" vid", "0", "00000"),
-])
+@pytest.mark.parametrize(
+    "video, exp_id, frame",
+    [
+        ("../etc", "0", "00000"),
+        ("/abs", "0", "00000"),
+        ("vid", "a/b", "00000"),
+        ("vid", "..", "00000"),
+        ("vid", "0", ""),
+        ("vid", "0", "x\\y"),
+        ("vid", ".", "00000"),
+        (" vid", "0", "00000"),
+    ],
+)
 def test_submission_zip_refuses_unsafe_names_and_keeps_the_old_file(tmp_path: Path, video, exp_id, frame) -> None:
     path = tmp_path / "submission.zip"
     path.write_bytes(b"previous")
@@ -127,3 +139,53 @@ def test_submission_zip_refuses_duplicates_and_bad_masks(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="unsafe name"):
         write_expression_pngs(tmp_path, "..", "0", [("00000", mask)])
     assert list(tmp_path.iterdir()) == []
+
+
+def small_meta(root: Path) -> Path:
+    """A Ref-YouTube-VOS valid meta (no obj_id) of two videos: 2 expressions x 3 frames and 1 x 2 = 8 masks."""
+    meta = {
+        "videos": {
+            "a1b2c3": {"expressions": {"0": {"exp": "a dog"}, "1": {"exp": "a cat"}}, "frames": ["00000", "00005", "00010"]},
+            "d4e5f6": {"expressions": {"0": {"exp": "a man surfing"}}, "frames": ["00000", "00005"]},
+        }
+    }
+    path = root / "meta_expressions" / "valid" / "meta_expressions.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def test_submission_zip_is_checked_against_the_split_meta(tmp_path: Path) -> None:
+    meta = small_meta(tmp_path / "ytvos")
+    expected = submission_members(read_videos("ref-youtube-vos", meta, with_boxes=False))
+    complete = [("a1b2c3", e, f) for e in ("0", "1") for f in ("00000", "00005", "00010")] + [
+        ("d4e5f6", "0", f) for f in ("00000", "00005")
+    ]
+    assert expected == set(complete)
+    mask = np.zeros((4, 4), bool)
+    path = tmp_path / "submission.zip"
+    assert write_submission_zip(path, [(*member, mask) for member in complete], expected) == 8
+
+    missing = [m for m in complete if m != ("a1b2c3", "1", "00005")]
+    with pytest.raises(DataError, match=r"1 of the 8 expected masks missing \(first: Annotations/a1b2c3/1/00005\.png\)") as error:
+        write_submission_zip(tmp_path / "partial.zip", [(*member, mask) for member in missing], expected)
+    assert "7 masks written" in str(error.value) and not (tmp_path / "partial.zip").exists()
+    extra = [*missing, ("d4e5f6", "0", "00010"), ("zzz", "0", "00000")]
+    with pytest.raises(DataError, match=r"2 masks not in the split \(first: Annotations/d4e5f6/0/00010\.png\)"):
+        write_submission_zip(path, [(*member, mask) for member in extra], expected)
+    with zipfile.ZipFile(path) as archive:  # the complete zip written before is still there
+        assert len(archive.namelist()) == 8
+
+
+def test_submission_check_against_the_real_valid_meta(shared_data: Path) -> None:
+    meta_file = shared_data / "annotations" / "ref-youtube-vos_valid_meta_expressions.json"
+    raw = json.loads(meta_file.read_text())["videos"]
+    n_masks = sum(len(video["expressions"]) * len(video["frames"]) for video in raw.values())
+    expected = submission_members(read_videos("ref-youtube-vos", meta_file, with_boxes=False))
+    assert len(expected) == n_masks and len(raw) == 507
+    check_submission("sub.zip", expected, expected)
+    first = min(expected)
+    with pytest.raises(
+        DataError, match=rf"1 of the {n_masks} expected masks missing \(first: Annotations/{first[0]}/{first[1]}/{first[2]}\.png\)"
+    ):
+        check_submission("sub.zip", expected - {first}, expected)

@@ -101,9 +101,10 @@ def frozen() -> FrozenEncoders:
 
 @pytest.fixture
 def partial_row() -> Callable[..., dict[str, Any]]:
-    """``partial(video, exp_id, kind, j, intersection, union, dataset)``: a one-frame partial row with J = F = ``j``."""
+    """``partial(video, exp_id, kind, j, samples, dataset)``: a partial row with J = F = ``j`` over one frame and the
+    frame samples ``samples``, (intersection, union) pairs."""
 
-    def partial(video: str, exp: str, kind: str | None, j: float, inter: float, union: float, dataset: str) -> dict[str, Any]:
+    def partial(video: str, exp: str, kind: str | None, j: float, samples: list[tuple[int, int]], dataset: str) -> dict[str, Any]:
         return {
             "video": video,
             "exp_id": exp,
@@ -116,8 +117,8 @@ def partial_row() -> Callable[..., dict[str, Any]]:
             "n_frames": 1.0,
             "box_iou_sum": 0.5,
             "n_box_frames": 1.0,
-            "intersection": inter,
-            "union": union,
+            "sample_intersections": [i for i, _ in samples],
+            "sample_unions": [u for _, u in samples],
         }
 
     return partial

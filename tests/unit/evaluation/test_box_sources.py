@@ -1,9 +1,11 @@
-"""Box sources: random model boxes against the oracle, and model weights loaded through ``groprompt.checkpoints``."""
+"""Box sources: random model boxes against the oracle, model weights loaded through ``groprompt.checkpoints``, and model
+boxes equal to inference's over a video cut into windows and shards."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,12 +14,20 @@ import torch
 
 from groprompt.checkpoints import TrainedWeights, load_trained
 from groprompt.config import ModelConfig
+from groprompt.data.clips import referring_expressions
+from groprompt.data.embeddings import embed_shard, read_embedding_shard
+from groprompt.data.formats import read_videos
+from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.data.shards import ShardSettings, plan_shards, read_shard, write_shard
 from groprompt.errors import CheckpointError
 from groprompt.evaluation.aggregate import merge_partials
 from groprompt.evaluation.box_sources import ModelBoxes
-from groprompt.evaluation.scoring import evaluate_shard
+from groprompt.evaluation.scoring import evaluate_shard, evaluate_shards, whole_video_groups
+from groprompt.inference.predictor import Predictor
+from groprompt.inference.sources import iter_frames
+from groprompt.inference.video import predict_video
 from groprompt.models.frozen import FrozenEncoders
-from groprompt.models.groprompt import build_model
+from groprompt.models.groprompt import GroPrompt, build_model
 from groprompt.segmentors import build_segmentor
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)
@@ -54,3 +64,58 @@ def test_model_weights_load_from_a_checkpoint_folder_or_file(tmp_path: Path, fro
         assert all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), model.state_dict().values()))
     with pytest.raises(CheckpointError, match="not found"):
         load_trained(tmp_path / "missing", NO_TRACKING)
+
+
+class RecordingBoxes(ModelBoxes):
+    """Model boxes that keep what they returned: (video, frame) -> (E, 4), and each video's sentences."""
+
+    def __init__(self, model: GroPrompt, frozen: FrozenEncoders) -> None:
+        super().__init__(model, frozen)
+        self.returned: dict[tuple[str, str], np.ndarray] = {}
+        self.sentences: dict[str, list[str]] = {}
+
+    def boxes(self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None) -> np.ndarray:
+        boxes = super().boxes(meta, expressions, embeddings)
+        self.sentences[meta["video_id"]] = [e["text"] for e in expressions]
+        self.returned.update({(meta["video_id"], frame): boxes[:, t] for t, frame in enumerate(meta["frame_names"])})
+        return boxes
+
+
+def test_model_boxes_of_evaluation_equal_inference_over_windows_and_shards(tmp_path: Path, frozen: FrozenEncoders) -> None:
+    # Two 5-frame videos in windows of 2 (3 samples each), packed two windows a shard: the first video is cut
+    # between two shards. Embeddings stored as float32, so that evaluation sees what inference computes.
+    write_refshapes(tmp_path / "shapes", RefShapesSpec(videos=2, frames=5, size=128, seed=1), valid_fraction=0.5, progress=False)
+    videos = {split: list(read_videos("refshapes", tmp_path / "shapes", split, with_boxes=False)) for split in ("train", "valid")}
+    settings = ShardSettings(window=2, shard_bytes=40_000, with_masks=True)
+    plans = plan_shards([v for split in videos.values() for v in split], settings)
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "embeddings").mkdir()
+    records = [write_shard(plan, tmp_path / "frames", settings) for plan in plans]
+    for record in records:
+        embed_shard(frozen.sam, tmp_path / "frames" / record["shard"], record["sha256"], tmp_path / "embeddings", 4, dtype="float32")
+    torch.manual_seed(0)
+    model = build_model(MODEL, frozen)
+
+    evaluated = RecordingBoxes(model, frozen)
+    groups = whole_video_groups(records)
+    assert len(groups) < len(records)  # a video spans two shards
+    for group in groups:
+        shards = [(tmp_path / "frames" / r["shard"], tmp_path / "embeddings" / r["shard"]) for r in group]
+        evaluate_shards(shards, evaluated, build_segmentor("box"))
+
+    predictor = Predictor(frozen, model, build_segmentor("box"), "box", "random:0")
+    for split, split_videos in videos.items():
+        for video in split_videos:
+            frames = iter_frames(tmp_path / "shapes" / split / "JPEGImages" / video.video_id)
+            for prediction in predict_video(predictor, frames, evaluated.sentences[video.video_id]):
+                np.testing.assert_allclose(evaluated.returned[video.video_id, prediction.name], prediction.boxes, atol=1e-4, rtol=0)
+
+    # what a fresh state at each sample (the old behaviour) gives on the second window differs
+    first = sorted(evaluated.sentences)[0]
+    second_window = next(s for r in records for s in read_shard(tmp_path / "frames" / r["shard"]) if s.key == f"{first}__00002")
+    _, _, embedding = next(
+        e for r in records for e in read_embedding_shard(tmp_path / "embeddings" / r["shard"]) if e[0] == second_window.key
+    )
+    expressions = referring_expressions(second_window.meta)
+    restarted = ModelBoxes(model, frozen).boxes(second_window.meta, expressions, embedding)
+    assert np.abs(restarted[:, 0] - evaluated.returned[first, second_window.meta["frame_names"][0]]).max() > 1e-2

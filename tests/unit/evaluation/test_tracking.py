@@ -14,13 +14,18 @@ from groprompt.evaluation.aggregate import merge_partials, summarize
 from groprompt.evaluation.tracking import flat_metrics, log_evaluation
 
 
-def test_flat_metrics_name_precision_and_per_kind_values(partial_row: Callable[..., dict[str, Any]]) -> None:
-    shapes = summarize(merge_partials([partial_row("v1", "0", "motion", 0.2, 2, 10, "refshapes")]))
+def test_flat_metrics_name_precision_per_kind_and_annotator_values(partial_row: Callable[..., dict[str, Any]]) -> None:
+    shapes = summarize(merge_partials([partial_row("v1", "0", "motion", 0.2, [(2, 10)], "refshapes")]))
     a2d = summarize(
-        merge_partials([partial_row("a", "0", None, 0.5, 6, 10, "a2d-sentences"), partial_row("b", "0", None, 0.5, 1, 10, "a2d-sentences")])
+        merge_partials(
+            [partial_row("a", "0", None, 0.5, [(6, 10)], "a2d-sentences"), partial_row("b", "0", None, 0.5, [(1, 10)], "a2d-sentences")]
+        )
     )
-    metrics = flat_metrics({**a2d, "by_kind": shapes["by_kind"]})
+    davis = {"anno_0": {"J": 0.5, "F": 0.7, "JF": 0.6}, "mean": {"J": 0.5, "F": 0.7, "JF": 0.6}, "n_sequences": 8}
+    metrics = flat_metrics({**a2d, "by_kind": shapes["by_kind"], "davis_unsupervised": davis})
     assert metrics["P_at_0.5"] == 0.5 and "by_kind/motion/JF" in metrics and "dataset" not in metrics
+    assert metrics["davis_unsupervised/anno_0/F"] == 0.7 and metrics["davis_unsupervised/mean/JF"] == 0.6
+    assert metrics["davis_unsupervised/n_sequences"] == 8.0
 
 
 def test_eval_params_are_logged_once_and_other_settings_are_refused(tmp_path: Path, partial_row: Callable[..., dict[str, Any]]) -> None:
@@ -30,7 +35,7 @@ def test_eval_params_are_logged_once_and_other_settings_are_refused(tmp_path: Pa
     client = MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("eval")).info.run_id
     summary = {
-        **summarize(merge_partials([partial_row("v1", "0", "motion", 0.2, 2, 10, "refshapes")])),
+        **summarize(merge_partials([partial_row("v1", "0", "motion", 0.2, [(2, 10)], "refshapes")])),
         "boxes": "oracle",
         "segmentor": "box",
         "split": "valid",
