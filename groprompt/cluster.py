@@ -19,6 +19,8 @@ def init_ray(address: str | None = None) -> None:
         # "local": a new Ray of our own, never a stale cluster that an earlier `ray start` left recorded in /tmp/ray
         # Ray replaces a loopback node IP by the machine's address, so only the dashboard can be kept on loopback here
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+    # a user error in a Ray Data task reaches the driver as itself (one line, exit 2), not as UserCodeException
+    ray.data.DataContext.get_current().raise_original_map_exception = True
 
 
 def cluster_cpus() -> float:

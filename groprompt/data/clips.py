@@ -19,7 +19,7 @@ import torch
 from groprompt.config import DataConfig
 from groprompt.data.embeddings import check_embeddings, embedding_identity, read_embedding_shard
 from groprompt.data.manifest import MANIFEST, read_manifest
-from groprompt.data.shards import read_shard
+from groprompt.data.shards import check_shard, read_shard
 from groprompt.errors import DataError
 from groprompt.files import sha256_file
 from groprompt.models.sam import FrozenSam
@@ -69,7 +69,8 @@ class ClipItem:
 def shard_pairs(data: DataConfig, split: str, sam: FrozenSam) -> list[ShardPair]:
     """The frame and embedding shards of a split (``<data.shards>/<split>``, ``<data.embeddings>/<split>``).
 
-    Refuses embeddings computed with another SAM, weights, input size or dtype, or from other frame shards.
+    Refuses embeddings computed with another SAM, weights, input size or dtype, or from other frame shards, and
+    any shard whose file is not the one its manifest row describes (``check_shard``: size, sha256, samples).
     """
     frames_dir, embeddings_dir = Path(data.shards) / split, Path(data.embeddings) / split
     frames_manifest = frames_dir / MANIFEST
@@ -77,11 +78,17 @@ def shard_pairs(data: DataConfig, split: str, sam: FrozenSam) -> list[ShardPair]
     embedding_rows, metadata = check_embeddings(embeddings_dir, embedding_identity(sam, data.embed_dtype))
     if metadata["frames_manifest"]["sha256"] != sha256_file(frames_manifest):
         raise DataError(f"{embeddings_dir / MANIFEST}: computed from other frame shards than {frames_manifest}; re-run pipelines/embed.py")
-    embedded = {row["shard"] for row in embedding_rows}
+    embedded = {row["shard"]: row for row in embedding_rows}
     missing = [row["shard"] for row in frame_rows if row["shard"] not in embedded]
     if missing:
         raise DataError(f"{embeddings_dir}: no embeddings for frame shards {missing[:3]}; re-run pipelines/embed.py")
-    return [ShardPair(frames_dir / row["shard"], embeddings_dir / row["shard"]) for row in frame_rows]
+    pairs = []
+    for row in frame_rows:
+        pair = ShardPair(frames_dir / row["shard"], embeddings_dir / row["shard"])
+        check_shard(pair.frames, row, rerun="pipelines/shard.py")
+        check_shard(pair.embeddings, embedded[row["shard"]], rerun="pipelines/embed.py")
+        pairs.append(pair)
+    return pairs
 
 
 def normalised_boxes(meta: dict[str, Any], obj_id: int | None, frames: range) -> tuple[np.ndarray, np.ndarray]:

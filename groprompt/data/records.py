@@ -7,10 +7,14 @@ Records are plain, picklable data so that Ray can ship them between processes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from groprompt.errors import DataError
 
 BoxXYXY = tuple[float, float, float, float]  # pixels, x1 y1 x2 y2, exclusive right/bottom edge
 
@@ -30,6 +34,10 @@ class FrameSource(Protocol):
 
     def read(self, index: int) -> np.ndarray: ...
 
+    def file(self, index: int) -> Path:
+        """The file that holds frame ``index``: its image, or the whole video's file."""
+        ...
+
     def available(self) -> int:
         """How many of the video's frames exist on disk."""
         ...
@@ -39,6 +47,10 @@ class MaskSource(Protocol):
     """Reads per-frame object-id maps (H, W) int32, 0 = background; None where a frame is not annotated."""
 
     def read(self, index: int) -> np.ndarray | None: ...
+
+    def file(self, index: int) -> Path:
+        """The file that holds frame ``index``'s annotation (named in errors)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -55,11 +67,17 @@ class Video:
     frames: FrameSource | None = None
     masks: MaskSource | None = None
     boxes: dict[int, tuple[BoxXYXY | None, ...]] = field(default_factory=dict)
+    annotation_file: Path | None = None  # the file that lists the video and its sentences (named in errors)
 
     @property
     def object_ids(self) -> tuple[int, ...]:
         """Annotated objects, in ascending order."""
         return tuple(sorted({e.obj_id for e in self.expressions if e.obj_id is not None}))
+
+    def describe(self) -> str:
+        """``<annotation file>: video '<id>'``, how errors about the video as a whole name it."""
+        where = f"video {self.video_id!r}"
+        return f"{self.annotation_file}: {where}" if self.annotation_file is not None else where
 
 
 def tight_box(mask: np.ndarray) -> BoxXYXY | None:
@@ -71,11 +89,35 @@ def tight_box(mask: np.ndarray) -> BoxXYXY | None:
     return (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
 
 
-def boxes_from_masks(masks: MaskSource, n_frames: int, object_ids: tuple[int, ...]) -> dict[int, tuple[BoxXYXY | None, ...]]:
-    """Per-object, per-frame tight boxes read from the masks; None where the object is absent."""
-    per_object: dict[int, list[BoxXYXY | None]] = {obj: [] for obj in object_ids}
-    for t in range(n_frames):
-        ids = masks.read(t)
-        for obj in object_ids:
-            per_object[obj].append(None if ids is None else tight_box(ids == obj))
-    return {obj: tuple(boxes) for obj, boxes in per_object.items()}
+def checked_mask(video: Video, index: int) -> np.ndarray | None:
+    """Frame ``index``'s id map, None where it is not annotated; a ``DataError`` naming the file when its size is
+    not the size of the video's frames (boxes taken from it would be in other pixels)."""
+    ids = video.masks.read(index) if video.masks is not None else None
+    if ids is not None and video.height and ids.shape != (video.height, video.width):
+        raise DataError(
+            f"{video.masks.file(index)}: annotation is {ids.shape[1]}x{ids.shape[0]} pixels, "
+            f"the frames of video {video.video_id!r} are {video.width}x{video.height}"
+        )
+    return ids
+
+
+def frame_boxes(ids: np.ndarray | None, object_ids: tuple[int, ...]) -> dict[int, BoxXYXY | None]:
+    """Each object's tight box in one id map; None everywhere for an unannotated frame (``ids`` None)."""
+    return {obj: None if ids is None else tight_box(ids == obj) for obj in object_ids}
+
+
+def boxes_from_masks(video: Video) -> dict[int, tuple[BoxXYXY | None, ...]]:
+    """Per-object, per-frame tight boxes read from the video's masks (``checked_mask``); None where the object is absent."""
+    per_frame = [frame_boxes(checked_mask(video, t), video.object_ids) for t in range(len(video.frame_names))]
+    return {obj: tuple(boxes[obj] for boxes in per_frame) for obj in video.object_ids}
+
+
+def check_objects_annotated(video: Video, boxes: Mapping[int, Sequence[BoxXYXY | None]]) -> None:
+    """Refuse, naming the annotation file, video and expressions, a video with masks in which some expression's
+    object has a box in no frame: it could only be scored against an empty mask."""
+    if video.masks is None:
+        return
+    unseen = [e for e in video.expressions if e.obj_id is not None and not any(box is not None for box in boxes.get(e.obj_id, ()))]
+    if unseen:
+        named = ", ".join(f"expression {e.exp_id!r} (object {e.obj_id})" for e in unseen)
+        raise DataError(f"{video.describe()}: {named}: the object has a mask in none of the video's annotated frames")

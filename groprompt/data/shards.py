@@ -1,18 +1,23 @@
-"""WebDataset frame shards: planning, writing one shard atomically, and reading shards safely.
+"""WebDataset frame shards: planning, writing one shard atomically, checking and reading shards safely.
 
 A shard is a tar of samples; a sample is one window of one video, with members
 ``<key>.json`` (expressions, object ids, types, per-frame boxes in original pixels),
 ``<key>.<i>.jpg`` (frame i of the window, longest side capped) and, in evaluation shards only,
 ``<key>.<i>.png`` (the frame's object-id mask at original size). Member names never hold a path.
+
+Writing decodes and checks every frame and annotation of a video before storing any of it; ``check_shard``
+refuses a shard (frame or embedding shard) whose file is not the one its manifest row describes.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +25,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from groprompt.data.records import Video, tight_box
+from groprompt.data.formats.common import decoded_image, image_bytes
+from groprompt.data.records import BoxXYXY, Video, check_objects_annotated, checked_mask, frame_boxes
 from groprompt.errors import DataError
 from groprompt.files import atomic_path, fingerprint, sha256_file, write_json_atomic
 
@@ -63,14 +69,25 @@ class ShardSample:
     meta: dict[str, Any]
     frames: list[bytes] = field(default_factory=list)
     masks: list[bytes] = field(default_factory=list)
+    shard: Path | None = None  # the tar it came from (named in errors)
 
     def frame(self, index: int) -> np.ndarray:
-        with Image.open(io.BytesIO(self.frames[index])) as image:
+        """Frame ``index`` as RGB uint8 (H, W, 3); a ``DataError`` naming the member when it does not decode."""
+        with self._opened(self.frames[index], f"{index:04d}.jpg") as image:
             return np.asarray(image.convert("RGB"))
 
     def mask(self, index: int) -> np.ndarray:
-        with Image.open(io.BytesIO(self.masks[index])) as image:
+        """Mask ``index`` as an (H, W) int32 id map; a ``DataError`` naming the member when it does not decode."""
+        with self._opened(self.masks[index], f"{index:04d}.png") as image:
             return np.asarray(image, dtype=np.int32)
+
+    @contextmanager
+    def _opened(self, payload: bytes, suffix: str) -> Iterator[Image.Image]:
+        try:
+            with Image.open(io.BytesIO(payload)) as image:
+                yield image
+        except (OSError, SyntaxError, ValueError) as error:
+            raise DataError(f"{self.shard or 'shard'}: member {self.key}.{suffix} does not decode: {error}") from error
 
 
 def sample_key(video: Video, start: int) -> str:
@@ -110,8 +127,9 @@ def plan_shards(videos: list[Video], settings: ShardSettings) -> list[ShardPlan]
 def write_shard(plan: ShardPlan, out_dir: str | Path, settings: ShardSettings, skip_bad: bool = False) -> dict[str, Any]:
     """Write one shard (tar, then a JSON record) atomically, or reuse it if it exists and verifies.
 
-    Returns the shard's manifest row plus ``rejected`` (videos left out with ``skip_bad``).
-    An unreadable frame or mask raises ``DataError`` naming the file unless ``skip_bad``.
+    Every frame and annotation of a video is decoded and checked before any of its windows is written (see
+    ``_video_members``). A bad video raises ``DataError`` naming the file, and nothing is left behind; with
+    ``skip_bad`` it is left out whole and listed in the record's ``rejected`` (by the shard holding its first window).
     """
     out_dir = Path(out_dir)
     target, record_path = out_dir / plan.name, out_dir / f"{plan.name}.json"
@@ -121,18 +139,19 @@ def write_shard(plan: ShardPlan, out_dir: str | Path, settings: ShardSettings, s
         return existing
     samples, frames, rejected = [], 0, []
     with atomic_path(target) as temporary, tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
-        for video, start, end in plan.windows:
+        for video, windows in _windows_by_video(plan):
             try:
-                members = list(_sample_members(video, start, end, settings))
+                members = _video_members(video, windows, settings)
             except DataError as error:
                 if not skip_bad:
                     raise
-                rejected.append({"video": video.video_id, "reason": str(error)})
+                if windows[0][0] == 0:
+                    rejected.append({"video": video.video_id, "reason": str(error)})
                 continue
             for name, payload in members:
                 add_member(tar, name, payload)
-            samples.append(sample_key(video, start))
-            frames += end - start
+            samples += [sample_key(video, start) for start, _ in windows]
+            frames += sum(end - start for start, end in windows)
     record = {
         "shard": plan.name,
         "samples": samples,
@@ -166,15 +185,48 @@ def add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-def _sample_members(video: Video, start: int, end: int, settings: ShardSettings) -> Iterator[tuple[str, bytes]]:
-    """The members of one window, meta first; reading every frame and mask up front (errors name files)."""
+@dataclass(frozen=True)
+class _StoredFrame:
+    """What a sample keeps of one checked frame: its JPEG, its boxes, whether it is annotated, its mask PNG."""
+
+    jpeg: bytes
+    boxes: dict[int, BoxXYXY | None]
+    annotated: bool
+    png: bytes | None  # evaluation shards only
+
+
+def _windows_by_video(plan: ShardPlan) -> Iterator[tuple[Video, list[tuple[int, int]]]]:
+    """The plan's windows grouped by video, in order: (video, [(first frame, end frame), ...])."""
+    for _, group in itertools.groupby(plan.windows, key=lambda window: window[0].video_id):
+        windows = list(group)
+        yield windows[0][0], [(start, end) for _, start, end in windows]
+
+
+def _video_members(video: Video, windows: list[tuple[int, int]], settings: ShardSettings) -> list[tuple[str, bytes]]:
+    """The members of some windows of a video, after decoding and checking every frame and annotation of the WHOLE
+    video: a frame or mask that does not decode, a size that is not the video's, an expression whose object is in
+    no annotated frame. Checking the whole video keeps or refuses a video cut between two shards alike in both."""
+    if video.frames is None:
+        raise DataError(f"{video.describe()}: no frames on disk")
+    wanted = {t for start, end in windows for t in range(start, end)}
+    stored: dict[int, _StoredFrame] = {}
+    boxes: dict[int, list[BoxXYXY | None]] = {obj: [] for obj in video.object_ids}
+    for t in range(len(video.frame_names)):
+        jpeg = _checked_frame(video, t, settings, keep=t in wanted)
+        ids = checked_mask(video, t)
+        found = frame_boxes(ids, video.object_ids)
+        for obj, box in found.items():
+            boxes[obj].append(box)
+        if t in wanted:
+            png = _encoded_mask(ids, video.height, video.width) if settings.with_masks else None
+            stored[t] = _StoredFrame(jpeg, found, ids is not None, png)
+    check_objects_annotated(video, boxes)
+    return [member for start, end in windows for member in _sample_members(video, start, [stored[t] for t in range(start, end)], settings)]
+
+
+def _sample_members(video: Video, start: int, frames: list[_StoredFrame], settings: ShardSettings) -> Iterator[tuple[str, bytes]]:
+    """The members of one window (its checked frames from ``start``), meta first."""
     key = sample_key(video, start)
-    frames = [_encoded_frame(video, t, settings) for t in range(start, end)]
-    id_maps = [video.masks.read(t) if video.masks is not None else None for t in range(start, end)]
-    objects = video.object_ids
-    boxes = {
-        str(obj): [None if ids is None else _as_list(tight_box(ids == obj)) for ids in id_maps] for obj in objects
-    }
     h, w = stored_size(video.height, video.width, settings.max_side)
     meta = {
         "key": key,
@@ -182,45 +234,59 @@ def _sample_members(video: Video, start: int, end: int, settings: ShardSettings)
         "split": video.split,
         "video_id": video.video_id,
         "start": start,
-        "frame_names": list(video.frame_names[start:end]),
+        "frame_names": list(video.frame_names[start : start + len(frames)]),
         "height": video.height,
         "width": video.width,
         "stored_height": h,
         "stored_width": w,
         "expressions": [asdict(e) for e in video.expressions],
-        "boxes": boxes,
-        "annotated": [ids is not None for ids in id_maps],
+        "boxes": {str(obj): [_as_list(frame.boxes[obj]) for frame in frames] for obj in video.object_ids},
+        "annotated": [frame.annotated for frame in frames],
         "has_masks": settings.with_masks,
     }
     yield f"{key}.json", json.dumps(meta, sort_keys=True).encode()
-    for i, payload in enumerate(frames):
-        yield f"{key}.{i:04d}.jpg", payload
+    for i, frame in enumerate(frames):
+        yield f"{key}.{i:04d}.jpg", frame.jpeg
     if settings.with_masks:
-        for i, ids in enumerate(id_maps):
-            yield f"{key}.{i:04d}.png", _encoded_mask(ids, video.height, video.width)
+        for i, frame in enumerate(frames):
+            yield f"{key}.{i:04d}.png", frame.png
 
 
 def _as_list(box: tuple[float, ...] | None) -> list[float] | None:
     return None if box is None else list(box)
 
 
-def _encoded_frame(video: Video, index: int, settings: ShardSettings) -> bytes:
-    """JPEG bytes of a frame: the source file's own bytes when it is a JPEG that needs no resizing."""
-    if video.frames is None:
-        raise DataError(f"video {video.video_id}: no frames on disk")
+def _checked_frame(video: Video, index: int, settings: ShardSettings, keep: bool) -> bytes:
+    """Decode frame ``index`` and check its size against the video's (a ``DataError`` names the file otherwise);
+    its JPEG bytes for the shard when ``keep`` (else b""): the source file's own bytes when it is a JPEG that
+    needs no resizing, else the decoded frame re-encoded at the stored size."""
     h, w = stored_size(video.height, video.width, settings.max_side)
-    source = video.frames.path(index) if hasattr(video.frames, "path") else None
-    if source is not None and source.suffix.lower() in (".jpg", ".jpeg") and (h, w) == (video.height, video.width):
-        try:
-            return Path(source).read_bytes()
-        except OSError as error:
-            raise DataError(f"{source}: unreadable frame: {error}") from error
-    rgb = video.frames.read(index)
+    source = video.frames.file(index)
+    original = rgb = None
+    if source.suffix.lower() in (".jpg", ".jpeg") and (h, w) == (video.height, video.width):
+        original = image_bytes(source)
+        with decoded_image(original, source) as image:
+            size = image.height, image.width
+    else:
+        rgb = video.frames.read(index)
+        size = rgb.shape[:2]
+    if size != (video.height, video.width):
+        raise DataError(
+            f"{source}: frame {video.frame_names[index]} is {size[1]}x{size[0]} pixels, "
+            f"the video's first readable frame is {video.width}x{video.height}"
+        )
+    if not keep:
+        return b""
+    return original if original is not None else _encoded_jpeg(rgb, (h, w), settings.jpeg_quality)
+
+
+def _encoded_jpeg(rgb: np.ndarray, size: tuple[int, int], quality: int) -> bytes:
+    """JPEG bytes of an RGB frame resized to ``size`` (h, w) when it has another size."""
     image = Image.fromarray(rgb)
-    if (h, w) != rgb.shape[:2]:
-        image = image.resize((w, h), Image.BILINEAR)
+    if size != rgb.shape[:2]:
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=settings.jpeg_quality)
+    image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
@@ -263,6 +329,40 @@ def iter_members(path: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
         raise DataError(f"{path}: not a readable shard: {error}") from error
 
 
+def check_shard(path: str | Path, row: Mapping[str, Any], rerun: str) -> None:
+    """Refuse a shard tar (frame or embedding shard) that is not the file its manifest ``row`` describes.
+
+    Hashes the file and lists its samples from the member headers (about the cost of one read of the file). A
+    difference in size, sha256 or sample keys is a ``DataError`` naming the tar, each difference and ``rerun``,
+    what re-writes it (e.g. "pipelines/shard.py").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: listed in its manifest, but missing; re-run {rerun}")
+    size, digest, keys = path.stat().st_size, sha256_file(path), _sample_keys(path)
+    differences = [f"{size} bytes, not {row['bytes']}"] if size != row["bytes"] else []
+    if digest != row["sha256"]:
+        differences.append(f"sha256 {digest[:12]}..., not {row['sha256'][:12]}...")
+    if keys is None:
+        differences.append("not a readable tar")
+    elif keys != list(row["samples"]):
+        differences.append(f"{len(keys)} samples, not {len(row['samples'])}" if len(keys) != len(row["samples"]) else "other sample keys")
+    if differences:
+        raise DataError(
+            f"{path}: differs from its manifest row ({'; '.join(differences)}): changed or cut short after the manifest "
+            f"was written; re-run {rerun}"
+        )
+
+
+def _sample_keys(path: Path) -> list[str] | None:
+    """The sample keys of a shard tar in order, from its member headers alone; None when it is not a tar."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            return [member.name.removesuffix(".json") for member in tar if member.name.endswith(".json")]
+    except (tarfile.TarError, OSError):
+        return None
+
+
 def read_shard(path: str | Path, with_images: bool = True) -> Iterator[ShardSample]:
     """Stream the samples of a shard in order; ``with_images=False`` reads only the JSON members."""
     path = Path(path)
@@ -273,7 +373,7 @@ def read_shard(path: str | Path, with_images: bool = True) -> Iterator[ShardSamp
             current = None
         if extension == "json":
             try:
-                current = ShardSample(key, json.loads(read()))
+                current = ShardSample(key, json.loads(read()), shard=path)
             except json.JSONDecodeError as error:
                 raise DataError(f"{path}: sample {key} has unreadable JSON: {error}") from error
             continue

@@ -12,6 +12,7 @@ Ray worker), end as one line on stderr and exit code 2, with no traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from groprompt.config import Config, load_config, with_absolute_paths
 from groprompt.errors import UserError
 
 USER_ERROR_EXIT = 2
+RAY_DATA_TASK_ERROR_LOGGERS = ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions")
 
 
 def stage_parser(description: str | None) -> argparse.ArgumentParser:
@@ -54,11 +56,15 @@ def _is_ray_wrapper(error: BaseException) -> bool:
     return any(cls.__name__ == "RayTaskError" for cls in type(error).__mro__)
 
 
+RAY_DATA_NOTES = ("Failed to apply UDF transform", "To change retry attempts")  # lines Ray Data appends to a task's error
+
+
 def describe(error: BaseException) -> str:
-    """One line naming the file or setting and the problem."""
+    """One line naming the file or setting and the problem (without the retry notes Ray Data appends)."""
     if isinstance(error, FileNotFoundError) and error.filename:
         return f"{error.filename}: not found"
-    return " ".join(str(error).split()) or type(error).__name__
+    lines = [line for line in str(error).splitlines() if not line.startswith(RAY_DATA_NOTES)]
+    return " ".join(" ".join(lines).split()) or type(error).__name__
 
 
 def exit_code_of(work: Callable[[], object]) -> int:
@@ -90,6 +96,8 @@ def run_stage(
     def stage() -> object:
         config = with_absolute_paths(load_config(args.config or list(default_configs), args.overrides))
         init_ray(args.address or config.runtime.ray_address)
+        for name in RAY_DATA_TASK_ERROR_LOGGERS:  # the stage reports a failed task itself: one line, or its traceback
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         return work(args, config)
 
     return exit_code_of(stage)

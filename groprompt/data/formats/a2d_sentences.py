@@ -192,6 +192,9 @@ class Mp4Frames:
     path: Path
     count: int
 
+    def file(self, index: int) -> Path:
+        return self.path
+
     def read(self, index: int) -> np.ndarray:
         if not 0 <= index < self.count:
             raise IndexError(f"frame index {index} out of range for {self.path} ({self.count} frames)")
@@ -235,11 +238,13 @@ class H5InstanceMasks:
     folder: Path
     annotated: frozenset[int]  # 1-based A2D frame numbers that have an .h5 file
 
+    def file(self, index: int) -> Path:
+        return self.folder / f"{index + 1:05d}.h5"
+
     def read(self, index: int) -> np.ndarray | None:
-        number = index + 1
-        if number not in self.annotated:
+        if index + 1 not in self.annotated:
             return None
-        return read_instance_h5(self.folder / f"{number:05d}.h5")
+        return read_instance_h5(self.file(index))
 
 
 def _annotated_frames(folder: Path) -> frozenset[int]:
@@ -284,10 +289,10 @@ def read_a2d_sentences(root: str | Path, split: str | None = None, with_boxes: b
         raise DataError(f"{videoset or annotation}: selecting split {split!r} needs Release/videoset.csv")
     else:
         split = "all"
-    return _videos(sentences, info, data_root, split, with_boxes)
+    return _videos(sentences, annotation, info, data_root, split, with_boxes)
 
 
-def _videos(sentences: dict, info: dict, data_root: Path | None, split: str, with_boxes: bool) -> Iterator[Video]:
+def _videos(sentences: dict, annotation: Path, info: dict, data_root: Path | None, split: str, with_boxes: bool) -> Iterator[Video]:
     for video_id, expressions in sentences.items():
         frames = masks = None
         count = height = width = 0
@@ -313,5 +318,6 @@ def _videos(sentences: dict, info: dict, data_root: Path | None, split: str, wit
             expressions=tuple(expressions),
             frames=frames,
             masks=masks,
+            annotation_file=annotation,
         )
         yield attach_boxes(video) if with_boxes else video

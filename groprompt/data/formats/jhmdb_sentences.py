@@ -83,6 +83,9 @@ class PuppetMasks:
     path: Path
     annotated: frozenset[int] | None = None  # 0-based frame indices
 
+    def file(self, index: int) -> Path:
+        return self.path
+
     def read(self, index: int) -> np.ndarray | None:
         if self.annotated is not None and index not in self.annotated:
             return None
@@ -162,10 +165,10 @@ def _locate(root: Path, split: str | None) -> tuple[Path, Path]:
 def read_jhmdb_sentences(root: str | Path, split: str | None = None, with_boxes: bool = True) -> Iterator[Video]:
     """JHMDB-Sentences videos. ``root``: the dataset folder, or the samples metadata JSON itself."""
     metadata, data_root = _locate(Path(root), split)
-    return _videos(load_samples(metadata), data_root, with_boxes)
+    return _videos(load_samples(metadata), metadata, data_root, with_boxes)
 
 
-def _videos(videos: dict[str, _VideoEntry], data_root: Path, with_boxes: bool) -> Iterator[Video]:
+def _videos(videos: dict[str, _VideoEntry], metadata: Path, data_root: Path, with_boxes: bool) -> Iterator[Video]:
     for video_id, entry in videos.items():
         names = tuple(f"{number:05d}" for number in range(1, entry.n_frames + 1))
         frame_dir = data_root.joinpath(*entry.frame_dir.parts)
@@ -180,10 +183,9 @@ def _videos(videos: dict[str, _VideoEntry], data_root: Path, with_boxes: bool) -
             frame_names=names,
             height=height,
             width=width,
-            expressions=tuple(
-                Expression(exp_id=str(number), text=text, obj_id=1) for number, text in enumerate(entry.sentences)
-            ),
+            expressions=tuple(Expression(exp_id=str(number), text=text, obj_id=1) for number, text in enumerate(entry.sentences)),
             frames=frames,
             masks=masks,
+            annotation_file=metadata,
         )
         yield attach_boxes(video) if with_boxes else video

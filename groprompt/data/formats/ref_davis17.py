@@ -3,6 +3,8 @@
     <root>/valid/JPEGImages/<video>/<frame>.jpg
     <root>/valid/Annotations/<video>/<frame>.png            DAVIS palette PNG, value = obj_id
     <root>/meta_expressions/valid/meta_expressions.json
+
+The paper evaluates the Ref-YouTube-VOS model here, with no training of its own.
 """
 
 from __future__ import annotations

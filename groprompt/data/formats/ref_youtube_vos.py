@@ -74,13 +74,16 @@ def load_meta(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[Expression, 
             exp_where = f"{where}, expression {exp_id!r}"
             if not isinstance(expression, dict) or not isinstance(expression.get("exp"), str):
                 raise DataError(f'{exp_where}: has no "exp" text')
+            text = expression["exp"].strip()
+            if not text:
+                raise DataError(f"{exp_where}: empty sentence")
             kind = expression.get("type", "")
             if not isinstance(kind, str):
                 raise DataError(f'{exp_where}: "type" must be a string')
             parsed.append(
                 Expression(
                     exp_id=str(exp_id),
-                    text=expression["exp"].strip(),
+                    text=text,
                     obj_id=_obj_id(expression.get("obj_id"), exp_where),
                     kind=kind,
                 )
@@ -121,10 +124,10 @@ def read_referformer_layout(
         if test_meta.is_file():
             test_videos = set(load_meta(test_meta))
             videos = {vid: entry for vid, entry in videos.items() if vid not in test_videos}
-    return _videos(videos, data_root, split, dataset, with_boxes)
+    return _videos(videos, meta, data_root, split, dataset, with_boxes)
 
 
-def _videos(videos: dict, data_root: Path | None, split: str, dataset: str, with_boxes: bool) -> Iterator[Video]:
+def _videos(videos: dict, meta: Path, data_root: Path | None, split: str, dataset: str, with_boxes: bool) -> Iterator[Video]:
     for video_id, (names, expressions) in videos.items():
         frames = masks = None
         height = width = 0
@@ -146,6 +149,7 @@ def _videos(videos: dict, data_root: Path | None, split: str, dataset: str, with
             expressions=expressions,
             frames=frames,
             masks=masks,
+            annotation_file=meta,
         )
         yield attach_boxes(video) if with_boxes else video
 

@@ -58,7 +58,7 @@ def train_root(tmp_path: Path) -> Path:
         "vid_a": [
             box_map({1: (2, 3, 10, 8), 2: (20, 10, 30, 20)}),
             box_map({1: (4, 3, 12, 9)}),  # object 2 absent
-            None,  # no PNG: unannotated
+            box_map({}),  # both objects absent
             box_map({2: (0, 0, 32, 24)}),  # object 1 absent, object 2 covers the frame
         ],
         "vid_b": [box_map({3: (5, 6, 7, 8)}), box_map({})],
@@ -91,7 +91,7 @@ def test_train_records_and_boxes(train_root):
     assert a.object_ids == (1, 2)
     assert a.boxes[1] == ((2.0, 3.0, 10.0, 8.0), (4.0, 3.0, 12.0, 9.0), None, None)
     assert a.boxes[2] == ((20.0, 10.0, 30.0, 20.0), None, None, (0.0, 0.0, 32.0, 24.0))
-    assert a.masks.read(2) is None
+    assert not a.masks.read(2).any()
     assert b.boxes == {3: ((5.0, 6.0, 7.0, 8.0), None)}
     frame = a.frames.read(3)
     assert frame.shape == (H, W, 3) and abs(float(frame.mean()) - 30) < 2
