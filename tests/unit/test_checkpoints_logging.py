@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,40 +24,10 @@ from groprompt.errors import CheckpointError
 from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import build_model
 from groprompt.tracking import start_run
+from tests.helpers import empty_store, restored_mlflow_globals
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)
 EXPERIMENT = "unit-checkpoints"
-
-
-@contextmanager
-def restored_mlflow_globals() -> Iterator[None]:
-    """``start_run`` sets MLflow's process-wide tracking URI and active experiment (and their environment variables):
-    put them back so that later tests do not log into this module's deleted store."""
-    import mlflow
-
-    fluent = importlib.import_module("mlflow.tracking.fluent")
-    saved_env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    saved_experiment = getattr(fluent, "_active_experiment_id", None)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved_env["MLFLOW_TRACKING_URI"])  # None unsets it
-        fluent._active_experiment_id = saved_experiment
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def empty_store(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> str:
-    """A migrated, empty SQLite store in ``folder``: copied from one made once per session (migrations take seconds)."""
-    template = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
-    if not template.exists():
-        template.parent.mkdir(exist_ok=True)
-        MlflowClient(f"sqlite:///{template}").search_experiments()
-    shutil.copyfile(template, folder / "mlflow.db")
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 class DistributedWrapper(nn.Module):

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import os
-import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,39 +22,9 @@ from groprompt.tracking import (
     start_run,
     with_tracking_uri,
 )
+from tests.helpers import empty_store, restored_mlflow_globals
 
 EXPERIMENT = "unit-tracking"
-
-
-@contextmanager
-def restored_mlflow_globals() -> Iterator[None]:
-    """``start_run`` sets MLflow's process-wide tracking URI and active experiment (and their environment variables):
-    put them back so that later tests do not log into this module's deleted store."""
-    import mlflow
-
-    fluent = importlib.import_module("mlflow.tracking.fluent")
-    saved_env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    saved_experiment = getattr(fluent, "_active_experiment_id", None)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved_env["MLFLOW_TRACKING_URI"])  # None unsets it
-        fluent._active_experiment_id = saved_experiment
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def empty_store(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> str:
-    """A migrated, empty SQLite store in ``folder``: copied from one made once per session (migrations take seconds)."""
-    template = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
-    if not template.exists():
-        template.parent.mkdir(exist_ok=True)
-        MlflowClient(f"sqlite:///{template}").search_experiments()
-    shutil.copyfile(template, folder / "mlflow.db")
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @pytest.fixture(scope="module")
