@@ -1,8 +1,9 @@
 """The loss ablation report, shaped like the paper's Table 6: box IoU and J&F, J, F per configuration.
 
     groprompt report --row "L_box only=work/eval/box/summary.json" \\
-        --row "L_box + L_contra=work/eval/contra/summary.json" --row "GT box + grabcut=work/eval/oracle/summary.json" \\
-        --out work/report.md
+        --row "L_box + L_contra=work/eval/contra/summary.json" \\
+        --row "Sentence-blind: a random object's GT box=work/eval/sentence-blind/summary.json" \\
+        --row "GT box + grabcut=work/eval/oracle/summary.json" --out work/report.md
 
 Rows are evaluation summaries (``pipelines/evaluate.py``'s ``summary.json``); values are percentages. When the
 summaries carry expression types (RefShapes), one more table per type follows the overall one.
@@ -19,6 +20,12 @@ from groprompt.files import write_text_atomic
 
 ROW_BOX_ONLY = "L_box only"
 ROW_CONTRA = "L_box + L_contra"
+ROW_SENTENCE_BLIND = "Sentence-blind: a random object's GT box"
+ROW_NOTES = {
+    ROW_SENTENCE_BLIND: "Sentence-blind: in each frame, the ground-truth box of an object drawn at random, whatever the "
+    "sentence says: a perfect localiser that ignores language (about 1 / number of objects).\n",
+}
+"""A line under the table's note for each of these rows that the report holds."""
 COLUMNS = ("Box (IoU, %)", "J&F", "J", "F")
 _KEYS = ("box_iou", "JF", "J", "F")
 
@@ -52,7 +59,8 @@ def ablation_report(results: Mapping[str, Mapping[str, Any]], title: str = "Loss
     if not results:
         raise ValueError("no results to report")
     note = "Values in %. Box: mean IoU of the prompt boxes over the frames where the object is present.\n"
-    parts = [f"# {title}\n", note, _table(results)]
+    notes = "".join(text for row, text in ROW_NOTES.items() if row in results)
+    parts = [f"# {title}\n", note + notes, _table(results)]
     kinds = sorted({kind for summary in results.values() for kind in summary.get("by_kind", {})})
     for kind in kinds:
         per_kind = {name: summary.get("by_kind", {}).get(kind, {}) for name, summary in results.items()}

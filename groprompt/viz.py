@@ -1,4 +1,5 @@
-"""Overlays of masks and boxes on frames, and overlay videos (MP4 or animated GIF) written as a stream."""
+"""Overlays of masks and boxes on frames, captions (text and a colour legend above a frame), and overlay videos (MP4 or
+animated GIF) written as a stream."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from groprompt.outputs import davis_palette
 Color = tuple[int, int, int]
 MP4_CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
 """H.264 where this PyAV build has it (its wheels do), else MPEG-4 part 2."""
+CAPTION_FONT = cv2.FONT_HERSHEY_SIMPLEX
+CAPTION_TEXT: Color = (255, 255, 255)
+CAPTION_BACKGROUND: Color = (0, 0, 0)
 
 
 def default_colors(n: int) -> list[Color]:
@@ -35,7 +39,7 @@ def overlay(
     """A copy of the RGB uint8 ``frame`` with masks tinted and boxes outlined; object i gets ``colors[i]``.
 
     ``masks`` is (H, W) or (N, H, W) binary; ``boxes`` is (4,) or (N, 4) xyxy pixels (exclusive right/bottom
-    edge); each mask pixel becomes ``(1 - alpha) * pixel + alpha * colour``.
+    edge; a box with a NaN is not drawn); each mask pixel becomes ``(1 - alpha) * pixel + alpha * colour``.
     """
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB frame, got shape {frame.shape} dtype {frame.dtype}")
@@ -51,9 +55,44 @@ def overlay(
     for mask, color in zip(masks, colors):
         out[mask] = ((1 - alpha) * out[mask] + alpha * np.asarray(color, np.float64)).round().astype(np.uint8)
     for box, color in zip(boxes, colors):
+        if not np.isfinite(box).all():
+            continue
         x0, y0, x1, y1 = np.round(box).astype(int)
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), tuple(int(c) for c in color), thickness)
     return out
+
+
+def wrapped_lines(text: str, width: int, scale: float) -> list[str]:
+    """``text`` cut at spaces into lines no wider than ``width`` pixels at font ``scale`` (a longer word keeps its own
+    line); at least one line, empty for empty text."""
+    lines: list[str] = []
+    for word in text.split():
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(joined, CAPTION_FONT, scale, 1)[0][0] <= width:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def captioned(frame: np.ndarray, text: str, legend: Sequence[tuple[str, Color]] = (), scale: float = 0.4) -> np.ndarray:
+    """The RGB uint8 ``frame`` below a band that holds ``text`` (wrapped to the frame's width), then a legend line:
+    a colour swatch before each label of ``legend`` ((label, colour) pairs). The band's height depends only on the
+    text, the legend and the width, so that frames captioned alike stack into one video."""
+    margin = 4
+    (_, text_height), baseline = cv2.getTextSize("Ag", CAPTION_FONT, scale, 1)
+    line_height = text_height + baseline + margin
+    lines = wrapped_lines(text, frame.shape[1] - 2 * margin, scale)
+    band = np.full((line_height * (len(lines) + bool(legend)) + margin, frame.shape[1], 3), CAPTION_BACKGROUND, np.uint8)
+    for row, line in enumerate(lines):
+        cv2.putText(band, line, (margin, (row + 1) * line_height - baseline), CAPTION_FONT, scale, CAPTION_TEXT, 1, cv2.LINE_AA)
+    x, y = margin, (len(lines) + 1) * line_height - baseline
+    for label, color in legend:
+        cv2.rectangle(band, (x, y - text_height), (x + text_height, y), tuple(int(c) for c in color), cv2.FILLED)
+        x += text_height + margin
+        cv2.putText(band, label, (x, y), CAPTION_FONT, scale, CAPTION_TEXT, 1, cv2.LINE_AA)
+        x += cv2.getTextSize(label, CAPTION_FONT, scale, 1)[0][0] + 3 * margin
+    return np.concatenate([band, frame])
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int = 10) -> int:

@@ -1,7 +1,10 @@
-"""Where the prompt boxes come from: the ground truth (oracle) or the trained proposal generator (model)."""
+"""Where the prompt boxes come from: the trained proposal generator (model), the ground truth (oracle), or a random
+object's ground truth whatever the sentence says (sentence-blind)."""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,8 +18,6 @@ from groprompt.inference.online import OnlineProposals, frame_boxes
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
     from groprompt.models.groprompt import GroPrompt
-
-BOX_SOURCES = ("model", "oracle")
 
 
 class BoxSource(Protocol):
@@ -46,6 +47,38 @@ class OracleBoxes:
 
     def boxes(self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None) -> np.ndarray:
         return np.stack([ground_truth_boxes(meta, e["obj_id"]) for e in expressions])
+
+
+@dataclass(frozen=True)
+class SentenceBlindBoxes:
+    """Per frame, the ground-truth box of one object drawn uniformly among those present in the frame, the same for
+    every sentence: what a model that localises objects perfectly but ignores language gets (about one in the number
+    of objects). The draw depends on ``seed``, the video and the frame's name only; a frame without objects gets NaN."""
+
+    seed: int = 0
+
+    @property
+    def needs_embeddings(self) -> bool:
+        return False
+
+    def boxes(self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None) -> np.ndarray:
+        objects = [ground_truth_boxes(meta, int(obj_id)) for obj_id in sorted(meta["boxes"], key=int)]
+        per_frame = [self._drawn_box(meta["video_id"], name, [boxes[t] for boxes in objects]) for t, name in enumerate(meta["frame_names"])]
+        chosen = np.array(per_frame, dtype=np.float64).reshape(-1, 4)
+        return np.repeat(chosen[None], len(expressions), axis=0)
+
+    def _drawn_box(self, video: str, frame: str, candidates: list[np.ndarray]) -> np.ndarray:
+        """One of the present (finite) ``candidates``, drawn from a generator seeded by ``seed``, video and frame."""
+        present = [box for box in candidates if np.isfinite(box).all()]
+        if not present:
+            return np.full(4, np.nan)
+        rng = np.random.default_rng([self.seed, zlib.crc32(f"{video}/{frame}".encode())])
+        return present[int(rng.integers(len(present)))]
+
+
+REFERENCE_SOURCES: dict[str, Callable[[], BoxSource]] = {"oracle": OracleBoxes, "sentence-blind": SentenceBlindBoxes}
+"""Box sources that need no trained model, by name."""
+BOX_SOURCES = ("model", *REFERENCE_SOURCES)
 
 
 class ModelBoxes:

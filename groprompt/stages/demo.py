@@ -1,7 +1,8 @@
 """The embedded-default demo: the whole GroPrompt pipeline on one machine, local Ray, MLflow in SQLite.
 
 Stages: generate RefShapes -> shard -> embed (tiny SAM, random weights) -> train L_box only and
-L_box + L_contra on 2 workers -> sweep lambda_f x lambda_v -> evaluate -> ablation table.
+L_box + L_contra on 2 workers -> sweep lambda_f x lambda_v -> evaluate (and the sentence-blind and ground-truth
+references) -> ablation table, and GIF overlays of the L_box + L_contra model on held-out videos (``<work>/overlays/``).
 Every stage's outcome is recorded under ``<work>/demo/``; a re-run reuses completed stages.
 """
 
@@ -15,8 +16,9 @@ from typing import Any
 
 from groprompt.config import Config, load_config, replace
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.evaluation.pictures import OVERLAYS_FOLDER, write_overlays
 from groprompt.files import write_json_atomic
-from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, oracle_row, write_report
+from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, ROW_SENTENCE_BLIND, oracle_row, write_report
 from groprompt.stages.embed import embed_split
 from groprompt.stages.evaluate import evaluate
 from groprompt.stages.shard import shard_split
@@ -25,6 +27,7 @@ from groprompt.stages.train import train
 from groprompt.tracking import with_tracking_uri
 
 SEGMENTOR = "grabcut"
+OVERLAY_VIDEOS = 3  # held-out videos drawn as GIFs
 SWEEP_KEYS = ("mode", "lambda_f", "lambda_v", "num_samples", "grace_period")
 
 
@@ -64,23 +67,38 @@ def run_demo(config: Config, videos: int, frames: int, sweep_config: Path | None
         ROW_CONTRA: replace(config, **{"train.name": "demo-contrastive"}),
     }
     summaries: dict[str, Any] = {}
+    runs: dict[str, str] = {}
     for row, variant in variants.items():
         trained = stage(folder, f"train-{variant.train.name}", lambda: _trained(variant))
+        runs[row] = trained["run_id"]
         summaries[row] = stage(
             folder,
             f"evaluate-{variant.train.name}",
             lambda: evaluate(
-                variant, "model", checkpoint=f"mlflow:{trained['run_id']}", segmentor=SEGMENTOR,
-                out_dir=work / "eval" / variant.train.name, run_id=trained["run_id"],
+                variant,
+                "model",
+                checkpoint=f"mlflow:{trained['run_id']}",
+                segmentor=SEGMENTOR,
+                out_dir=work / "eval" / variant.train.name,
+                run_id=trained["run_id"],
             ),
         )
     if sweep_config is not None:
         swept = replace(config, **{"train.name": "demo"}, **_sweep_overrides(sweep_config))
         stage(folder, "sweep", lambda: _swept(swept))
-    summaries[oracle_row(SEGMENTOR)] = stage(
+    references = {ROW_SENTENCE_BLIND: "sentence-blind", oracle_row(SEGMENTOR): "oracle"}
+    for row, boxes in references.items():
+        summaries[row] = stage(
+            folder,
+            f"evaluate-{boxes}",
+            lambda: evaluate(config, boxes, segmentor=SEGMENTOR, out_dir=work / "eval" / boxes, run_name=f"demo-{boxes}-{SEGMENTOR}"),
+        )
+    stage(
         folder,
-        "evaluate-oracle",
-        lambda: evaluate(config, "oracle", segmentor=SEGMENTOR, out_dir=work / "eval" / "oracle", run_name="demo-oracle-grabcut"),
+        "overlays",
+        lambda: write_overlays(
+            variants[ROW_CONTRA], f"mlflow:{runs[ROW_CONTRA]}", work / OVERLAYS_FOLDER, OVERLAY_VIDEOS, SEGMENTOR, run_id=runs[ROW_CONTRA]
+        ),
     )
     report_path = work / "ablation.md"
     write_report(report_path, summaries, run_id=summaries[ROW_CONTRA].get("run_id"), tracking_uri=config.runtime.tracking_uri)

@@ -17,7 +17,7 @@ from groprompt.data.formats import read_videos
 from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.errors import ConfigError, DataError
 from groprompt.evaluation.aggregate import merge_partials, summarize
-from groprompt.evaluation.box_sources import BOX_SOURCES, BoxSource, ModelBoxes, OracleBoxes
+from groprompt.evaluation.box_sources import BOX_SOURCES, REFERENCE_SOURCES, BoxSource, ModelBoxes
 from groprompt.evaluation.ref_davis import score_annotators
 from groprompt.evaluation.scoring import evaluate_shards, whole_video_groups
 from groprompt.evaluation.submission import submission_masks, submission_members
@@ -92,11 +92,13 @@ def _evaluate_group(group: dict[str, Any], settings: dict[str, Any]) -> list[dic
 
     torch.set_num_threads(1)
     model_config = settings["model_config"]
-    box_source: BoxSource = OracleBoxes()
+    box_source: BoxSource
     frozen = None
     if settings["boxes"] == "model":
         box_source = ModelBoxes.load(model_config, ray.get(settings["weights_ref"]))
         frozen = box_source.frozen
+    else:
+        box_source = REFERENCE_SOURCES[settings["boxes"]]()
     segmentor = _segmentor(settings["segmentor"], model_config, frozen)
     started = time.perf_counter()
     shards = list(zip(group["frames"], group["embeddings"]))

@@ -7,14 +7,30 @@ from pathlib import Path
 
 import pytest
 
-from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, ablation_report, oracle_row, write_report
+from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, ROW_NOTES, ROW_SENTENCE_BLIND, ablation_report, oracle_row, write_report
 
 RESULTS = {
-    ROW_BOX_ONLY: {"box_iou": 0.732, "JF": 0.698, "J": 0.670, "F": 0.727,
-                   "by_kind": {"motion": {"box_iou": 0.5, "JF": 0.4, "J": 0.3, "F": 0.5, "n_expressions": 3}}},
-    ROW_CONTRA: {"box_iou": 0.744, "JF": 0.706, "J": 0.678, "F": 0.733,
-                 "by_kind": {"motion": {"box_iou": 0.6, "JF": 0.5, "J": 0.4, "F": 0.6, "n_expressions": 3}}},
-    oracle_row("sam"): {"box_iou": 1.0, "JF": 0.836, "J": 0.801, "F": 0.872, "by_kind": {"motion": {"box_iou": 1.0, "JF": 0.9, "J": 0.85, "F": 0.95, "n_expressions": 3}}},
+    ROW_BOX_ONLY: {
+        "box_iou": 0.732,
+        "JF": 0.698,
+        "J": 0.670,
+        "F": 0.727,
+        "by_kind": {"motion": {"box_iou": 0.5, "JF": 0.4, "J": 0.3, "F": 0.5, "n_expressions": 3}},
+    },
+    ROW_CONTRA: {
+        "box_iou": 0.744,
+        "JF": 0.706,
+        "J": 0.678,
+        "F": 0.733,
+        "by_kind": {"motion": {"box_iou": 0.6, "JF": 0.5, "J": 0.4, "F": 0.6, "n_expressions": 3}},
+    },
+    oracle_row("sam"): {
+        "box_iou": 1.0,
+        "JF": 0.836,
+        "J": 0.801,
+        "F": 0.872,
+        "by_kind": {"motion": {"box_iou": 1.0, "JF": 0.9, "J": 0.85, "F": 0.95, "n_expressions": 3}},
+    },
 }
 
 
@@ -32,6 +48,20 @@ def test_table_has_the_papers_rows_columns_and_percentages() -> None:
     assert "## Expression type: motion (3 expressions)" in report
     assert rows[5] == ["L_box only", "50.0", "40.0", "30.0", "50.0"] and rows[7][0] == "GT box + SAM"
     assert oracle_row("grabcut") == "GT box + grabcut"
+
+
+def test_sentence_blind_row_is_explained_only_when_present() -> None:
+    blind = {
+        "box_iou": 0.41,
+        "JF": 0.38,
+        "J": 0.36,
+        "F": 0.40,
+        "by_kind": {"motion": {"box_iou": 0.4, "JF": 0.3, "J": 0.3, "F": 0.3, "n_expressions": 3}},
+    }
+    report = ablation_report({**RESULTS, ROW_SENTENCE_BLIND: blind})
+    rows = table_rows(report)
+    assert rows[4] == [ROW_SENTENCE_BLIND, "41.0", "38.0", "36.0", "40.0"] and rows[9][0] == ROW_SENTENCE_BLIND
+    assert ROW_NOTES[ROW_SENTENCE_BLIND] in report and ROW_NOTES[ROW_SENTENCE_BLIND] not in ablation_report(RESULTS)
 
 
 def test_missing_values_print_as_a_dash_and_no_kinds_means_one_table() -> None:

@@ -1,4 +1,4 @@
-"""Overlays (pixel values) and overlay videos (written, then read back with Pillow and PyAV)."""
+"""Overlays (pixel values), captions, and overlay videos (written, then read back with Pillow and PyAV)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groprompt.viz import default_colors, overlay, write_video
+from groprompt.viz import CAPTION_BACKGROUND, captioned, default_colors, overlay, wrapped_lines, write_video
 
 
 def test_overlay_tints_the_mask_and_outlines_the_box() -> None:
@@ -39,6 +39,38 @@ def test_overlay_several_objects_take_default_colours() -> None:
         overlay(frame, masks, colors=[(1, 2, 3)])
     with pytest.raises(ValueError, match="match"):
         overlay(frame, np.zeros((9, 10), bool))
+
+
+def test_overlay_draws_each_box_in_its_colour_and_skips_a_nan_box() -> None:
+    frame = np.zeros((30, 30, 3), np.uint8)
+    boxes = np.array([[2, 2, 12, 12], [15, 15, 28, 28], [np.nan] * 4])
+    out = overlay(frame, boxes=boxes, colors=[(255, 0, 0), (0, 255, 0), (0, 0, 255)], thickness=1)
+    assert (out[2, 2:12] == [255, 0, 0]).all() and (out[2:12, 11] == [255, 0, 0]).all()
+    assert (out[15, 15:28] == [0, 255, 0]).all() and (out[27, 15:28] == [0, 255, 0]).all()
+    assert not (out == [0, 0, 255]).all(axis=2).any()
+
+
+def test_caption_writes_the_text_and_legend_in_a_band_above_the_frame() -> None:
+    frame = np.full((64, 120, 3), 100, np.uint8)
+    legend = [("prediction", (255, 0, 0)), ("ground truth", (0, 255, 0))]
+    with_text = captioned(frame, "the red square", legend)
+    without_text = captioned(frame, "", legend)
+    band = with_text.shape[0] - 64
+    assert with_text.shape == without_text.shape and band > 0
+    assert (with_text[band:] == frame).all() and (without_text[band:] == frame).all()  # the frame below is untouched
+    assert (with_text[:band] != without_text[:band]).any()  # the sentence is written in the band
+    assert ((without_text[:band] == (255, 0, 0)).all(axis=2)).any() and ((without_text[:band] == (0, 255, 0)).all(axis=2)).any()
+    empty = captioned(frame, "")
+    assert (empty[: empty.shape[0] - 64] == CAPTION_BACKGROUND).all()  # no text, no legend: an empty band
+
+
+def test_long_text_wraps_to_the_width() -> None:
+    words = "the small red square moving to the left of the big blue circle"
+    lines = wrapped_lines(words, 100, 0.4)
+    assert len(lines) > 1 and " ".join(lines) == words
+    assert wrapped_lines("", 100, 0.4) == [""]
+    frame = np.zeros((20, 100, 3), np.uint8)
+    assert captioned(frame, words).shape[0] > captioned(frame, "short").shape[0]
 
 
 def moving_square(n: int, height: int, width: int) -> Iterator[np.ndarray]:

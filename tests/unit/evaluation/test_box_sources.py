@@ -1,5 +1,5 @@
-"""Box sources: random model boxes against the oracle, model weights loaded through ``groprompt.checkpoints``, and model
-boxes equal to inference's over a video cut into windows and shards."""
+"""Box sources: random model boxes against the oracle, model weights loaded through ``groprompt.checkpoints``, model
+boxes equal to inference's over a video cut into windows and shards, and the sentence-blind reference."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, plan_shards, read_shard, write_shard
 from groprompt.errors import CheckpointError
 from groprompt.evaluation.aggregate import merge_partials
-from groprompt.evaluation.box_sources import ModelBoxes
+from groprompt.evaluation.box_sources import BOX_SOURCES, ModelBoxes, SentenceBlindBoxes
 from groprompt.evaluation.scoring import evaluate_shard, evaluate_shards, whole_video_groups
 from groprompt.inference.predictor import Predictor
 from groprompt.inference.sources import iter_frames
@@ -119,3 +119,44 @@ def test_model_boxes_of_evaluation_equal_inference_over_windows_and_shards(tmp_p
     expressions = referring_expressions(second_window.meta)
     restarted = ModelBoxes(model, frozen).boxes(second_window.meta, expressions, embedding)
     assert np.abs(restarted[:, 0] - evaluated.returned[first, second_window.meta["frame_names"][0]]).max() > 1e-2
+
+
+def two_objects_meta(frames: int) -> dict[str, Any]:
+    """A hand-made sample of two objects, both present in every frame but the last two: there object 2 alone, then none."""
+    first = [[float(t), 0.0, t + 10.0, 10.0] for t in range(frames - 2)] + [None, None]
+    second = [[50.0, float(t), 70.0, t + 20.0] for t in range(frames - 1)] + [None]
+    return {
+        "video_id": "v",
+        "frame_names": [f"{t:05d}" for t in range(frames)],
+        "height": 100,
+        "width": 100,
+        "boxes": {"1": first, "2": second},
+    }
+
+
+def test_sentence_blind_boxes_are_a_random_objects_ground_truth_whatever_the_sentence() -> None:
+    meta = two_objects_meta(402)
+    expressions = [
+        {"exp_id": "0", "text": "the red square", "obj_id": 1},
+        {"exp_id": "1", "text": "the blue circle moving down", "obj_id": 2},
+    ]
+    source = SentenceBlindBoxes(seed=3)
+    assert not source.needs_embeddings and "sentence-blind" in BOX_SOURCES
+    boxes = source.boxes(meta, expressions, None)
+    assert boxes.shape == (2, 402, 4)
+    np.testing.assert_array_equal(boxes[0], boxes[1])  # the sentence plays no part
+    first, second = np.array(meta["boxes"]["1"][:400]), np.array(meta["boxes"]["2"][:400])
+    picked_first = (boxes[0, :400] == first).all(axis=1)
+    assert (picked_first | (boxes[0, :400] == second).all(axis=1)).all()  # always one of the objects' boxes
+    assert 0.4 < picked_first.mean() < 0.6  # each object about half the time
+    np.testing.assert_array_equal(boxes[0, 400], meta["boxes"]["2"][400])  # the one object present
+    assert np.isnan(boxes[:, 401]).all()  # no object present: no box
+    np.testing.assert_array_equal(SentenceBlindBoxes(seed=3).boxes(meta, expressions[::-1], None), boxes)  # deterministic
+    assert not np.array_equal(SentenceBlindBoxes(seed=4).boxes(meta, expressions, None)[0], boxes[0])  # the seed draws
+
+
+def test_sentence_blind_boxes_do_not_depend_on_the_window() -> None:
+    meta = two_objects_meta(40)
+    whole = SentenceBlindBoxes().boxes(meta, [{"exp_id": "0", "text": "x", "obj_id": 1}], None)[0]
+    window = {**meta, "frame_names": meta["frame_names"][10:20], "boxes": {k: v[10:20] for k, v in meta["boxes"].items()}}
+    np.testing.assert_array_equal(SentenceBlindBoxes().boxes(window, [{"exp_id": "0", "text": "x", "obj_id": 1}], None)[0], whole[10:20])
