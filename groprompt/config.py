@@ -44,6 +44,10 @@ class ModelConfig:
     num_queries: int = 50
     dropout: float = 0.0
     propagate: bool = True  # online query propagation from frame t-1
+    encoder_dtype: str = "float32"  # frozen SAM image and text encoders: float32 | bfloat16 (autocast; in the embedding identity)
+    encoder_sdpa: bool = False  # SAM image-encoder attention through scaled_dot_product_attention (same result)
+    encoder_channels_last: bool = False  # channels-last convolutions in the SAM image encoder
+    encoder_compile: bool = False  # torch.compile the SAM image encoder (compiles on the first batch)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, oracle_row
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAVIS_VIDEOS = ("blackswan", "libby")
@@ -66,3 +69,56 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> str:
         mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()
     shutil.copyfile(template, folder / "mlflow.db")
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+SIZES = [  # frame sizes (h, w) the SAM tests use
+    (200, 300), (300, 200), (256, 256), (90, 120)]
+BOXES = np.array([[10, 20, 110, 150], [0, 0, 80, 40], [35.5, 12.25, 88.0, 89.75]])
+
+
+def random_frame(height: int, width: int, seed: int) -> np.ndarray:
+    """Smooth random RGB frame: a small random image upsampled, plus noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (8, 8, 3))
+    ys, xs = np.linspace(0, 7, height).round().astype(int), np.linspace(0, 7, width).round().astype(int)
+    frame = coarse[ys][:, xs] + rng.normal(0, 20, (height, width, 3))
+    return frame.clip(0, 255).astype(np.uint8)
+
+
+def make_frame_shards(out: Path) -> list[dict]:
+    """Four 6-frame 128-pixel RefShapes videos in windows of 4 (samples of 4 and 2 frames), several shards."""
+    from groprompt.data.formats import read_videos
+    from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+    from groprompt.data.shards import ShardSettings, plan_shards, write_shard
+
+    write_refshapes(out / "refshapes", RefShapesSpec(videos=4, frames=6, size=128, seed=3), valid_fraction=0.25, progress=False)
+    videos = list(read_videos("refshapes", out / "refshapes", "train", with_boxes=False))
+    settings = ShardSettings(window=4, shard_bytes=60_000)
+    (out / "frames").mkdir()
+    return [write_shard(plan, out / "frames", settings) for plan in plan_shards(videos, settings)]
+
+
+# Evaluation summaries as the report reads them (values in [0, 1])
+RESULTS = {
+    ROW_BOX_ONLY: {
+        "box_iou": 0.732,
+        "JF": 0.698,
+        "J": 0.670,
+        "F": 0.727,
+        "by_kind": {"motion": {"box_iou": 0.5, "JF": 0.4, "J": 0.3, "F": 0.5, "n_expressions": 3}},
+    },
+    ROW_CONTRA: {
+        "box_iou": 0.744,
+        "JF": 0.706,
+        "J": 0.678,
+        "F": 0.733,
+        "by_kind": {"motion": {"box_iou": 0.6, "JF": 0.5, "J": 0.4, "F": 0.6, "n_expressions": 3}},
+    },
+    oracle_row("sam"): {
+        "box_iou": 1.0,
+        "JF": 0.836,
+        "J": 0.801,
+        "F": 0.872,
+        "by_kind": {"motion": {"box_iou": 1.0, "JF": 0.9, "J": 0.85, "F": 0.95, "n_expressions": 3}},
+    },
+}

@@ -7,18 +7,23 @@ bfloat16 embeddings are stored as their raw 16-bit patterns (uint16) and read ba
 
 ``embed_shard`` writes one shard (temporary name, rename, then a JSON record) or reuses it when it
 verifies; ``read_embedding_shard`` streams one back; ``check_embeddings`` refuses a set of embeddings
-computed with another model, other weights, input size or dtype.
+computed with another model, other weights, input size, encoder dtype or storage dtype.
+
+While the encoder runs one batch, a loader thread decodes and resizes the next ones (and pins them in
+memory for a CUDA encoder), through a bounded queue; the bytes written are those of the sequential path.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import queue
 import tarfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -34,7 +39,11 @@ STORAGE_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "bfloat16": 
 """Storage dtypes by name; float16 is the default (half the bytes of float32, within SAM's dynamic range)."""
 
 _NUMPY_STORAGE = {"float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2"), "float32": np.dtype("<f4")}
-_Pending = list[tuple[str, bytes | np.ndarray]]  # members awaiting the encoder: JSON bytes, or decoded frames
+_Pending = list[tuple[str, bytes | torch.Tensor]]  # members awaiting the encoder: JSON bytes, or prepared frames
+_Item = TypeVar("_Item")
+PREFETCH_BATCHES = 2
+"""Batches the loader thread may prepare ahead of the encoder."""
+_PUT_WAIT_S = 0.1
 
 
 def storage_dtype(name: str) -> torch.dtype:
@@ -45,12 +54,13 @@ def storage_dtype(name: str) -> torch.dtype:
 
 
 def embedding_identity(sam: FrozenSam, dtype: str) -> dict[str, Any]:
-    """What makes embeddings interchangeable: model, weights, input size, storage dtype, shape, format."""
+    """What makes embeddings interchangeable: model, weights, input size, encoder and storage dtypes, shape, format."""
     storage_dtype(dtype)
     return {
         "sam": sam.name,
         "weights_id": sam.weights_id,
         "image_size": sam.image_size,
+        "encoder_dtype": sam.options.dtype,
         "dtype": dtype,
         "embed_shape": [sam.embed_dim, sam.embed_grid, sam.embed_grid],
         "format_version": FORMAT_VERSION,
@@ -68,14 +78,11 @@ def check_embeddings(embedding_dir: str | Path, expected_identity: dict[str, Any
         raise DataError(f"{manifest}: not an embedding manifest (stage {metadata.get('stage')!r})")
     stored = metadata.get("identity", {})
     mismatches = [
-        f"{field} is {stored.get(field)!r}, expected {value!r}"
-        for field, value in expected_identity.items()
-        if stored.get(field) != value
+        f"{field} is {stored.get(field)!r}, expected {value!r}" for field, value in expected_identity.items() if stored.get(field) != value
     ]
     if mismatches:
         raise DataError(
-            f"{manifest}: embeddings computed with another model or dtype: {'; '.join(mismatches)} "
-            "(recompute them with pipelines/embed.py)"
+            f"{manifest}: embeddings computed with another model or dtype: {'; '.join(mismatches)} (recompute them with pipelines/embed.py)"
         )
     return rows, metadata
 
@@ -96,12 +103,19 @@ def from_storage(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def embed_shard(
-    sam: FrozenSam, frame_shard: Path, frame_sha256: str, out_dir: Path, batch_size: int, dtype: str = "float16"
+    sam: FrozenSam,
+    frame_shard: Path,
+    frame_sha256: str,
+    out_dir: Path,
+    batch_size: int,
+    dtype: str = "float16",
+    prefetch: int = PREFETCH_BATCHES,
 ) -> tuple[dict[str, Any], bool]:
     """Write the embedding shard of one frame shard atomically, or reuse it if it exists and verifies.
 
-    Frames stream through the encoder ``batch_size`` at a time (batches span samples); at most one batch of
-    decoded frames and embeddings is in memory. Returns the shard's record and whether it was computed now.
+    Frames stream through the encoder ``batch_size`` at a time (batches span samples); a loader thread prepares
+    up to ``prefetch`` batches ahead (0: no thread, decode and encode alternate), so at most ``prefetch + 2``
+    batches of frames are in memory (queued, being filled, being encoded). Returns the shard's record and whether it was computed now.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -115,7 +129,7 @@ def embed_shard(
         raise DataError(f"{frame_shard}: content differs from the sha256 in its manifest (re-run the shard stage)")
     samples, frames = [], 0
     with atomic_path(target) as temporary, tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, payload in _embedding_members(sam, frame_shard, batch_size, dtype):
+        for name, payload in _embedding_members(sam, frame_shard, batch_size, dtype, prefetch):
             add_member(tar, name, payload)
             if name.endswith(".json"):
                 samples.append(name.removesuffix(".json"))
@@ -136,25 +150,79 @@ def embed_shard(
     return record, True
 
 
-def _embedding_members(sam: FrozenSam, frame_shard: Path, batch_size: int, dtype: str) -> Iterator[tuple[str, bytes]]:
+def _embedding_members(sam: FrozenSam, frame_shard: Path, batch_size: int, dtype: str, prefetch: int) -> Iterator[tuple[str, bytes]]:
     """The members of an embedding shard in order, encoding frames ``batch_size`` at a time."""
+    batches = _pending_batches(sam, frame_shard, batch_size, dtype)
+    for pending in prefetched(batches, prefetch) if prefetch > 0 else batches:
+        yield from _encoded(sam, pending, dtype)
+
+
+def _pending_batches(sam: FrozenSam, frame_shard: Path, batch_size: int, dtype: str) -> Generator[_Pending]:
+    """The shard's members in order, cut after every ``batch_size`` frames, frames decoded and ``prepare``d
+    (in pinned memory when the encoder is on CUDA)."""
+    pin = sam.device.type == "cuda"
     pending: _Pending = []
     queued = 0
     for sample in read_shard(frame_shard):
         pending.append((f"{sample.key}.json", _sample_meta(sam, sample, dtype)))
         for index in range(len(sample.frames)):
-            pending.append((f"{sample.key}.{index:04d}.npy", _stored_frame(frame_shard, sample, index)))
+            image = sam.prepare(_stored_frame(frame_shard, sample, index))
+            pending.append((f"{sample.key}.{index:04d}.npy", image.pin_memory() if pin else image))
             queued += 1
             if queued == batch_size:
-                yield from _encoded(sam, pending, dtype)
+                yield pending
                 pending, queued = [], 0
-    yield from _encoded(sam, pending, dtype)
+    if pending:
+        yield pending
+
+
+def prefetched(items: Generator[_Item], depth: int) -> Iterator[_Item]:
+    """``items`` produced on a background thread at most ``depth`` ahead of the consumer (a bounded queue).
+
+    The producer's exception is raised here; leaving the loop early stops the thread and closes ``items``.
+    """
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=_PUT_WAIT_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(("error", error))
+        finally:
+            items.close()
+
+    thread = threading.Thread(target=produce, name="embed-loader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _encoded(sam: FrozenSam, pending: _Pending, dtype: str) -> Iterator[tuple[str, bytes]]:
     """Pending members with each frame replaced by its ``.npy`` embedding; one encoder pass for all frames."""
-    frames = [payload for _, payload in pending if isinstance(payload, np.ndarray)]
-    embeddings = iter(to_storage(sam.encode(frames), dtype))
+    images = [payload for _, payload in pending if isinstance(payload, torch.Tensor)]
+    embeddings = iter(to_storage(sam.encode_prepared(images), dtype))
     for name, payload in pending:
         yield name, payload if isinstance(payload, bytes) else _npy_bytes(next(embeddings))
 
@@ -212,9 +280,7 @@ class _SampleReader:
         stored = np.load(io.BytesIO(payload), allow_pickle=False)
         expected = _NUMPY_STORAGE[self.meta["dtype"]]
         if stored.dtype != expected or stored.shape != self.array.shape[1:]:
-            raise DataError(
-                f"{shard}: member {name} is {stored.dtype} {stored.shape}, expected {expected} {self.array.shape[1:]}"
-            )
+            raise DataError(f"{shard}: member {name} is {stored.dtype} {stored.shape}, expected {expected} {self.array.shape[1:]}")
         self.array[self.filled] = from_storage(stored, self.meta["dtype"])
         self.filled += 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from groprompt.config import ModelConfig
-from groprompt.models.sam import FrozenSam, require_weights
+from groprompt.models.sam import EncoderOptions, FrozenSam, require_weights
 from groprompt.models.text import FrozenTextEncoder
 
 
@@ -17,8 +17,13 @@ class FrozenEncoders:
     text: FrozenTextEncoder
 
 
+def frozen_sam(config: ModelConfig) -> FrozenSam:
+    """The configured SAM: its checkpoint (or, where allowed, random weights from its seed) and encoder options."""
+    require_weights(config.sam, config.sam_checkpoint, config.allow_random_weights)
+    options = EncoderOptions.from_config(config)
+    return FrozenSam.from_name(config.sam, checkpoint=config.sam_checkpoint, seed=config.sam_seed, options=options)
+
+
 def build_frozen(config: ModelConfig) -> FrozenEncoders:
     """Load the frozen encoders named by the configuration."""
-    require_weights(config.sam, config.sam_checkpoint, config.allow_random_weights)
-    sam = FrozenSam.from_name(config.sam, checkpoint=config.sam_checkpoint, seed=config.sam_seed)
-    return FrozenEncoders(sam=sam, text=FrozenTextEncoder(config.text_encoder))
+    return FrozenEncoders(sam=frozen_sam(config), text=FrozenTextEncoder(config.text_encoder, dtype=config.encoder_dtype))

@@ -4,6 +4,10 @@ Every configuration is built from the ``segment_anything`` classes. ``vit_h``, `
 the released checkpoints (load them from a path); ``tiny`` and ``tiny-d0`` are small random models for tests
 and the offline demo. Preprocessing and postprocessing are SAM's own (``ResizeLongestSide``,
 ``Sam.preprocess``, ``Sam.postprocess_masks``), so results equal ``SamPredictor``'s.
+
+``EncoderOptions`` make the image encoder fast on accelerators (bfloat16 autocast, attention through
+``scaled_dot_product_attention``, channels-last, ``torch.compile``) without changing its weights or
+state-dict keys; the defaults are plain float32 eager PyTorch.
 """
 
 from __future__ import annotations
@@ -13,17 +17,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
 from groprompt.errors import CheckpointError, ConfigError
 from groprompt.files import sha256_file
 
+if TYPE_CHECKING:
+    from groprompt.config import ModelConfig
+
 Frames = Sequence[np.ndarray] | torch.Tensor
+ENCODER_DTYPES = ("float32", "bfloat16")
+"""Compute dtypes of the frozen encoders: float32, or bfloat16 autocast (weights stay float32)."""
 
 
 @dataclass(frozen=True)
@@ -124,8 +135,7 @@ def load_sam_weights(sam: Sam, path: Path) -> None:
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: keys do not fit this SAM: {len(missing)} missing {missing[:5]}, "
-            f"{len(unexpected)} unexpected {unexpected[:5]}"
+            f"{path}: keys do not fit this SAM: {len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}"
         )
     try:
         sam.load_state_dict(state, strict=True)
@@ -146,23 +156,112 @@ def require_weights(name: str, checkpoint: str | os.PathLike[str] | None, allow_
         )
 
 
+def encoder_autocast(device_type: str, dtype: str) -> torch.autocast:
+    """Autocast to bfloat16 on ``device_type`` when ``dtype`` is ``"bfloat16"``; a disabled one for float32."""
+    if dtype not in ENCODER_DTYPES:
+        raise ConfigError(f"model.encoder_dtype: {dtype!r} is not one of {', '.join(ENCODER_DTYPES)}")
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """How the frozen SAM image encoder computes; the defaults are today's float32 eager path, bit for bit.
+
+    - ``dtype="bfloat16"``: the encoder runs under ``torch.autocast`` (weights stay float32; embeddings come
+      back float32). Masks decoded from bfloat16 embeddings with the same boxes keep a mean IoU of 0.97-0.997
+      with the float32 ones on tiny random SAMs (4 seeds, worst single mask 0.89; the test asserts >= 0.95 per
+      model, 0.975 pooled). Meant for GPUs: on a CPU without bfloat16 instructions (this AMD EPYC) the tiny
+      encoder ran 10x slower than in float32.
+    - ``sdpa``: attention through ``scaled_dot_product_attention`` with the relative-position bias as its
+      additive mask (``SdpaAttention``); equal to the original within float32 rounding (3e-6 of the largest
+      value). It helps on CPU too (tiny SAM, float32: 25% faster).
+    - ``channels_last``: channels-last weights and input for the convolutions (patch embedding, neck). On CPU
+      it does not help float32 (tiny SAM: 6% slower) but it speeds bfloat16 up 1.6-2x (the NCHW bfloat16
+      convolutions are slow there); measure it on GPUs with ``benchmarks/device_suite.py``.
+    - ``compile``: ``torch.compile`` of the encoder (in place: state-dict keys keep their names). It compiles
+      on the first batch and again for each new batch shape; ``benchmarks/device_suite.py`` reports the seconds.
+    """
+
+    dtype: str = "float32"
+    sdpa: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        encoder_autocast("cpu", self.dtype)  # validates the name
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> EncoderOptions:
+        """The ``model.encoder_*`` keys."""
+        return cls(config.encoder_dtype, config.encoder_sdpa, config.encoder_channels_last, config.encoder_compile)
+
+    def describe(self) -> str:
+        """A short label such as ``bfloat16+sdpa+compile``."""
+        flags = [name for name in ("sdpa", "channels_last", "compile") if getattr(self, name)]
+        return "+".join([self.dtype, *flags])
+
+
+def relative_position_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The decomposed relative-position term that ``add_decomposed_rel_pos`` adds to the attention logits.
+
+    ``q`` is (B, heads, H*W, d), unscaled as there; the result is the additive mask (B, heads, H*W, H*W) in q's dtype.
+    """
+    height, width = size
+    grid = q.unflatten(2, (height, width))  # (B, heads, H, W, d)
+    rows = torch.einsum("bnhwc,hkc->bnhwk", grid, get_rel_pos(height, height, rel_pos_h).to(q.dtype))
+    columns = torch.einsum("bnhwc,wkc->bnhwk", grid, get_rel_pos(width, width, rel_pos_w).to(q.dtype))
+    return (rows[..., :, None] + columns[..., None, :]).flatten(-2).flatten(2, 3)
+
+
+class SdpaAttention(Attention):
+    """segment_anything's ``Attention`` computed by ``scaled_dot_product_attention`` (fused kernels on GPUs).
+
+    Same parameters and state-dict keys; ``use_sdpa`` switches a loaded encoder's blocks to it in place.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, _ = x.shape
+        q, k, v = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = relative_position_bias(q, self.rel_pos_h, self.rel_pos_w, (height, width)) if self.use_rel_pos else None
+        attended = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        return self.proj(attended.transpose(1, 2).reshape(batch, height, width, -1))
+
+
+def use_sdpa(encoder: ImageEncoderViT) -> None:
+    """Make every block of ``encoder`` attend through ``SdpaAttention`` (weights untouched; idempotent)."""
+    for block in encoder.blocks:
+        if type(block.attn) not in (Attention, SdpaAttention):
+            raise TypeError(f"expected segment_anything Attention, found {type(block.attn).__name__}")
+        block.attn.__class__ = SdpaAttention
+
+
 class FrozenSam(nn.Module):
     """A SAM whose parameters never train, always in eval mode.
 
     ``weights_id`` names the weights for manifests: the checkpoint file's sha256 hex, or ``random-init:<seed>``.
+    ``options`` are applied to ``sam``'s image encoder in place (see ``EncoderOptions``).
     """
 
-    def __init__(self, sam: Sam, name: str, weights_id: str) -> None:
+    def __init__(self, sam: Sam, name: str, weights_id: str, options: EncoderOptions = EncoderOptions()) -> None:
         super().__init__()
         self.sam = sam
         self.name = name
         self.weights_id = weights_id
+        self.options = options
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self.requires_grad_(False)
         self.train(False)
+        if options.sdpa:
+            use_sdpa(sam.image_encoder)
+        if options.channels_last:
+            sam.image_encoder.to(memory_format=torch.channels_last)
+        if options.compile:
+            sam.image_encoder.compile(dynamic=False)
 
     @classmethod
-    def from_name(cls, name: str, checkpoint: str | os.PathLike[str] | None = None, seed: int = 0) -> FrozenSam:
+    def from_name(
+        cls, name: str, checkpoint: str | os.PathLike[str] | None = None, seed: int = 0, options: EncoderOptions = EncoderOptions()
+    ) -> FrozenSam:
         """Build the named configuration; load ``checkpoint`` if given, else random weights from ``seed``."""
         if name not in SAM_CONFIGS:
             raise ConfigError(f"model.sam: unknown SAM {name!r}; known: {sorted(SAM_CONFIGS)}")
@@ -170,10 +269,10 @@ class FrozenSam(nn.Module):
             torch.manual_seed(seed)
             sam = build_sam(SAM_CONFIGS[name])
         if checkpoint is None:
-            return cls(sam, name, f"random-init:{seed}")
+            return cls(sam, name, f"random-init:{seed}", options)
         path = Path(checkpoint)
         load_sam_weights(sam, path)
-        return cls(sam, name, sha256_file(path))
+        return cls(sam, name, sha256_file(path), options)
 
     def train(self, mode: bool = True) -> FrozenSam:
         """Stay in eval mode whatever ``mode`` says."""
@@ -202,12 +301,22 @@ class FrozenSam(nn.Module):
         """(h, w) of a frame of ``original_size`` (H, W) after resizing its longest side to ``image_size``."""
         return ResizeLongestSide.get_preprocess_shape(original_size[0], original_size[1], self.image_size)
 
-    def preprocess(self, frame: np.ndarray) -> torch.Tensor:
-        """One HxWx3 uint8 RGB frame to the normalised, padded (3, S, S) encoder input, as ``SamPredictor``."""
+    def prepare(self, frame: np.ndarray) -> torch.Tensor:
+        """One HxWx3 uint8 RGB frame resized as ``SamPredictor`` does: an (h, w, 3) uint8 CPU tensor.
+
+        It touches no model state, so a loader thread may run it (and pin the result) while the encoder works.
+        """
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB frame, got shape {frame.shape} dtype {frame.dtype}")
-        resized = torch.as_tensor(self.transform.apply_image(frame), device=self.device)
-        return self.sam.preprocess(resized.permute(2, 0, 1))
+        return torch.from_numpy(self.transform.apply_image(frame))
+
+    def preprocess(self, frame: np.ndarray) -> torch.Tensor:
+        """One HxWx3 uint8 RGB frame to the normalised, padded (3, S, S) encoder input, as ``SamPredictor``."""
+        return self._normalise(self.prepare(frame))
+
+    def _normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """A ``prepare``d image on the device (asynchronously from pinned memory), normalised and padded."""
+        return self.sam.preprocess(image.to(self.device, non_blocking=True).permute(2, 0, 1))
 
     def encode(self, frames: Frames) -> torch.Tensor:
         """Image embeddings (B, C, g, g) float32 of RGB uint8 frames: a list (any sizes) or a (B, H, W, 3) tensor.
@@ -217,11 +326,22 @@ class FrozenSam(nn.Module):
         """
         if isinstance(frames, torch.Tensor):
             frames = list(frames.cpu().numpy())
-        if not frames:
+        return self.encode_prepared([self.prepare(frame) for frame in frames])
+
+    def encode_prepared(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``encode`` of frames already ``prepare``d: (B, C, g, g) float32, an ordinary tensor."""
+        if not images:
             return torch.empty((0, self.embed_dim, self.embed_grid, self.embed_grid), device=self.device)
         with torch.inference_mode():
-            embeddings = self.sam.image_encoder(torch.stack([self.preprocess(frame) for frame in frames]))
-        return embeddings.clone()
+            embeddings = self.encode_inputs(torch.stack([self._normalise(image) for image in images]))
+        return embeddings.clone(memory_format=torch.contiguous_format)
+
+    def encode_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The image encoder under ``options`` on normalised, padded inputs (B, 3, S, S): embeddings (B, C, g, g) float32."""
+        if self.options.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with encoder_autocast(inputs.device.type, self.options.dtype):
+            return self.sam.image_encoder(inputs).float()
 
     def transform_boxes(self, boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """xyxy boxes (N, 4) in original-frame pixels to encoder-input pixels; differentiable.

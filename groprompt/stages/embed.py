@@ -1,7 +1,8 @@
 """The embed stage: frozen SAM image embeddings of frame shards, on a Ray Data actor pool (atomic, resumable).
 
-One frame shard becomes one embedding shard with the same sample keys; each actor loads the encoder once and
-streams its shards through it ``batch_size`` frames at a time. A re-run recomputes only missing or stale shards.
+One frame shard becomes one embedding shard with the same sample keys; each actor loads the encoder once (with
+``model.encoder_*``'s options) and streams its shards through it ``batch_size`` frames at a time, a loader thread
+decoding the next batches while the encoder runs. A re-run recomputes only missing or stale shards.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from groprompt.data.manifest import read_manifest, write_manifest
 from groprompt.encoder_pool import PoolPlan, encoder_bytes, plan_pool, prepare_encoder_process
 from groprompt.errors import ConfigError, DataError
 from groprompt.files import sha256_file
-from groprompt.models.sam import SAM_CONFIGS, FrozenSam, require_weights
+from groprompt.models.sam import SAM_CONFIGS, EncoderOptions, FrozenSam, require_weights
 from groprompt.stages.shard import MANIFEST_COLUMNS
 
 
@@ -26,11 +27,20 @@ class ShardEmbedder:
     """A Ray Data actor: one frozen SAM encoder, loaded once, embedding one frame shard per row."""
 
     def __init__(
-        self, shards_dir: str, out_dir: str, sam_name: str, checkpoint: str | None, seed: int, batch_size: int, dtype: str, pool: PoolPlan
+        self,
+        shards_dir: str,
+        out_dir: str,
+        sam_name: str,
+        checkpoint: str | None,
+        seed: int,
+        batch_size: int,
+        dtype: str,
+        pool: PoolPlan,
+        options: EncoderOptions,
     ) -> None:
         prepare_encoder_process(pool.threads)
         device = "cuda" if pool.num_gpus else "cpu"
-        self.sam = FrozenSam.from_name(sam_name, checkpoint, seed).to(device)
+        self.sam = FrozenSam.from_name(sam_name, checkpoint, seed, options).to(device)
         self.shards_dir, self.out_dir = Path(shards_dir), Path(out_dir)
         self.batch_size, self.dtype = batch_size, dtype
 
@@ -48,7 +58,14 @@ def embed_split(config: Config, split: str) -> Path:
     model, data = config.model, config.data
     require_weights(model.sam, model.sam_checkpoint, model.allow_random_weights)
     return embed_shards(
-        Path(data.shards) / split, Path(data.embeddings) / split, model.sam, model.sam_checkpoint, model.sam_seed, data.embed_batch, data.embed_dtype
+        Path(data.shards) / split,
+        Path(data.embeddings) / split,
+        model.sam,
+        model.sam_checkpoint,
+        model.sam_seed,
+        data.embed_batch,
+        data.embed_dtype,
+        EncoderOptions.from_config(model),
     )
 
 
@@ -60,6 +77,7 @@ def embed_shards(
     seed: int = 0,
     batch_size: int = 4,
     dtype: str = "float16",
+    options: EncoderOptions = EncoderOptions(),
 ) -> Path:
     """Embed every shard listed in ``shards_dir``'s manifest on an actor pool, then write the manifest; returns its path."""
     import ray
@@ -75,7 +93,11 @@ def embed_shards(
     out.mkdir(parents=True, exist_ok=True)
     memory = ray.cluster_resources().get("memory", 0.0)
     pool = plan_pool(len(frame_rows), cluster_cpus(), cluster_gpus(), memory, encoder_bytes(SAM_CONFIGS[sam_name], batch_size))
-    print(f"{len(frame_rows)} frame shards -> {out}: SAM {sam_name}, {pool.actors} actors x {pool.threads} threads, {dtype}", flush=True)
+    print(
+        f"{len(frame_rows)} frame shards -> {out}: SAM {sam_name} ({options.describe()}), {pool.actors} actors x {pool.threads} threads, "
+        f"stored as {dtype}",
+        flush=True,
+    )
 
     started = time.perf_counter()
     rows = [{"shard": row["shard"], "sha256": row["sha256"]} for row in frame_rows]
@@ -88,6 +110,7 @@ def embed_shards(
         "batch_size": batch_size,
         "dtype": dtype,
         "pool": pool,
+        "options": options,
     }
     results = (
         ray.data.from_items(rows, override_num_blocks=len(rows))

@@ -23,13 +23,13 @@ from groprompt.evaluation.scoring import evaluate_shards, whole_video_groups
 from groprompt.evaluation.submission import submission_masks, submission_members
 from groprompt.evaluation.tracking import eval_params, log_evaluation, unlogged_params
 from groprompt.files import atomic_path, write_json_atomic
+from groprompt.models.frozen import frozen_sam
 from groprompt.outputs import write_submission_zip
 from groprompt.segmentors import SEGMENTORS, Segmentor, build_segmentor
 from groprompt.tracking import run_status, start_run, with_tracking_uri
 
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
-    from groprompt.models.sam import FrozenSam
 
 ANNOTATORS_FOLDER = "ref-davis17-annotators"  # under the output folder: anno_<k>/<video>/<frame>.png
 GRABCUT_NOTE = (
@@ -56,13 +56,6 @@ def print_segmentor_note(segmentor: str, config: Config) -> None:
         print(f"segmentor sam: SAM {config.model.sam} has random weights (no checkpoint); its masks are not meaningful", flush=True)
 
 
-def _frozen_sam(model_config: ModelConfig) -> FrozenSam:
-    """The frozen SAM of the model configuration (its checkpoint, else random weights from its seed)."""
-    from groprompt.models.sam import FrozenSam
-
-    return FrozenSam.from_name(model_config.sam, checkpoint=model_config.sam_checkpoint, seed=model_config.sam_seed)
-
-
 def _shard_rows(config: Config, split: str, need_embeddings: bool) -> list[dict[str, Any]]:
     """One row per frame shard of the split, in manifest order: its path, its sample keys, and its embedding
     shard's path when needed (checked), else None."""
@@ -72,7 +65,7 @@ def _shard_rows(config: Config, split: str, need_embeddings: bool) -> list[dict[
     if need_embeddings:
         from groprompt.data.clips import shard_pairs
 
-        embeddings = {p.frames.name: str(p.embeddings) for p in shard_pairs(config.data, split, _frozen_sam(config.model))}
+        embeddings = {p.frames.name: str(p.embeddings) for p in shard_pairs(config.data, split, frozen_sam(config.model))}
     return [
         {"frames": str(frames_dir / row["shard"]), "embeddings": embeddings.get(row["shard"]), "samples": list(row["samples"])}
         for row in rows
@@ -81,7 +74,7 @@ def _shard_rows(config: Config, split: str, need_embeddings: bool) -> list[dict[
 
 def _segmentor(name: str, model_config: ModelConfig, frozen: FrozenEncoders | None) -> Segmentor:
     """The named segmentor; SAM reuses the model's frozen SAM when there is one."""
-    sam = (frozen.sam if frozen is not None else _frozen_sam(model_config)) if name == "sam" else None
+    sam = (frozen.sam if frozen is not None else frozen_sam(model_config)) if name == "sam" else None
     return build_segmentor(name, sam=sam)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from groprompt.cli import main
 from groprompt.report import ablation_report
-from tests.unit.test_report import RESULTS
+from tests.helpers import RESULTS
 
 
 def summary_rows(folder: Path) -> list[str]:

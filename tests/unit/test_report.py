@@ -7,31 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, ROW_NOTES, ROW_SENTENCE_BLIND, ablation_report, oracle_row, write_report
-
-RESULTS = {
-    ROW_BOX_ONLY: {
-        "box_iou": 0.732,
-        "JF": 0.698,
-        "J": 0.670,
-        "F": 0.727,
-        "by_kind": {"motion": {"box_iou": 0.5, "JF": 0.4, "J": 0.3, "F": 0.5, "n_expressions": 3}},
-    },
-    ROW_CONTRA: {
-        "box_iou": 0.744,
-        "JF": 0.706,
-        "J": 0.678,
-        "F": 0.733,
-        "by_kind": {"motion": {"box_iou": 0.6, "JF": 0.5, "J": 0.4, "F": 0.6, "n_expressions": 3}},
-    },
-    oracle_row("sam"): {
-        "box_iou": 1.0,
-        "JF": 0.836,
-        "J": 0.801,
-        "F": 0.872,
-        "by_kind": {"motion": {"box_iou": 1.0, "JF": 0.9, "J": 0.85, "F": 0.95, "n_expressions": 3}},
-    },
-}
+from groprompt.report import ROW_NOTES, ROW_SENTENCE_BLIND, ablation_report, oracle_row, write_report
+from tests.helpers import RESULTS
 
 
 def table_rows(markdown: str) -> list[list[str]]:

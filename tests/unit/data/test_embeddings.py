@@ -19,23 +19,13 @@ from groprompt.data.embeddings import (
     read_embedding_shard,
     to_storage,
 )
-from groprompt.data.formats import read_videos
 from groprompt.data.manifest import write_manifest
-from groprompt.data.refshapes import RefShapesSpec, write_refshapes
-from groprompt.data.shards import ShardSettings, add_member, plan_shards, read_shard, write_shard
+from groprompt.data.shards import add_member, read_shard
 from groprompt.errors import DataError
 from groprompt.models.sam import FrozenSam
+from tests.helpers import make_frame_shards
 
 TOLERANCE = {"float16": 1e-3, "bfloat16": 8e-3, "float32": 1e-5}  # relative to the largest magnitude
-
-
-def make_frame_shards(out: Path) -> list[dict]:
-    """Four 6-frame 128-pixel RefShapes videos in windows of 4 (samples of 4 and 2 frames), several shards."""
-    write_refshapes(out / "refshapes", RefShapesSpec(videos=4, frames=6, size=128, seed=3), valid_fraction=0.25, progress=False)
-    videos = list(read_videos("refshapes", out / "refshapes", "train", with_boxes=False))
-    settings = ShardSettings(window=4, shard_bytes=60_000)
-    (out / "frames").mkdir()
-    return [write_shard(plan, out / "frames", settings) for plan in plan_shards(videos, settings)]
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +104,8 @@ def test_resume_recomputes_only_missing_or_damaged_shards(sam: FrozenSam, frame_
         handle.seek(600)
         handle.write(b"\x00" * 8)
     encoded: list[int] = []
-    original = FrozenSam.encode
-    monkeypatch.setattr(FrozenSam, "encode", lambda self, frames: encoded.append(len(frames)) or original(self, frames))
+    original = FrozenSam.encode_prepared
+    monkeypatch.setattr(FrozenSam, "encode_prepared", lambda self, images: encoded.append(len(images)) or original(self, images))
     resumed = embed_all(sam, frame_shards, tmp_path)
     assert [computed for _, computed in resumed] == [r["shard"] in (deleted, damaged) for r in clean]
     assert sum(encoded) == clean[0]["n_frames"] + clean[1]["n_frames"]

@@ -14,18 +14,7 @@ from torch import nn
 
 from groprompt.errors import CheckpointError, ConfigError
 from groprompt.models.sam import SAM_CONFIGS, FrozenSam
-
-SIZES = [(200, 300), (300, 200), (256, 256), (90, 120)]
-BOXES = np.array([[10, 20, 110, 150], [0, 0, 80, 40], [35.5, 12.25, 88.0, 89.75]])
-
-
-def random_frame(height: int, width: int, seed: int) -> np.ndarray:
-    """Smooth random RGB frame: a small random image upsampled, plus noise."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.uniform(0, 255, (8, 8, 3))
-    ys, xs = np.linspace(0, 7, height).round().astype(int), np.linspace(0, 7, width).round().astype(int)
-    frame = coarse[ys][:, xs] + rng.normal(0, 20, (height, width, 3))
-    return frame.clip(0, 255).astype(np.uint8)
+from tests.helpers import BOXES, SIZES, random_frame
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +92,7 @@ def test_predict_logits_and_decode_match_sam_predictor(
             assert 0 < masks[i].sum() < masks[i].numel()  # a real mask, not a trivial one
 
 
-def test_decode_multimask_keeps_the_best_of_three(
-    tiny: FrozenSam, embeddings: torch.Tensor, predictors: list[SamPredictor]
-) -> None:
+def test_decode_multimask_keeps_the_best_of_three(tiny: FrozenSam, embeddings: torch.Tensor, predictors: list[SamPredictor]) -> None:
     size = SIZES[0]
     masks, scores = tiny.decode(embeddings[0:1], torch.as_tensor(BOXES), size, multimask=True)
     for i, box in enumerate(BOXES):
