@@ -55,9 +55,10 @@ from groprompt.inference.predictor import Predictor
 from groprompt.inference.queries import Query
 from groprompt.inference.sources import video_source
 from groprompt.inference.video import OutputOptions, infer_video
+from groprompt.models.encoder_options import EncoderOptions
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import build_model
-from groprompt.models.sam import EncoderOptions, FrozenSam
+from groprompt.models.sam import FrozenSam
 from groprompt.models.text import FrozenTextEncoder
 from groprompt.segmentors import build_segmentor
 from groprompt.stages.embed import embed_shards

@@ -124,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(rounds):
             best["precomputed"] = max(best["precomputed"], timed_pass(items, model, frozen, optimizer, batch_size, steps, None))
             best["on the fly"] = max(best["on the fly"], timed_pass(items, model, frozen, optimizer, batch_size, steps, encoder))
-    print(f"training throughput, SAM {args.sam} ({frozen.sam.weights_id}), {steps} steps x {batch_size} clips x {clip_len} frames, "
-          f"best of {rounds}, {torch.get_num_threads()} threads")
+    print(
+        f"training throughput, SAM {args.sam} ({frozen.sam.weights_id}), {steps} steps x {batch_size} clips x {clip_len} frames, "
+        f"best of {rounds}, {torch.get_num_threads()} threads"
+    )
     print(f"  (a) precomputed embeddings : {best['precomputed']:8.3f} clips/s")
     print(f"  (b) SAM encoder on the fly : {best['on the fly']:8.3f} clips/s")
     print(f"  ratio (a)/(b)              : {best['precomputed'] / best['on the fly']:8.1f}x")

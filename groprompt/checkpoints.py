@@ -162,4 +162,3 @@ def build_trained_model(
             first = str(error).splitlines()[0]
             raise CheckpointError(f"{weights.model_id}: weights do not fit the configured model ({first})") from error
     return frozen, model.eval().requires_grad_(False)
-

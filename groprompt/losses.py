@@ -11,9 +11,7 @@ from groprompt.config import LossConfig
 from groprompt.models.proposal import FrameOutput
 
 
-def box_loss_terms(
-    outputs: list[FrameOutput], targets: torch.Tensor, valid: torch.Tensor, config: LossConfig
-) -> dict[str, torch.Tensor]:
+def box_loss_terms(outputs: list[FrameOutput], targets: torch.Tensor, valid: torch.Tensor, config: LossConfig) -> dict[str, torch.Tensor]:
     """L_box (eq. 1) of a clip and the terms a detector trained from scratch also needs.
 
     outputs: one ``FrameOutput`` per frame (levels, B, Q, ...); targets (B, T, 4) normalised cxcywh
@@ -88,7 +86,9 @@ def textcon_loss(
     return masked_mean(per_frame.sum(1), rows)
 
 
-def modalcon_loss(video: torch.Tensor, sentence: torch.Tensor, other: torch.Tensor, rows: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+def modalcon_loss(
+    video: torch.Tensor, sentence: torch.Tensor, other: torch.Tensor, rows: torch.Tensor, margin: float = 0.0
+) -> torch.Tensor:
     """Eq. 3: max(0, ||f_i - z_i|| - ||f_i - z_j|| + margin), averaged over ``rows``; inputs (B, D), rows (B,)."""
     return masked_mean(torch.relu((video - sentence).norm(dim=-1) - (video - other).norm(dim=-1) + margin), rows)
 

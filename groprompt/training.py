@@ -34,11 +34,21 @@ from groprompt.models.groprompt import GroPrompt, build_model
 from groprompt.models.proposal import count_trainable
 from groprompt.tracking import MetricLogger
 
-LOSS_METRICS = {"total": "loss_total", "l1": "loss_l1", "giou": "loss_giou", "conf": "loss_conf",
-                "select": "loss_select", "aux": "loss_aux", "textcon": "loss_textcon", "modalcon": "loss_modalcon"}
+LOSS_METRICS = {
+    "total": "loss_total",
+    "l1": "loss_l1",
+    "giou": "loss_giou",
+    "conf": "loss_conf",
+    "select": "loss_select",
+    "aux": "loss_aux",
+    "textcon": "loss_textcon",
+    "modalcon": "loss_modalcon",
+}
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def build_optimizer(
+    model: nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW (paper: lr 1e-4) with a cosine decay over the whole run."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     total = max(1, config.epochs * steps_per_epoch)

@@ -25,8 +25,10 @@ def report(args: argparse.Namespace, config: Config) -> None:
     """Run the demo and print the ablation table and how to browse the runs."""
     print("\n" + run_demo(config, args.videos, args.frames, None if args.sweep == "none" else Path(args.sweep)))
     uri = resolve_tracking_uri(config.runtime.tracking_uri)
-    print(f"Open the MLflow UI on these runs:\n  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
-          "then browse http://127.0.0.1:5000")
+    print(
+        f"Open the MLflow UI on these runs:\n  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+        "then browse http://127.0.0.1:5000"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

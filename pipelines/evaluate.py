@@ -45,7 +45,12 @@ def work(args: argparse.Namespace, config: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
-    parser.add_argument("--boxes", required=True, choices=BOX_SOURCES, help="prompt boxes: the trained model, the ground truth (oracle), or a random object's ground truth (sentence-blind)")
+    parser.add_argument(
+        "--boxes",
+        required=True,
+        choices=BOX_SOURCES,
+        help="prompt boxes: the trained model, the ground truth (oracle), or a random object's ground truth (sentence-blind)",
+    )
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder or file, or mlflow:<run_id> (with --boxes model)")
     parser.add_argument("--segmentor", default="grabcut", choices=sorted(SEGMENTORS), help="box -> mask backend")
     parser.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")

@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("--split", required=True, help="the split to shard (e.g. train, valid, train-fit, train-holdout)")
     masks = parser.add_mutually_exclusive_group()
-    masks.add_argument("--masks", dest="masks", action="store_true", default=None, help="evaluation shards (default unless the split is data.split)")
+    masks.add_argument(
+        "--masks", dest="masks", action="store_true", default=None, help="evaluation shards (default unless the split is data.split)"
+    )
     masks.add_argument("--no-masks", dest="masks", action="store_false", help="training shards: boxes only")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable videos, listing them as rejected")
     return run_stage(parser, argv, lambda args, config: shard_split(config, args.split, args.masks, args.skip_bad))

@@ -72,7 +72,11 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> str:
 
 
 SIZES = [  # frame sizes (h, w) the SAM tests use
-    (200, 300), (300, 200), (256, 256), (90, 120)]
+    (200, 300),
+    (300, 200),
+    (256, 256),
+    (90, 120),
+]
 BOXES = np.array([[10, 20, 110, 150], [0, 0, 80, 40], [35.5, 12.25, 88.0, 89.75]])
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from groprompt.config import ModelConfig
-from groprompt.models.sam import EncoderOptions, FrozenSam, require_weights
+from groprompt.models.encoder_options import EncoderOptions
+from groprompt.models.sam import FrozenSam, require_weights
 from groprompt.models.text import FrozenTextEncoder
 
 

@@ -151,9 +151,7 @@ class ProposalGenerator(nn.Module):
         self.memory_embed = nn.Parameter(torch.zeros(2, d))  # current frame, previous frame
         self.token_box = MLP(d, d, 4, 2)  # per-token proposal: offsets from the cell centre, log-size
         self.query_pos = MLP(d, d, d, 2)
-        self.layers = nn.ModuleList(
-            DecoderLayer(d, config.num_heads, config.ffn_dim, config.dropout) for _ in range(config.decoder_layers)
-        )
+        self.layers = nn.ModuleList(DecoderLayer(d, config.num_heads, config.ffn_dim, config.dropout) for _ in range(config.decoder_layers))
         self.box_heads = nn.ModuleList(MLP(d, d, 4, 3) for _ in range(config.decoder_layers))
         self.confidence = TextConfidence(d)
         self.register_buffer("centres", grid_centres(grid), persistent=False)
@@ -203,7 +201,9 @@ class ProposalGenerator(nn.Module):
 
         reference = anchors.detach()
         for layer, box_head in zip(self.layers, self.box_heads):
-            queries = layer(queries, self.query_pos(box_position(reference, self.config.d_model)), text_tokens, text_mask, image, image_keys)
+            queries = layer(
+                queries, self.query_pos(box_position(reference, self.config.d_model)), text_tokens, text_mask, image, image_keys
+            )
             boxes = torch.sigmoid(inverse_sigmoid(reference) + box_head(queries))
             level_boxes.append(boxes)
             level_logits.append(self.confidence(queries, text_tokens, text_mask))

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from groprompt.models.sam import encoder_autocast
+from groprompt.models.encoder_options import encoder_autocast
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from groprompt.data.manifest import read_manifest, write_manifest
 from groprompt.encoder_pool import PoolPlan, encoder_bytes, plan_pool, prepare_encoder_process
 from groprompt.errors import ConfigError, DataError
 from groprompt.files import sha256_file
-from groprompt.models.sam import SAM_CONFIGS, EncoderOptions, FrozenSam, require_weights
+from groprompt.models.encoder_options import EncoderOptions
+from groprompt.models.sam import SAM_CONFIGS, FrozenSam, require_weights
 from groprompt.stages.shard import MANIFEST_COLUMNS
 
 

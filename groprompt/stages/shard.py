@@ -27,9 +27,7 @@ def shard_split(config: Config, split: str, with_masks: bool | None = None, skip
     return shard_dataset(config.data.format, config.data.root, split, out, shard_settings(config.data, masks), skip_bad)
 
 
-def shard_dataset(
-    format: str, root: str, split: str | None, out: str | Path, settings: ShardSettings, skip_bad: bool = False
-) -> Path:
+def shard_dataset(format: str, root: str, split: str | None, out: str | Path, settings: ShardSettings, skip_bad: bool = False) -> Path:
     """Plan shards in the driver, write them in parallel Ray Data tasks, then write the manifest; returns its path."""
     import ray
 

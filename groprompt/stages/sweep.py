@@ -71,7 +71,9 @@ def sweep(config: Config) -> dict[str, Any]:
     concurrency = max(1, math.floor(cluster_cpus() / config.sweep.cpus_per_trial))
     storage = Path(config.train.storage_path).resolve()
     base = to_dict(replace(config, **{"train.cpus_per_worker": config.sweep.cpus_per_trial}))
-    scheduler = ASHAScheduler(max_t=config.train.epochs, grace_period=config.sweep.grace_period, reduction_factor=config.sweep.reduction_factor)
+    scheduler = ASHAScheduler(
+        max_t=config.train.epochs, grace_period=config.sweep.grace_period, reduction_factor=config.sweep.reduction_factor
+    )
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trial, base_tree=base, parent_run_id=parent_run_id), {"cpu": config.sweep.cpus_per_trial}),
         param_space=space,

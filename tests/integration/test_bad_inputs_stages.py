@@ -21,6 +21,8 @@ from tests.helpers import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 VIDEOS = ("blackswan", "cows", "libby")
+
+
 def shard(root: Path, out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,

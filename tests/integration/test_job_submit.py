@@ -55,19 +55,33 @@ def prepare_refshapes(root: Path) -> dict[str, Path]:
         videos = list(read_videos("refshapes", str(root / "data"), split, with_boxes=False))
         records = sorted((write_shard(plan, shards, settings) for plan in plan_shards(videos, settings)), key=lambda r: r["shard"])
         frames_manifest = shards / MANIFEST
-        write_manifest(frames_manifest, [{c: r[c] for c in COLUMNS} for r in records], {
-            "stage": "shard", "format": "refshapes", "dataset": videos[0].dataset, "split": videos[0].split,
-            "root": str(root / "data"), "settings": asdict(settings),
-            "rejected": [entry for r in records for entry in r["rejected"]], "version": groprompt.__version__,
-        })
+        write_manifest(
+            frames_manifest,
+            [{c: r[c] for c in COLUMNS} for r in records],
+            {
+                "stage": "shard",
+                "format": "refshapes",
+                "dataset": videos[0].dataset,
+                "split": videos[0].split,
+                "root": str(root / "data"),
+                "settings": asdict(settings),
+                "rejected": [entry for r in records for entry in r["rejected"]],
+                "version": groprompt.__version__,
+            },
+        )
         embeddings = root / "embeddings" / split
         embeddings.mkdir(parents=True)
         embedded = [embed_shard(sam, shards / r["shard"], r["sha256"], embeddings, 4, "float16")[0] for r in records]
-        write_manifest(embeddings / MANIFEST, [{c: r[c] for c in COLUMNS} for r in embedded], {
-            "stage": "embed", "identity": embedded[0]["identity"],
-            "frames_manifest": {"path": str(frames_manifest), "sha256": sha256_file(frames_manifest)},
-            "version": groprompt.__version__,
-        })
+        write_manifest(
+            embeddings / MANIFEST,
+            [{c: r[c] for c in COLUMNS} for r in embedded],
+            {
+                "stage": "embed",
+                "identity": embedded[0]["identity"],
+                "frames_manifest": {"path": str(frames_manifest), "sha256": sha256_file(frames_manifest)},
+                "version": groprompt.__version__,
+            },
+        )
     return {"data": root / "data", "shards": root / "shards", "embeddings": root / "embeddings"}
 
 
@@ -108,8 +122,11 @@ class Services:
     def job_env(self) -> dict[str, str]:
         """A client environment: token auth on, the token file, and no stray cluster address."""
         env = {k: v for k, v in self.env.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.client["RAY_AUTH_TOKEN_PATH"],
-                   RAY_API_SERVER_ADDRESS=self.client["RAY_API_SERVER_ADDRESS"])
+        env.update(
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN_PATH=self.client["RAY_AUTH_TOKEN_PATH"],
+            RAY_API_SERVER_ADDRESS=self.client["RAY_API_SERVER_ADDRESS"],
+        )
         return env
 
 
@@ -122,12 +139,21 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """Both services for this module; stopped by down.sh (and checked gone) even when a test fails."""
     state = tmp_path_factory.mktemp("services")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER", "RAY_AUTH", "MLFLOW_TRACKING"))}
-    env.update(GROPROMPT_SERVICES_DIR=str(state), GROPROMPT_RAY_DASHBOARD_PORT="0", GROPROMPT_MLFLOW_PORT="0",
-               GROPROMPT_RAY_NUM_CPUS="2", GROPROMPT_VENV=str(Path(sys.executable).parent.parent))
+    env.update(
+        GROPROMPT_SERVICES_DIR=str(state),
+        GROPROMPT_RAY_DASHBOARD_PORT="0",
+        GROPROMPT_MLFLOW_PORT="0",
+        GROPROMPT_RAY_NUM_CPUS="2",
+        GROPROMPT_VENV=str(Path(sys.executable).parent.parent),
+    )
     try:
         # Ray and MLflow start in parallel; each records its PID before waiting for readiness.
-        starts = [subprocess.Popen(["bash", str(SERVICES), "up", name], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True) for name in ("ray", "mlflow")]
+        starts = [
+            subprocess.Popen(
+                ["bash", str(SERVICES), "up", name], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            for name in ("ray", "mlflow")
+        ]
         outputs = [start.communicate(timeout=150)[0] for start in starts]
         for start, output in zip(starts, outputs):
             assert start.returncode == 0, output
@@ -171,22 +197,47 @@ def test_job_submit_trains_and_logs_to_the_mlflow_server(services: Services, tmp
     paths = prepare_refshapes(tmp_path / "refshapes")
     tracking_uri = services.client["MLFLOW_TRACKING_URI"]
     entrypoint = [
-        "python", "pipelines/train.py", "--config", "conf/tiny.yaml",
-        f"data.root={paths['data']}", f"data.shards={paths['shards']}", f"data.embeddings={paths['embeddings']}",
-        "train.epochs=1", "train.num_workers=1", "train.batch_size=8", "train.name=job-submit",
-        f"train.storage_path={tmp_path / 'runs'}", f"runtime.tracking_uri={tracking_uri}",
+        "python",
+        "pipelines/train.py",
+        "--config",
+        "conf/tiny.yaml",
+        f"data.root={paths['data']}",
+        f"data.shards={paths['shards']}",
+        f"data.embeddings={paths['embeddings']}",
+        "train.epochs=1",
+        "train.num_workers=1",
+        "train.batch_size=8",
+        "train.name=job-submit",
+        f"train.storage_path={tmp_path / 'runs'}",
+        f"runtime.tracking_uri={tracking_uri}",
     ]
     for attempt in range(2):
         submission_id = f"groprompt-test-{os.getpid()}-{int(time.time())}-{attempt}"
         submit = subprocess.run(
-            [venv_tool("ray"), "job", "submit", "--address", services.client["RAY_API_SERVER_ADDRESS"],
-             "--submission-id", submission_id, "--working-dir", str(REPO_ROOT),
-             "--runtime-env-json", json.dumps({"excludes": UPLOAD_EXCLUDES}), "--", *entrypoint],
-            env=services.job_env, capture_output=True, text=True, timeout=240,
+            [
+                venv_tool("ray"),
+                "job",
+                "submit",
+                "--address",
+                services.client["RAY_API_SERVER_ADDRESS"],
+                "--submission-id",
+                submission_id,
+                "--working-dir",
+                str(REPO_ROOT),
+                "--runtime-env-json",
+                json.dumps({"excludes": UPLOAD_EXCLUDES}),
+                "--",
+                *entrypoint,
+            ],
+            env=services.job_env,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
         logs = submit.stdout + submit.stderr
-        status = subprocess.run([venv_tool("ray"), "job", "status", submission_id], env=services.job_env,
-                                capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            [venv_tool("ray"), "job", "status", submission_id], env=services.job_env, capture_output=True, text=True, timeout=60
+        )
         # The CLI hashes the working dir twice; a file changing in between (an editor, another process writing
         # into the checkout) makes the uploaded package differ from the one the job asks for. Retry that once.
         if "Failed to download runtime_env file package" not in logs:

@@ -35,15 +35,21 @@ def refshapes_config(local_ray: None, tmp_path_factory: pytest.TempPathFactory) 
         shard_dataset("refshapes", str(root / "data"), split, root / "shards" / split, settings)
         embed_shards(root / "shards" / split, root / "embeddings" / split, sam_name="tiny")
     overrides = [
-        f"data.root={root / 'data'}", f"data.shards={root / 'shards'}", f"data.embeddings={root / 'embeddings'}",
-        f"train.storage_path={root / 'runs'}", f"runtime.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-        "train.epochs=3", "train.batch_size=8", "train.lr=1e-3",
+        f"data.root={root / 'data'}",
+        f"data.shards={root / 'shards'}",
+        f"data.embeddings={root / 'embeddings'}",
+        f"train.storage_path={root / 'runs'}",
+        f"runtime.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+        "train.epochs=3",
+        "train.batch_size=8",
+        "train.lr=1e-3",
     ]
     return with_absolute_paths(load_config([REPO_ROOT / "conf" / "tiny.yaml"], overrides))
 
 
 def mean_box_baseline(config: Config) -> float:
     """Validation IoU of always predicting the mean training box (the trivial baseline)."""
+
     def boxes_of(split: str) -> list[np.ndarray]:
         found = []
         for shard in sorted((Path(config.data.shards) / split).glob("*.tar")):
@@ -96,7 +102,10 @@ def test_worker_failure_resumes_from_the_last_checkpoint(refshapes_config: Confi
 
 def test_sweep_logs_four_child_runs_under_one_parent(refshapes_config: Config) -> None:
     config = load_config([REPO_ROOT / "conf" / "sweep" / "demo.yaml"])
-    swept = replace(refshapes_config, **{"sweep.lambda_f": config.sweep.lambda_f, "sweep.lambda_v": config.sweep.lambda_v, "train.epochs": 2, "train.name": "sweep"})
+    swept = replace(
+        refshapes_config,
+        **{"sweep.lambda_f": config.sweep.lambda_f, "sweep.lambda_v": config.sweep.lambda_v, "train.epochs": 2, "train.name": "sweep"},
+    )
     outcome = sweep(swept)
     assert len(outcome["rows"]) == 4
     assert {(row["lambda_f"], row["lambda_v"]) for row in outcome["rows"]} == {(0.0, 0.0), (0.0, 0.1), (0.01, 0.0), (0.01, 0.1)}

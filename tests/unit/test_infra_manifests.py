@@ -84,8 +84,15 @@ def parse_entrypoint(entrypoint: str) -> tuple[str, list[str], list[str], dict[s
 
 def test_there_are_manifests_and_each_parses_with_a_kind() -> None:
     names = {path.relative_to(INFRA).as_posix() for path in MANIFESTS}
-    assert {"kuberay/raycluster.yaml", "kuberay/rayjob-train.yaml", "kuberay/rayjob-sweep.yaml",
-            "kuberay/rayjob-infer.yaml", "kuberay/storage.yaml", "mlflow/mlflow.yaml", "mlflow/postgres.yaml"} <= names
+    assert {
+        "kuberay/raycluster.yaml",
+        "kuberay/rayjob-train.yaml",
+        "kuberay/rayjob-sweep.yaml",
+        "kuberay/rayjob-infer.yaml",
+        "kuberay/storage.yaml",
+        "mlflow/mlflow.yaml",
+        "mlflow/postgres.yaml",
+    } <= names
     for path, doc in all_documents():
         assert doc.get("apiVersion") and doc.get("kind"), path
         if doc["kind"] != "Namespace":
@@ -219,9 +226,9 @@ def test_local_services_bind_loopback_and_never_stop_by_name() -> None:
     text = (INFRA / "local" / "services.sh").read_text()
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     assert "HOST=127.0.0.1" in code and "0.0.0.0" not in code
-    assert "--dashboard-host=\"$HOST\"" in code and "--host \"$HOST\"" in code
+    assert '--dashboard-host="$HOST"' in code and '--host "$HOST"' in code
     assert "RAY_AUTH_MODE=token" in code
-    for forbidden in ("pkill", "killall", "ray stop", "ray\" stop"):
+    for forbidden in ("pkill", "killall", "ray stop", 'ray" stop'):
         assert forbidden not in code, forbidden
 
 

@@ -27,10 +27,14 @@ def test_a_checkpoint_file_flows_from_configuration_through_the_stages(tmp_path:
     torch.manual_seed(7)
     checkpoint = tmp_path / "sam_tiny.pth"
     torch.save(build_sam(SAM_CONFIGS["tiny"]).state_dict(), checkpoint)  # the official format: a bare state dict
-    config = load_config([REPO_ROOT / "conf" / "tiny.yaml"], [f"model.sam_checkpoint={checkpoint}", f"model.text_encoder={default_text_encoder_path()}"])
+    config = load_config(
+        [REPO_ROOT / "conf" / "tiny.yaml"], [f"model.sam_checkpoint={checkpoint}", f"model.text_encoder={default_text_encoder_path()}"]
+    )
     frozen = build_frozen(config.model)
     assert frozen.sam.weights_id == sha256_file(checkpoint)
-    assert torch.equal(frozen.sam.sam.mask_decoder.iou_token.weight, torch.load(checkpoint, weights_only=True)["mask_decoder.iou_token.weight"])
+    assert torch.equal(
+        frozen.sam.sam.mask_decoder.iou_token.weight, torch.load(checkpoint, weights_only=True)["mask_decoder.iou_token.weight"]
+    )
     assert build_model(config.model, frozen) is not None
 
     write_refshapes(tmp_path / "data", RefShapesSpec(videos=2, frames=2, size=128, seed=0), valid_fraction=0.0, progress=False)

@@ -23,8 +23,10 @@ def disc_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     disc = (rows - CENTRE[0]) ** 2 + (cols - CENTRE[1]) ** 2 <= RADIUS**2
     frame[disc] = np.array([200, 40, 50]) + rng.normal(0, 12, (int(disc.sum()), 3))
     slack = 6
-    box = np.array([[CENTRE[1] - RADIUS - slack, CENTRE[0] - RADIUS - slack,
-                     CENTRE[1] + RADIUS + slack + 1, CENTRE[0] + RADIUS + slack + 1]], dtype=np.float64)
+    box = np.array(
+        [[CENTRE[1] - RADIUS - slack, CENTRE[0] - RADIUS - slack, CENTRE[1] + RADIUS + slack + 1, CENTRE[0] + RADIUS + slack + 1]],
+        dtype=np.float64,
+    )
     return frame.clip(0, 255).astype(np.uint8), disc, box
 
 
@@ -68,13 +70,16 @@ def test_grabcut_finds_the_disc_and_beats_the_box(disc_scene, options) -> None:
 def test_grabcut_degenerate_boxes(disc_scene) -> None:
     frame, _, _ = disc_scene
     height, width = SIZE
-    boxes = np.array([
-        [50, 50, 53, 53],  # too small for the colour models: the filled box
-        [0, 0, width, height],  # no background left: the filled box
-        [-40, -30, 60, 50],  # partly outside: clipped
-        [70, 70, 70, 90],  # zero width: empty
-        [300, 300, 400, 400],  # off the frame: empty
-    ], dtype=np.float64)
+    boxes = np.array(
+        [
+            [50, 50, 53, 53],  # too small for the colour models: the filled box
+            [0, 0, width, height],  # no background left: the filled box
+            [-40, -30, 60, 50],  # partly outside: clipped
+            [70, 70, 70, 90],  # zero width: empty
+            [300, 300, 400, 400],  # off the frame: empty
+        ],
+        dtype=np.float64,
+    )
     for options in ({"crop_margin": None}, {"crop_margin": 0.5}):
         masks = GrabCutSegmentor(iterations=2, **options).segment(frame, boxes)
         filled = np.stack([box_mask(box, SIZE) for box in boxes])

@@ -147,9 +147,7 @@ def _random_look(rng: np.random.Generator) -> tuple[str, str, str]:
     return (str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(rng.choice(list(SIZES))))
 
 
-def _path(
-    rng: np.random.Generator, motion: str, radius: float, spec: RefShapesSpec
-) -> tuple[tuple[float, float], tuple[float, float]]:
+def _path(rng: np.random.Generator, motion: str, radius: float, spec: RefShapesSpec) -> tuple[tuple[float, float], tuple[float, float]]:
     """A start inside the frame and a constant velocity; some moving objects are placed to leave the frame."""
     size = spec.size
     x, y = rng.uniform(radius, size - radius, 2)

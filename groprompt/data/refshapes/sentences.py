@@ -35,9 +35,7 @@ POSITION_TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 DIRECT_ATTRIBUTES = ("shape", "colour", "size", "motion")  # true of one object alone; a position is relative
 # Which appearance attributes a noun phrase names ("the red circle" = colour + shape).
-NOUN_ATTRIBUTES = (
-    ("shape",), ("colour",), ("colour", "shape"), ("size", "shape"), ("size", "colour"), ("size", "colour", "shape")
-)
+NOUN_ATTRIBUTES = (("shape",), ("colour",), ("colour", "shape"), ("size", "shape"), ("size", "colour"), ("size", "colour", "shape"))
 
 
 @dataclass(frozen=True)
@@ -61,9 +59,7 @@ class _Description:
         return "appearance"
 
 
-def sample_expressions(
-    rng: np.random.Generator, objects: tuple[ShapeObject, ...], spec: RefShapesSpec
-) -> tuple[Expression, ...]:
+def sample_expressions(rng: np.random.Generator, objects: tuple[ShapeObject, ...], spec: RefShapesSpec) -> tuple[Expression, ...]:
     """At least two true, unique expressions per object (at most one per type); empty when impossible."""
     chosen: list[tuple[ShapeObject, _Description]] = []
     for obj in objects:
@@ -86,11 +82,7 @@ def _candidate_descriptions(obj: ShapeObject) -> list[_Description]:
 
 def _referents(description: _Description, objects: tuple[ShapeObject, ...], spec: RefShapesSpec) -> list[ShapeObject]:
     """The objects a description is true of; a position needs two candidates and a clear extreme."""
-    candidates = [
-        obj
-        for obj in objects
-        if all(getattr(description, name) in (None, getattr(obj, name)) for name in DIRECT_ATTRIBUTES)
-    ]
+    candidates = [obj for obj in objects if all(getattr(description, name) in (None, getattr(obj, name)) for name in DIRECT_ATTRIBUTES)]
     if description.position is None:
         return candidates
     extreme = _clear_extreme(candidates, description.position, spec)

@@ -1,10 +1,10 @@
 """Writing a RefShapes benchmark to disk in the Ref-YouTube-VOS layout, every file atomically::
 
-    <out>/<split>/JPEGImages/<video>/<frame>.jpg
-    <out>/<split>/Annotations/<video>/<frame>.png      DAVIS palette, object ids 1..n
-    <out>/<split>/meta.json                            objects, their look and the frames they appear in
-    <out>/meta_expressions/<split>/meta_expressions.json
-    <out>/refshapes.json                               the spec; written last, it marks the output complete
+<out>/<split>/JPEGImages/<video>/<frame>.jpg
+<out>/<split>/Annotations/<video>/<frame>.png      DAVIS palette, object ids 1..n
+<out>/<split>/meta.json                            objects, their look and the frames they appear in
+<out>/meta_expressions/<split>/meta_expressions.json
+<out>/refshapes.json                               the spec; written last, it marks the output complete
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ def split_assignment(spec: RefShapesSpec, valid_fraction: float) -> dict[str, li
     }
 
 
-def write_refshapes(
-    out_dir: str | Path, spec: RefShapesSpec, valid_fraction: float = 0.25, progress: bool = True
-) -> dict[str, list[str]]:
+def write_refshapes(out_dir: str | Path, spec: RefShapesSpec, valid_fraction: float = 0.25, progress: bool = True) -> dict[str, list[str]]:
     """Write the benchmark under ``out_dir`` and return the video ids per split.
 
     A complete output with the same spec is left as it is; one with another spec raises DataError. The spec

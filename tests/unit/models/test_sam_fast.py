@@ -11,7 +11,8 @@ from segment_anything.modeling.image_encoder import Attention
 
 from groprompt.config import ModelConfig
 from groprompt.errors import ConfigError
-from groprompt.models.sam import EncoderOptions, FrozenSam, SdpaAttention
+from groprompt.models.encoder_options import EncoderOptions, SdpaAttention
+from groprompt.models.sam import FrozenSam
 from groprompt.models.text import FrozenTextEncoder
 from tests.helpers import BOXES, SIZES, random_frame
 

@@ -10,8 +10,14 @@ from tests.unit.data.refshapes.pixels import centroid, measured_motion
 
 MOTION_WORDS = {"left": "left", "right": "right", "up": "up", "upwards": "up", "down": "down", "downwards": "down"}
 POSITION_WORDS = {
-    "left": "left", "leftmost": "left", "right": "right", "rightmost": "right",
-    "top": "top", "highest": "top", "bottom": "bottom", "lowest": "bottom",
+    "left": "left",
+    "leftmost": "left",
+    "right": "right",
+    "rightmost": "right",
+    "top": "top",
+    "highest": "top",
+    "bottom": "bottom",
+    "lowest": "bottom",
 }
 
 

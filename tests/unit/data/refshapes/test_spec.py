@@ -7,9 +7,7 @@ import pytest
 from groprompt.data.refshapes.spec import RefShapesSpec
 
 
-@pytest.mark.parametrize(
-    "fields", [{"videos": 0}, {"frames": 1}, {"size": 32}, {"min_objects": 1}, {"min_objects": 4, "max_objects": 3}]
-)
+@pytest.mark.parametrize("fields", [{"videos": 0}, {"frames": 1}, {"size": 32}, {"min_objects": 1}, {"min_objects": 4, "max_objects": 3}])
 def test_spec_rejects_impossible_values(fields: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         RefShapesSpec(**fields)
