@@ -15,6 +15,7 @@ from groprompt.checkpoints import TrainedWeights, load_trained, with_model_of
 from groprompt.config import Config, ModelConfig
 from groprompt.data.formats import read_videos
 from groprompt.data.manifest import MANIFEST, read_manifest
+from groprompt.data.shards import check_shard
 from groprompt.errors import ConfigError, DataError
 from groprompt.evaluation.aggregate import merge_partials, summarize
 from groprompt.evaluation.box_sources import BOX_SOURCES, REFERENCE_SOURCES, BoxSource, ModelBoxes
@@ -62,10 +63,13 @@ def _shard_rows(config: Config, split: str, need_embeddings: bool) -> list[dict[
     frames_dir = Path(config.data.shards) / split
     rows, _ = read_manifest(frames_dir / MANIFEST)
     embeddings: dict[str, str] = {}
-    if need_embeddings:
+    if need_embeddings:  # shard_pairs checks frame and embedding shards against their manifests
         from groprompt.data.clips import shard_pairs
 
         embeddings = {p.frames.name: str(p.embeddings) for p in shard_pairs(config.data, split, frozen_sam(config.model))}
+    else:
+        for row in rows:
+            check_shard(frames_dir / row["shard"], row, rerun="pipelines/shard.py")
     return [
         {"frames": str(frames_dir / row["shard"]), "embeddings": embeddings.get(row["shard"]), "samples": list(row["samples"])}
         for row in rows
