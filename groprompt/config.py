@@ -287,6 +287,15 @@ def _first_path(key: str, value: Any) -> str:
     return key
 
 
+def _is_number(text: str) -> bool:
+    """Whether ``float(text)`` reads ``text`` (a string that is no number falls through to the next type)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against a simple type hint, converting ints to floats and numbers to str."""
     if typing.get_origin(hint) is tuple:
@@ -306,11 +315,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if option is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        if option is float and isinstance(value, str) and _is_number(value):  # YAML 1.1 reads "1e-3" as a string
+            return float(value)
         if option is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from groprompt.config import Config, replace
 from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, oracle_row
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -126,3 +127,16 @@ RESULTS = {
         "by_kind": {"motion": {"box_iou": 1.0, "JF": 0.9, "J": 0.85, "F": 0.95, "n_expressions": 3}},
     },
 }
+
+
+@contextmanager
+def tracked_config(tmp_path_factory: pytest.TempPathFactory, experiment: str, base: Config) -> Iterator[Config]:
+    """``base`` logging to a fresh SQLite store whose ``experiment`` keeps its artifacts in tmp; MLflow's globals
+    are restored afterwards."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp(experiment)
+    with restored_mlflow_globals():
+        uri = empty_store(tmp_path_factory, folder)
+        MlflowClient(uri).create_experiment(experiment, artifact_location=(folder / "artifacts").as_uri())
+        yield replace(base, **{"runtime.tracking_uri": uri, "runtime.experiment": experiment})

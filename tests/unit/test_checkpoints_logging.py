@@ -24,7 +24,7 @@ from groprompt.errors import CheckpointError
 from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import build_model
 from groprompt.tracking import start_run
-from tests.helpers import empty_store, restored_mlflow_globals
+from tests.helpers import tracked_config
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)
 EXPERIMENT = "unit-checkpoints"
@@ -46,11 +46,8 @@ def frozen() -> FrozenEncoders:
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
     """The tiny model logging to a fresh SQLite store whose experiment keeps its artifacts in tmp."""
-    folder = tmp_path_factory.mktemp("checkpoints-logging")
-    with restored_mlflow_globals():
-        uri = empty_store(tmp_path_factory, folder)
-        MlflowClient(uri).create_experiment(EXPERIMENT, artifact_location=(folder / "artifacts").as_uri())
-        yield replace(Config(), model=to_dict(MODEL), **{"runtime.tracking_uri": uri, "runtime.experiment": EXPERIMENT})
+    with tracked_config(tmp_path_factory, EXPERIMENT, replace(Config(), model=to_dict(MODEL))) as config:
+        yield config
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from groprompt.tracking import (
     start_run,
     with_tracking_uri,
 )
-from tests.helpers import empty_store, restored_mlflow_globals
+from tests.helpers import tracked_config
 
 EXPERIMENT = "unit-tracking"
 
@@ -30,11 +30,8 @@ EXPERIMENT = "unit-tracking"
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
     """The default configuration logging to a fresh store whose experiment keeps its artifacts in tmp."""
-    folder = tmp_path_factory.mktemp("tracking")
-    with restored_mlflow_globals():
-        uri = empty_store(tmp_path_factory, folder)
-        MlflowClient(uri).create_experiment(EXPERIMENT, artifact_location=(folder / "artifacts").as_uri())
-        yield replace(Config(), **{"runtime.tracking_uri": uri, "runtime.experiment": EXPERIMENT})
+    with tracked_config(tmp_path_factory, EXPERIMENT, Config()) as config:
+        yield config
 
 
 def client_of(config: Config) -> MlflowClient:
