@@ -29,7 +29,9 @@ def stage_parser(description: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML configuration, repeatable, merged in order")
     parser.add_argument(
-        "--address", default=None, help="Ray cluster (default: runtime.ray_address, else $RAY_ADDRESS, else a local Ray on 127.0.0.1)"
+        "--address",
+        default=None,
+        help="Ray cluster (default: runtime.ray_address, else $RAY_ADDRESS, else a local Ray with its dashboard on 127.0.0.1)",
     )
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="configuration overrides")
     return parser
