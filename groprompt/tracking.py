@@ -82,12 +82,15 @@ def continue_or_start_run(config: Config, run_name: str, record: Path, parent_ru
 
 @contextmanager
 def run_status(run_id: str, tracking_uri: str | None) -> Iterator[None]:
-    """Mark the run FINISHED when the block completes, FAILED when it raises."""
+    """Mark the run FINISHED when the block completes, KILLED when it is interrupted (Ctrl-C), FAILED when it raises."""
     from mlflow import MlflowClient
 
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
     try:
         yield
+    except (KeyboardInterrupt, SystemExit):
+        client.set_terminated(run_id, "KILLED")
+        raise
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise

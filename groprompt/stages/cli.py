@@ -21,6 +21,7 @@ from groprompt.config import Config, load_config, with_absolute_paths
 from groprompt.errors import UserError
 
 USER_ERROR_EXIT = 2
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
 RAY_DATA_TASK_ERROR_LOGGERS = ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions")
 
 
@@ -71,10 +72,13 @@ def describe(error: BaseException) -> str:
 
 def exit_code_of(work: Callable[[], object]) -> int:
     """Run ``work`` (its exit code when it returns an int, else 0); a user error, raised here or in a Ray worker,
-    prints one line and gives exit code 2."""
+    prints one line and gives exit code 2; Ctrl-C prints one line (how to resume, where the stage says) and gives 130."""
     try:
         result = work()
         return result if isinstance(result, int) and not isinstance(result, bool) else 0
+    except KeyboardInterrupt as interrupted:
+        print(f"interrupted: {interrupted}" if str(interrupted) else "interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
     except Exception as error:
         found = user_error(error)
         if found is None:

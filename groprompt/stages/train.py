@@ -1,12 +1,15 @@
 """The train stage: the proposal generator trained with Ray Train (DDP: gloo on CPU, NCCL on GPU), tracked in MLflow.
 
 Workers read frame-shard metadata and cached SAM embeddings only. A run restarted with the same
-``train.storage_path`` and ``train.name`` resumes from its last checkpoint.
+``train.storage_path`` and ``train.name`` (after Ctrl-C, a killed driver, a lost worker or node) resumes from its
+latest checkpoint that Ray Train registered, and continues the same MLflow run; checkpoint folders Ray Train never
+registered (written while the run was stopped) are removed first.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from groprompt.training import run_training
 
 MLFLOW_RUN_FILE = "mlflow-run-id"  # in <storage>/<name>/: the run a restarted training continues
 USER_ERROR_FILE = "user-error.json"  # in <storage>/<name>/: a worker's user error, raised again by the driver
+CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # in <storage>/<name>/: Ray Train's registered checkpoints
 ERRORS = {cls.__name__: cls for cls in (ConfigError, DataError, CheckpointError)}
 
 
@@ -45,6 +49,37 @@ def _raise_worker_error(path: Path) -> None:
         raise ERRORS.get(recorded["type"], DataError)(recorded["message"])
 
 
+def registered_checkpoints(run_folder: Path) -> dict[str, dict[str, Any]] | None:
+    """The checkpoints Ray Train registered for a run (its snapshot): folder name -> the metrics reported with it.
+
+    Empty before the first registration; None when the snapshot cannot be read.
+    """
+    try:
+        entries = json.loads((run_folder / CHECKPOINT_SNAPSHOT).read_text())["checkpoint_results"]
+        return {entry["checkpoint_dir_name"]: entry["metrics"] for entry in entries}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remove_unregistered_checkpoints(run_folder: Path) -> list[Path]:
+    """Delete the checkpoint folders of ``run_folder`` that Ray Train never registered; returns them.
+
+    Ray Train registers a checkpoint (and rewrites its snapshot) only once the folder is complete, and resumes from
+    registered ones only: a folder it never registered was being written when the run stopped. With an unreadable
+    snapshot nothing is removed.
+    """
+    registered = registered_checkpoints(run_folder)
+    if registered is None:
+        return []
+    stale = sorted(folder for folder in run_folder.glob("checkpoint_*") if folder.is_dir() and folder.name not in registered)
+    for folder in stale:
+        shutil.rmtree(folder)
+        print(f"removed {folder}: a checkpoint Ray Train never registered (the run stopped while it was written)", flush=True)
+    return stale
+
+
 def train(config: Config, run_name: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
     """Run the distributed training (Ray must be initialised); returns the final metrics and the MLflow run id."""
     check_training_splits(config.data)
@@ -57,6 +92,7 @@ def train(config: Config, run_name: str | None = None, parent_run_id: str | None
     storage = Path(config.train.storage_path).resolve()
     user_error = storage / config.train.name / USER_ERROR_FILE
     user_error.unlink(missing_ok=True)
+    remove_unregistered_checkpoints(storage / config.train.name)
     run_record = storage / config.train.name / MLFLOW_RUN_FILE
     run_id = continue_or_start_run(config, run_name or config.train.name, run_record, parent_run_id=parent_run_id)
     with run_status(run_id, uri):
@@ -81,7 +117,13 @@ def train(config: Config, run_name: str | None = None, parent_run_id: str | None
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
         )
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except SystemExit as stop:  # Ray Train's Ctrl-C handler aborts the run, then exits
+            raise KeyboardInterrupt(
+                f"training {config.train.name!r} stopped; run the same command again to resume from its latest checkpoint "
+                f"in {storage / config.train.name}"
+            ) from stop
         _raise_worker_error(user_error)
         history = epoch_history(run_id, uri)
         with result.checkpoint.as_directory() as folder:

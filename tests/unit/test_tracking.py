@@ -95,13 +95,13 @@ def test_run_status_marks_a_completed_block_finished(config: Config) -> None:
     assert info.status == "FINISHED" and info.end_time is not None
 
 
-@pytest.mark.parametrize("error", [ValueError("bad epoch"), KeyboardInterrupt()])
-def test_run_status_marks_a_raising_block_failed_and_re_raises(config: Config, error: BaseException) -> None:
+@pytest.mark.parametrize("error,status", [(ValueError("bad epoch"), "FAILED"), (KeyboardInterrupt(), "KILLED"), (SystemExit(1), "KILLED")])
+def test_run_status_marks_a_raising_block_failed_or_killed_and_re_raises(config: Config, error: BaseException, status: str) -> None:
     run_id = start_run(config, "fails")
     with pytest.raises(type(error)), run_status(run_id, config.runtime.tracking_uri):
         raise error
     info = client_of(config).get_run(run_id).info
-    assert info.status == "FAILED" and info.end_time is not None
+    assert info.status == status and info.end_time is not None
 
 
 def test_metric_logger_logs_each_call_at_its_step(config: Config) -> None:

@@ -181,6 +181,18 @@ def test_an_error_that_is_not_the_user_s_is_re_raised(capsys: pytest.CaptureFixt
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize(
+    "interrupt,line",
+    [(KeyboardInterrupt(), "interrupted\n"), (KeyboardInterrupt("run it again to resume"), "interrupted: run it again to resume\n")],
+)
+def test_ctrl_c_prints_one_line_and_exits_with_130(capsys: pytest.CaptureFixture[str], interrupt: KeyboardInterrupt, line: str) -> None:
+    def work() -> None:
+        raise interrupt
+
+    assert exit_code_of(work) == 130
+    assert capsys.readouterr().err == line
+
+
 # ---------------------------------------------------------------- run_stage (configuration errors: before Ray starts)
 
 
