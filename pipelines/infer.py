@@ -14,7 +14,8 @@ frozen SAM, the text encoder, the trained proposal generator and the segmentor, 
 memory does not grow with the video's length. Outputs under ``--out``: ``masks/<video>.parquet``, ``png/``,
 ``overlays/``, ``errors.parquet`` (video, query, reason: unreadable videos, queries naming a missing video, empty
 queries), ``manifest.parquet`` (one row per video) and ``summary.json``. A re-run skips every video whose parquet
-file verifies. Exit code 0 when every video succeeded, 1 when some failed or none was processed, 2 for a user error.
+file verifies. Exit code 0 when every video and query succeeded, 1 when some failed or were refused (listed in
+``errors.parquet``) or none was processed, 2 for a user error.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from groprompt.stages.infer import infer
 
 
 def work(args: argparse.Namespace, config: Config) -> int:
-    """Run the stage; 0 when every video is segmented (now or before), 1 when any failed or none was processed."""
+    """Run the stage; 0 when every video and query is segmented (now or before), 1 when any video failed, any input
+    was refused or none was processed (one line on stderr says so and names the first reason)."""
     videos = args.videos[0] if len(args.videos) == 1 else args.videos
     summary = infer(
         config,
@@ -44,8 +46,17 @@ def work(args: argparse.Namespace, config: Config) -> int:
         args.overlay,
         args.encode_batch,
     )
-    processed = summary["done"] + summary["skipped"]
-    return 0 if summary["failed"] == 0 and processed > 0 else 1
+    if summary["done"] + summary["skipped"] == 0:
+        print(f"incomplete: no video was processed; {summary['errors']} input errors in {summary['errors_table']}", file=sys.stderr)
+        return 1
+    if summary["failed"] or summary["errors"]:
+        print(
+            f"incomplete: {summary['failed']} videos failed, {summary['errors']} input errors in {summary['errors_table']}; "
+            f"first: {summary['first_error']}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

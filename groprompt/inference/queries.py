@@ -49,7 +49,10 @@ def read_queries(path: str | Path) -> tuple[list[Query], list[InputError]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: queries file not found")
-    records, errors = _jsonl_records(path) if path.suffix.lower() in JSON_SUFFIXES else (_csv_records(path), [])
+    try:
+        records, errors = _jsonl_records(path) if path.suffix.lower() in JSON_SUFFIXES else (_csv_records(path), [])
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from error
     queries: list[Query] = []
     counts: dict[str, int] = {}
     for number, record in records:

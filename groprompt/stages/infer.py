@@ -130,7 +130,7 @@ def infer(
         "version": groprompt.__version__,
     }
     write_manifest(out / MANIFEST, [r.to_row() for r in results], metadata)
-    summary = _summary(results, len(errors), time.perf_counter() - started, weights, segmentor, out)
+    summary = _summary(results, errors, time.perf_counter() - started, weights, segmentor, out)
     write_json_atomic(out / SUMMARY, summary)
     print(format_summary(summary), flush=True)
     return summary
@@ -189,7 +189,9 @@ def _run_actors(
     return [_result_from_row(row["result"]) for row in rows]
 
 
-def _summary(results: list[VideoResult], errors: int, wall: float, weights: TrainedWeights, segmentor: str, out: Path) -> dict[str, Any]:
+def _summary(
+    results: list[VideoResult], errors: list[InputError], wall: float, weights: TrainedWeights, segmentor: str, out: Path
+) -> dict[str, Any]:
     """Counts, throughput and where the tables are (written as ``summary.json``)."""
     frames = sum(r.n_frames for r in results if r.status == "done")
     return {
@@ -197,7 +199,8 @@ def _summary(results: list[VideoResult], errors: int, wall: float, weights: Trai
         "done": sum(r.status == "done" for r in results),
         "skipped": sum(r.status == "skipped" for r in results),
         "failed": sum(r.status == "failed" for r in results),
-        "errors": errors,
+        "errors": len(errors),
+        "first_error": errors[0].reason if errors else None,
         "frames": frames,
         "rows": sum(r.rows for r in results),
         "wall_s": round(wall, 2),

@@ -39,6 +39,16 @@ def test_queries_file_without_columns_or_missing(tmp_path: Path) -> None:
         read_queries(tmp_path / "nope.csv")
 
 
+@pytest.mark.parametrize("name", ["queries.csv", "queries.jsonl"])
+def test_a_queries_file_that_is_not_utf8_is_refused_naming_it(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    rows = "video,query\nclip,the caf\xe9 sign\n" if name.endswith(".csv") else '{"video": "clip", "query": "the caf\xe9 sign"}\n'
+    path.write_bytes(rows.encode("latin-1"))
+    with pytest.raises(DataError) as caught:
+        read_queries(path)
+    assert str(caught.value).startswith(f"{path}: not UTF-8 text (byte ") and "\n" not in str(caught.value)
+
+
 def test_group_queries_reports_missing_videos(tmp_path: Path) -> None:
     videos = [video_source(tmp_path / "a.mp4"), video_source(tmp_path / "b.mp4"), video_source(tmp_path / "c.mp4")]
     queries = [Query("b", "one", "0"), Query("zz", "lost", "0"), Query("a", "two", "0"), Query("b", "three", "1")]
