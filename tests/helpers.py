@@ -140,3 +140,10 @@ def tracked_config(tmp_path_factory: pytest.TempPathFactory, experiment: str, ba
         uri = empty_store(tmp_path_factory, folder)
         MlflowClient(uri).create_experiment(experiment, artifact_location=(folder / "artifacts").as_uri())
         yield replace(base, **{"runtime.tracking_uri": uri, "runtime.experiment": experiment})
+
+
+def registered_epochs(run_folder: Path) -> list[int]:
+    """Epochs of the checkpoints Ray Train has registered for a training run, oldest first."""
+    from groprompt.stages.train import registered_checkpoints
+
+    return sorted(int(metrics["epoch"]) for metrics in (registered_checkpoints(run_folder) or {}).values())
