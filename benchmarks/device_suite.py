@@ -14,7 +14,7 @@ Rows (each measured in this run; none is a constant):
           encoding frames on the fly (the pieces of ``benchmarks/train_throughput.py``);
   infer   frames/s on a long synthetic video through ``stages.infer.infer`` (Ray actors) and through its per-video
           work ``infer_video`` on the device, with peak GPU memory;
-  Grounding DINO fine-tuning step: not implemented yet.
+  Grounding DINO  one fine-tuning step of the base-size detector generator in bf16 (GPU only; random weights).
 All weights are random: the compute (shapes, FLOPs, kernels) is the one of the released checkpoints, so speeds
 carry over; masks and boxes mean nothing. Without CUDA, or with ``--dry-run``, tiny SAMs stand in for ViT-B and
 ViT-H and the tiny generator for the paper's, on CPU, and GPU-only figures read "unmeasured".
@@ -40,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: sibling benchmark scripts are imported, not copied
 
 from benchmarks.embed_throughput import naive_pass  # first: it imports groprompt, which makes segment_anything importable
+from benchmarks.grounding_dino_params import base_generator
 from benchmarks.infer_memory import write_synthetic_mp4
 from benchmarks.train_throughput import FrameEncoder, clip_items, precomputed, prepare, timed_pass
 from groprompt.checkpoints import build_trained_model, random_weights
@@ -57,7 +58,8 @@ from groprompt.inference.sources import video_source
 from groprompt.inference.video import OutputOptions, infer_video
 from groprompt.models.encoder_options import EncoderOptions
 from groprompt.models.frozen import FrozenEncoders
-from groprompt.models.groprompt import build_model
+from groprompt.models.groprompt import GroPrompt, build_model
+from groprompt.models.modalcon import ModalConHead
 from groprompt.models.sam import FrozenSam
 from groprompt.models.text import FrozenTextEncoder
 from groprompt.segmentors import build_segmentor
@@ -437,7 +439,48 @@ def device_infer_rows(run: Run) -> Iterator[Row]:
 
 
 def grounding_dino_rows(run: Run) -> Iterator[Row]:
-    yield Row("train: Grounding DINO fine-tuning step", "not implemented", note="no grounding-dino proposal generator exists yet")
+    """One fine-tuning step of the base-size Grounding DINO generator (Swin-B, BERT-base; random weights) in bf16:
+    frozen parts under no_grad and autocast, the whole loss of eq. 1-4 with SAM ViT-B's prompt encoder."""
+    name = "train: Grounding DINO (base) fine-tuning step, bf16"
+    device = run.scale.device
+    if device.type != "cuda":
+        yield Row(name, "unmeasured", note="needs a GPU (the base detector at 800 pixels)")
+        return
+    batch_size, frames, side = 2, 2, 800
+    config = model_config(run.scale, run.scale.models["ViT-B"])
+    frozen = frozen_encoders(config, device)
+    torch.manual_seed(0)
+    proposal = base_generator(dtype="bfloat16")
+    model = GroPrompt(proposal, ModalConHead(frozen.sam.embed_dim, proposal.sentence_dim)).to(device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    grid = frozen.sam.embed_grid
+    boxes = torch.tensor([[0.3, 0.4, 0.2, 0.3], [0.6, 0.5, 0.3, 0.2]], device=device)[:, None].expand(batch_size, frames, 4)
+    present = torch.ones(batch_size, frames, dtype=torch.bool, device=device)
+    batch = ClipBatch(
+        embeddings=torch.randn(batch_size, frames, frozen.sam.embed_dim, grid, grid, device=device),
+        sentences=list(SENTENCES[:batch_size]),
+        negatives=list(SENTENCES[batch_size : 2 * batch_size]),
+        boxes=boxes,
+        valid=present,
+        negative_boxes=boxes.flip(0),
+        negative_valid=present,
+        input_sizes=torch.tensor([[1024, 1024]] * batch_size, device=device),
+        pixels=torch.randint(0, 256, (batch_size, frames, 3, side, side), dtype=torch.uint8, device=device),
+    )
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model(frozen, batch, config.loss)["total"].backward()
+        optimizer.step()
+
+    torch.cuda.reset_peak_memory_stats(device)
+    first, seconds = repeated_seconds(step, device, run.scale.measure_seconds)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
+    note = (
+        f"{batch_size} clips x {frames} frames of {side}x{side} (and their negatives); {trainable:.1f}M trainable; first step {first:.1f} s"
+    )
+    yield Row(name, f"{seconds * 1000:.0f} ms/step", note=note)
+    yield Row("train: Grounding DINO (base) peak GPU memory", f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
 
 
 def frame_shard_rows(run: Run) -> Iterator[Row]:

@@ -19,6 +19,8 @@ import yaml
 from groprompt.errors import ConfigError
 
 EMBED_DTYPES = ("float16", "bfloat16", "float32")
+PROPOSALS = ("sam-decoder", "grounding-dino")
+FREEZE_GROUPS = ("backbone", "text", "encoder")  # Grounding DINO: image backbone, text encoder (BERT), feature enhancer
 SWEEP_MODES = ("grid", "loguniform")
 
 
@@ -48,6 +50,21 @@ class ModelConfig:
     encoder_sdpa: bool = False  # SAM image-encoder attention through scaled_dot_product_attention (same result)
     encoder_channels_last: bool = False  # channels-last convolutions in the SAM image encoder
     encoder_compile: bool = False  # torch.compile the SAM image encoder (compiles on the first batch)
+    proposal: str = "sam-decoder"  # the proposal generator: sam-decoder | grounding-dino (the paper's)
+    proposal_weights: str | None = None  # grounding-dino: local save_pretrained folder (config, weights, tokenizer, processor)
+    freeze: tuple[str, ...] = FREEZE_GROUPS  # grounding-dino parts kept frozen (run under no_grad): backbone, text, encoder
+    proposal_image_size: int = 800  # grounding-dino: frames are resized to this square side (pixels)
+
+    def __post_init__(self) -> None:
+        _require(self.proposal in PROPOSALS, "model.proposal", f"must be one of {', '.join(PROPOSALS)}", self.proposal)
+        _require(set(self.freeze) <= set(FREEZE_GROUPS), "model.freeze", f"entries must be among {', '.join(FREEZE_GROUPS)}", self.freeze)
+        _require(
+            "encoder" not in self.freeze or {"backbone", "text"} <= set(self.freeze),
+            "model.freeze",
+            "a frozen encoder needs a frozen backbone and text encoder (no gradient reaches them through it)",
+            self.freeze,
+        )
+        _require(self.proposal_image_size >= 32, "model.proposal_image_size", "must be at least 32", self.proposal_image_size)
 
 
 @dataclass(frozen=True)
@@ -180,7 +197,15 @@ def from_dict(tree: dict[str, Any]) -> Config:
     return _build(Config, tree, prefix="")
 
 
-PATH_KEYS = ("data.root", "data.shards", "data.embeddings", "train.storage_path", "model.sam_checkpoint", "model.text_encoder")
+PATH_KEYS = (
+    "data.root",
+    "data.shards",
+    "data.embeddings",
+    "train.storage_path",
+    "model.sam_checkpoint",
+    "model.text_encoder",
+    "model.proposal_weights",
+)
 
 
 def with_absolute_paths(config: Config, base: Path | None = None) -> Config:

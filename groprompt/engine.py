@@ -9,8 +9,8 @@ from groprompt.config import LossConfig
 from groprompt.data.clips import ClipBatch
 from groprompt.losses import box_loss_terms, modalcon_loss, textcon_loss, total_loss
 from groprompt.models.frozen import FrozenEncoders
+from groprompt.models.generator import Generator
 from groprompt.models.modalcon import ModalConHead
-from groprompt.models.proposal import ProposalGenerator
 
 
 def to_prompt_coordinates(boxes: torch.Tensor, input_sizes: torch.Tensor) -> torch.Tensor:
@@ -21,20 +21,21 @@ def to_prompt_coordinates(boxes: torch.Tensor, input_sizes: torch.Tensor) -> tor
 
 
 def compute_losses(
-    proposal: ProposalGenerator, modalcon: ModalConHead, frozen: FrozenEncoders, batch: ClipBatch, config: LossConfig
+    proposal: Generator, modalcon: ModalConHead, frozen: FrozenEncoders, batch: ClipBatch, config: LossConfig
 ) -> dict[str, torch.Tensor]:
-    """All loss terms of paper eq. 1-4 for a batch, plus ``total``.
+    """All loss terms of paper eq. 1-4 for a batch, plus ``total``, with the weights that apply to the generator.
 
     Both sentences of each pair run through the proposal generator as one batch of 2B: each is the
     other's negative (TextCon, ModalCon) when both name objects of the same video, and each gets the box
     loss where its ground truth exists. Every mean is over the rows a term applies to.
     """
+    config = proposal.loss_config(config)
     size = len(batch.sentences)
-    text = frozen.text(batch.sentences + batch.negatives)
     embeddings = torch.cat([batch.embeddings, batch.embeddings])
+    pixels = None if batch.pixels is None else torch.cat([batch.pixels, batch.pixels])
     targets = torch.cat([batch.boxes, batch.negative_boxes])
     valid = torch.cat([batch.valid, batch.negative_valid])
-    outputs = proposal(embeddings, text)
+    outputs, sentence_features = proposal.run(frozen, embeddings, pixels, batch.sentences + batch.negatives)
     terms = box_loss_terms(outputs, targets, valid, config)
 
     if config.textcon or config.modalcon:
@@ -48,7 +49,7 @@ def compute_losses(
             terms["textcon"] = textcon_loss(prompts, ground_truth, prompts.roll(size, 0), valid, rows, config.margin)
         if config.modalcon:
             video = modalcon(prompts, embeddings, frozen.sam.dense_pe())
-            own = text.pooled.to(video.dtype)
+            own = sentence_features.to(video.dtype)
             terms["modalcon"] = modalcon_loss(video, own, own.roll(size, 0), rows, config.margin)
     terms["total"] = total_loss(terms, config)
     return terms
@@ -62,10 +63,11 @@ def _embed(frozen: FrozenEncoders, boxes: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_boxes(
-    proposal: ProposalGenerator, frozen: FrozenEncoders, embeddings: torch.Tensor, sentences: list[str]
+    proposal: Generator, frozen: FrozenEncoders, embeddings: torch.Tensor, sentences: list[str], pixels: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-confidence boxes (B, T, 4) normalised cxcywh and their confidences (B, T), online over frames."""
-    outputs = proposal(embeddings, frozen.text(sentences))
+    """Top-confidence boxes (B, T, 4) normalised cxcywh and their confidences (B, T), online over frames; ``pixels``
+    (B, T, 3, S, S) uint8 for a generator that reads them."""
+    outputs, _ = proposal.run(frozen, embeddings, pixels, sentences)
     boxes = torch.stack([output.top_boxes() for output in outputs], dim=1)
     scores = torch.stack([output.logits[-1].softmax(-1).amax(-1) for output in outputs], dim=1)
     return boxes, scores

@@ -18,7 +18,7 @@ def box_loss_terms(outputs: list[FrameOutput], targets: torch.Tensor, valid: tor
     ground-truth boxes; valid (B, T) False where the object is absent.
     - ``l1``, ``giou``: the top-confidence proposal of the final decoder level, as the paper writes L_box;
     - ``aux``: deep supervision, lambda_r L1 + lambda_g GIoU of the top proposal of every earlier level
-      (level 0: the selected tokens' own boxes) plus their confidence loss, weighted apart by lambda_aux;
+      (level 0: the selected tokens' own boxes) plus lambda_conf times their confidence loss, weighted apart by lambda_aux;
     - ``conf``: the final level's confidence, with the query that best matches the ground truth as positive;
     - ``select``: tokens inside the box should be the most text-similar (query selection).
     Terms are summed over frames and averaged over the rows (sentences) that have a box in some frame.
@@ -35,7 +35,7 @@ def box_loss_terms(outputs: list[FrameOutput], targets: torch.Tensor, valid: tor
         sums["l1"] += l1[-1] * mask
         sums["giou"] += giou[-1] * mask
         sums["conf"] += confidence[-1] * mask
-        earlier = config.lambda_r * l1[:-1] + config.lambda_g * giou[:-1] + confidence[:-1]
+        earlier = config.lambda_r * l1[:-1] + config.lambda_g * giou[:-1] + config.lambda_conf * confidence[:-1]
         sums["aux"] += earlier.sum(0) * mask
         sums["select"] += selection_loss(output.token_logits, output.token_centres, targets[:, t]) * mask
     has_box = valid.any(1)

@@ -20,9 +20,10 @@ from groprompt.data.clips import (
     ClipSource,
     ShardPair,
     batches,
-    joined_samples,
+    joined_shard_samples,
     normalised_boxes,
     referring_expressions,
+    sample_pixels,
     shard_pairs,
 )
 from groprompt.data.formats import check_training_splits
@@ -90,21 +91,27 @@ def train_epoch(
 def validation_iou(model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPair], rank: int = 0, world: int = 1) -> tuple[float, int]:
     """Sum and count of top-box IoU over the frames where the referred object is present.
 
-    Each sample of the validation shards is one online clip; samples are split over ranks.
+    Each sample of the validation shards is one online clip; samples are split over ranks. A generator that reads
+    pixels gets the sample's frames (decoded and resized only for the samples this rank scores).
     """
     model.eval()
+    pixel_size = model.proposal.pixel_size
     total, count, index = 0.0, 0, 0
     for pair in pairs:
-        for meta, embeddings, _ in joined_samples(pair):
+        for sample, embeddings, _ in joined_shard_samples(pair, with_images=pixel_size is not None):
             index += 1
             if (index - 1) % world != rank:
                 continue
+            meta = sample.meta
             expressions = referring_expressions(meta)
             if not expressions:
                 continue
             frames = range(len(meta["frame_names"]))
             clip = torch.from_numpy(embeddings).float()[None].expand(len(expressions), *embeddings.shape)
-            predicted, _ = predict_boxes(model.proposal, frozen, clip, [e["text"] for e in expressions])
+            pixels = sample_pixels(sample, pixel_size)
+            if pixels is not None:
+                pixels = torch.from_numpy(pixels)[None].expand(len(expressions), *pixels.shape)
+            predicted, _ = predict_boxes(model.proposal, frozen, clip, [e["text"] for e in expressions], pixels)
             for row, expression in enumerate(expressions):
                 boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
                 if valid.any():
@@ -156,12 +163,12 @@ def run_training(config: Config, session: Session, run_id: str | None, failure_m
     train_pairs = shard_pairs(config.data, config.data.split, frozen.sam)
     val_pairs = shard_pairs(config.data, config.data.val_split, frozen.sam)
     require_validation_boxes(config.data, val_pairs)
-    source = ClipSource(train_pairs, config.data.clip_len, session.rank, session.world)
+    model = build_model(config.model, frozen)
+    source = ClipSource(train_pairs, config.data.clip_len, session.rank, session.world, model.proposal.pixel_size)
     steps = int(_reduce(torch.tensor(source.count // config.train.batch_size), dist.ReduceOp.MIN))
     if steps == 0:
         raise DataError(f"rank {session.rank}: fewer than {config.train.batch_size} training clips; lower train.batch_size")
 
-    model = build_model(config.model, frozen)
     if session.rank == 0:
         print(f"{count_trainable(model):,} trainable parameters; {steps} steps per epoch on each of {session.world} workers", flush=True)
     optimizer, scheduler = build_optimizer(model, config.train, steps)

@@ -9,12 +9,19 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
+from groprompt.checkpoints import CHECKPOINT_FILE
 from groprompt.config import Config, replace
 from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, oracle_row
+
+if TYPE_CHECKING:
+    from groprompt.models.sam import FrozenSam
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAVIS_VIDEOS = ("blackswan", "libby")
@@ -140,6 +147,135 @@ def tracked_config(tmp_path_factory: pytest.TempPathFactory, experiment: str, ba
         uri = empty_store(tmp_path_factory, folder)
         MlflowClient(uri).create_experiment(experiment, artifact_location=(folder / "artifacts").as_uri())
         yield replace(base, **{"runtime.tracking_uri": uri, "runtime.experiment": experiment})
+
+
+def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
+    """A tiny random Grounding DINO (Swin of two stages, one-layer BERT with the packaged MiniLM's uncased WordPiece
+    vocabulary, d_model 32, one encoder and two decoder layers, 8 queries) saved as a pretrained one is: config,
+    weights, tokenizer and image processor in ``folder``."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        SwinConfig,
+    )
+
+    from groprompt.models.text import default_text_encoder_path
+
+    tokenizer = AutoTokenizer.from_pretrained(default_text_encoder_path())
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(
+            embed_dim=16, depths=[1, 1, 1], num_heads=[1, 2, 2], window_size=4, out_features=["stage2", "stage3"], image_size=64
+        ),
+        text_config=BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_queries=8,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_feature_levels=2,
+        encoder_n_points=2,
+        decoder_n_points=2,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    GroundingDinoImageProcessor().save_pretrained(folder)
+    return folder
+
+
+MANIFEST_COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")  # as the shard and embed stages write
+
+
+def shard_and_embed(data: Path, split: str, shards: Path, embeddings: Path, sam: FrozenSam) -> None:
+    """What the shard and embed stages do for one split, with the library functions and no Ray."""
+    from dataclasses import asdict
+
+    import groprompt
+    from groprompt.data.embeddings import embed_shard
+    from groprompt.data.formats import read_videos
+    from groprompt.data.manifest import MANIFEST, write_manifest
+    from groprompt.data.shards import ShardSettings, plan_shards, write_shard
+    from groprompt.files import sha256_file
+
+    settings = ShardSettings(window=4, max_side=128, shard_bytes=60_000, with_masks=split == "valid")  # about two videos a shard
+    videos = list(read_videos("refshapes", data, split, with_boxes=False))
+    frames_dir = shards / split
+    frames_dir.mkdir(parents=True)
+    records = [write_shard(plan, frames_dir, settings) for plan in plan_shards(videos, settings)]
+    metadata = {
+        "stage": "shard",
+        "format": "refshapes",
+        "dataset": videos[0].dataset,
+        "split": videos[0].split,
+        "root": str(data),
+        "settings": asdict(settings),
+        "rejected": [],
+        "version": groprompt.__version__,
+    }
+    write_manifest(frames_dir / MANIFEST, [{c: r[c] for c in MANIFEST_COLUMNS} for r in records], metadata)
+
+    out = embeddings / split
+    out.mkdir(parents=True)
+    embedded = [embed_shard(sam, frames_dir / r["shard"], r["sha256"], out, 4, "float16")[0] for r in records]
+    metadata = {
+        "stage": "embed",
+        "identity": embedded[0]["identity"],
+        "frames_manifest": {"path": str(frames_dir / MANIFEST), "sha256": sha256_file(frames_dir / MANIFEST)},
+        "version": groprompt.__version__,
+    }
+    write_manifest(out / MANIFEST, [{c: r[c] for c in MANIFEST_COLUMNS} for r in embedded], metadata)
+
+
+class FakeSession:
+    """Rank 0 of 1: resumes from ``payload``, and keeps every report and a copy of its checkpoint file."""
+
+    rank = 0
+    world = 1
+
+    def __init__(self, store: Path, payload: dict[str, Any] | None = None) -> None:
+        self.store = store
+        self.payload = payload
+        self.reports: list[dict[str, float]] = []
+        self.folders: list[str | None] = []
+        self.checkpoints: dict[int, Path] = {}
+        self.prepared: list[nn.Module] = []
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        return self.payload
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self.prepared.append(model)
+        return model
+
+    def report(self, metrics: dict[str, float], checkpoint_folder: str | None) -> None:
+        self.reports.append(dict(metrics))
+        self.folders.append(checkpoint_folder)
+        if checkpoint_folder is not None:  # the folder is temporary: keep a copy of its file
+            kept = self.store / f"epoch-{int(metrics['epoch'])}"
+            kept.mkdir(parents=True)
+            shutil.copy(Path(checkpoint_folder) / CHECKPOINT_FILE, kept / CHECKPOINT_FILE)
+            self.checkpoints[int(metrics["epoch"])] = kept
+
+
+def train(config: Config, session: FakeSession) -> FakeSession:
+    """``run_training`` without leaving its seed or thread count behind for other tests."""
+    from groprompt.training import run_training
+
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            run_training(config, session, run_id=None)
+    finally:
+        torch.set_num_threads(threads)
+    return session
 
 
 def registered_epochs(run_folder: Path) -> list[int]:

@@ -1,8 +1,9 @@
 """Training clips: frame-shard metadata (boxes, sentences) joined with embedding shards by sample key.
 
-Workers never decode an image nor run the SAM image encoder: a clip is T consecutive cached embeddings,
-one referring sentence S_i with its boxes, and a negative sentence S_j (another object's expression in
-the same video, or another video's when the video has one object).
+Workers never run the SAM image encoder: a clip is T consecutive cached embeddings, one referring sentence S_i
+with its boxes, and a negative sentence S_j (another object's expression in the same video, or another video's
+when the video has one object). Only for a generator that reads pixels (Grounding DINO) are the clip's frames
+decoded from the frame shard and resized (``pixel_size``); masks are never read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 from groprompt.config import DataConfig
 from groprompt.data.embeddings import check_embeddings, embedding_identity, read_embedding_shard
 from groprompt.data.manifest import MANIFEST, read_manifest
-from groprompt.data.shards import check_shard, read_shard
+from groprompt.data.pixels import resized_pixels
+from groprompt.data.shards import ShardSample, check_shard, read_shard
 from groprompt.errors import DataError
 from groprompt.files import sha256_file
 from groprompt.models.sam import FrozenSam
@@ -42,6 +44,7 @@ class ClipBatch:
     negative_boxes: torch.Tensor  # (B, T, 4)
     negative_valid: torch.Tensor  # (B, T)
     input_sizes: torch.Tensor  # (B, 2)
+    pixels: torch.Tensor | None = None  # (B, T, 3, S, S) uint8 frames, for a generator that reads pixels
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class ClipItem:
     negative_boxes: np.ndarray
     negative_valid: np.ndarray
     input_size: tuple[int, int]
+    pixels: np.ndarray | None = None  # (T, 3, S, S) uint8
 
 
 def shard_pairs(data: DataConfig, split: str, sam: FrozenSam) -> list[ShardPair]:
@@ -118,9 +122,16 @@ def referring_expressions(meta: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def sample_items(
-    meta: dict[str, Any], embeddings: np.ndarray, input_size: tuple[int, int], clip_len: int, rng: random.Random, other_sentences: list[str]
+    meta: dict[str, Any],
+    embeddings: np.ndarray,
+    input_size: tuple[int, int],
+    clip_len: int,
+    rng: random.Random,
+    other_sentences: list[str],
+    pixels: np.ndarray | None = None,
 ) -> Iterator[ClipItem]:
-    """Every (clip, referring sentence) of one sample with the object visible in the clip, with a negative."""
+    """Every (clip, referring sentence) of one sample with the object visible in the clip, with a negative
+    (and the clip's frames when the sample's ``pixels`` (W, 3, S, S) are given)."""
     expressions = referring_expressions(meta)
     for frames in clip_ranges(len(meta["frame_names"]), clip_len):
         for expression in expressions:
@@ -144,17 +155,32 @@ def sample_items(
                 negative_boxes=negative_boxes,
                 negative_valid=negative_valid,
                 input_size=input_size,
+                pixels=None if pixels is None else pixels[frames.start : frames.stop],
             )
 
 
-def joined_samples(pair: ShardPair) -> Iterator[tuple[dict[str, Any], np.ndarray, tuple[int, int]]]:
-    """(frame meta, embeddings (T, C, g, g), SAM input size) for each sample of a shard pair."""
+def joined_shard_samples(pair: ShardPair, with_images: bool = False) -> Iterator[tuple[ShardSample, np.ndarray, tuple[int, int]]]:
+    """(frame shard sample, embeddings (T, C, g, g), SAM input size) for each sample of a shard pair; the
+    sample's frames are readable only ``with_images``."""
     embedded = read_embedding_shard(pair.embeddings)
-    for sample in read_shard(pair.frames, with_images=False):
+    for sample in read_shard(pair.frames, with_images=with_images):
         key, embedding_meta, array = next(embedded, (None, None, None))
         if key != sample.key:
             raise DataError(f"{pair.embeddings}: sample {key} does not match frame shard sample {sample.key}")
-        yield sample.meta, array, tuple(embedding_meta["input_size"])
+        yield sample, array, tuple(embedding_meta["input_size"])
+
+
+def joined_samples(pair: ShardPair) -> Iterator[tuple[dict[str, Any], np.ndarray, tuple[int, int]]]:
+    """(frame meta, embeddings (T, C, g, g), SAM input size) for each sample of a shard pair (no image decoded)."""
+    for sample, array, input_size in joined_shard_samples(pair):
+        yield sample.meta, array, input_size
+
+
+def sample_pixels(sample: ShardSample, pixel_size: int | None) -> np.ndarray | None:
+    """(T, 3, S, S) uint8: the sample's frames resized for a generator that reads pixels; None without ``pixel_size``."""
+    if pixel_size is None:
+        return None
+    return np.stack([resized_pixels(sample.frame(t), pixel_size) for t in range(len(sample.meta["frame_names"]))])
 
 
 def metadata_of(pairs: list[ShardPair]) -> list[dict[str, Any]]:
@@ -172,10 +198,12 @@ def count_items(metas: list[dict[str, Any]], clip_len: int) -> int:
 
 
 class ClipSource:
-    """One rank's share of the training clips: whole shards when there are enough, else every world-th sample."""
+    """One rank's share of the training clips: whole shards when there are enough, else every world-th sample;
+    with ``pixel_size``, each clip's frames too (for a generator that reads pixels)."""
 
-    def __init__(self, pairs: list[ShardPair], clip_len: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, pairs: list[ShardPair], clip_len: int, rank: int = 0, world: int = 1, pixel_size: int | None = None) -> None:
         self.clip_len = clip_len
+        self.pixel_size = pixel_size
         self.pairs = pairs[rank::world] if len(pairs) >= world else list(pairs)
         metas = metadata_of(self.pairs)
         if len(pairs) < world:
@@ -191,12 +219,14 @@ class ClipSource:
         rng.shuffle(pairs)
         buffer: list[ClipItem] = []
         for pair in pairs:
-            for meta, embeddings, input_size in joined_samples(pair):
+            for sample, embeddings, input_size in joined_shard_samples(pair, with_images=self.pixel_size is not None):
+                meta = sample.meta
                 if meta["key"] not in self.keys:
                     continue
+                pixels = sample_pixels(sample, self.pixel_size)
                 own = {e["text"] for e in meta["expressions"]}
                 others = [s for s in self.sentences if s not in own]
-                for item in sample_items(meta, embeddings, input_size, self.clip_len, rng, others):
+                for item in sample_items(meta, embeddings, input_size, self.clip_len, rng, others, pixels):
                     buffer.append(item)
                     if len(buffer) >= shuffle_buffer:
                         yield buffer.pop(rng.randrange(len(buffer)))
@@ -219,6 +249,7 @@ def collate(items: list[ClipItem]) -> ClipBatch:
         negative_boxes=stack("negative_boxes"),
         negative_valid=stack("negative_valid"),
         input_sizes=torch.tensor([item.input_size for item in items]),
+        pixels=None if items[0].pixels is None else stack("pixels"),
     )
 
 

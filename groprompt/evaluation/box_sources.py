@@ -4,7 +4,7 @@ object's ground truth whatever the sentence says (sentence-blind)."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -13,10 +13,12 @@ import torch
 
 from groprompt.checkpoints import TrainedWeights, build_trained_model
 from groprompt.config import ModelConfig
-from groprompt.inference.online import OnlineProposals, frame_boxes
+from groprompt.data.pixels import frame_pixels
+from groprompt.inference.online import frame_boxes
 
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
+    from groprompt.models.generator import FrameStream
     from groprompt.models.groprompt import GroPrompt
 
 
@@ -26,7 +28,18 @@ class BoxSource(Protocol):
     @property
     def needs_embeddings(self) -> bool: ...
 
-    def boxes(self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None) -> np.ndarray:
+    @property
+    def needs_frames(self) -> bool:
+        """Whether ``boxes`` reads the sample's RGB frames (a proposal generator that reads pixels)."""
+        ...
+
+    def boxes(
+        self,
+        meta: dict[str, Any],
+        expressions: list[dict[str, Any]],
+        embeddings: np.ndarray | None,
+        frames: Sequence[np.ndarray] | None = None,
+    ) -> np.ndarray:
         """(E, T, 4) xyxy boxes in original-frame pixels; NaN rows where the source gives no box."""
         ...
 
@@ -45,7 +58,17 @@ class OracleBoxes:
     def needs_embeddings(self) -> bool:
         return False
 
-    def boxes(self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None) -> np.ndarray:
+    @property
+    def needs_frames(self) -> bool:
+        return False
+
+    def boxes(
+        self,
+        meta: dict[str, Any],
+        expressions: list[dict[str, Any]],
+        embeddings: np.ndarray | None,
+        frames: Sequence[np.ndarray] | None = None,
+    ) -> np.ndarray:
         return np.stack([ground_truth_boxes(meta, e["obj_id"]) for e in expressions])
 
 
@@ -61,7 +84,17 @@ class SentenceBlindBoxes:
     def needs_embeddings(self) -> bool:
         return False
 
-    def boxes(self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None) -> np.ndarray:
+    @property
+    def needs_frames(self) -> bool:
+        return False
+
+    def boxes(
+        self,
+        meta: dict[str, Any],
+        expressions: list[dict[str, Any]],
+        embeddings: np.ndarray | None,
+        frames: Sequence[np.ndarray] | None = None,
+    ) -> np.ndarray:
         objects = [ground_truth_boxes(meta, int(obj_id)) for obj_id in sorted(meta["boxes"], key=int)]
         per_frame = [self._drawn_box(meta["video_id"], name, [boxes[t] for boxes in objects]) for t, name in enumerate(meta["frame_names"])]
         chosen = np.array(per_frame, dtype=np.float64).reshape(-1, 4)
@@ -88,7 +121,7 @@ class ModelBoxes:
 
     def __init__(self, model: GroPrompt, frozen: FrozenEncoders) -> None:
         self.model, self.frozen = model.eval(), frozen
-        self._online: OnlineProposals | None = None
+        self._online: FrameStream | None = None
         self._continues_at: tuple[str, int, tuple[str, ...]] | None = None  # (video, next frame, exp ids) of the state
 
     @classmethod
@@ -101,14 +134,29 @@ class ModelBoxes:
     def needs_embeddings(self) -> bool:
         return True
 
+    @property
+    def needs_frames(self) -> bool:
+        return self.model.proposal.pixel_size is not None
+
     @torch.no_grad()
-    def boxes(self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None) -> np.ndarray:
+    def boxes(
+        self,
+        meta: dict[str, Any],
+        expressions: list[dict[str, Any]],
+        embeddings: np.ndarray | None,
+        frames: Sequence[np.ndarray] | None = None,
+    ) -> np.ndarray:
         if embeddings is None:
             raise ValueError("model boxes need the sample's SAM embeddings")
+        if self.needs_frames and frames is None:
+            raise ValueError("this model's proposal generator reads the sample's frames")
         exp_ids = tuple(str(e["exp_id"]) for e in expressions)
         if self._online is None or self._continues_at != (meta["video_id"], int(meta["start"]), exp_ids):
-            self._online = OnlineProposals(self.model.proposal, self.frozen, [e["text"] for e in expressions])
+            self._online = self.model.proposal.stream(self.frozen, [e["text"] for e in expressions])
         height, width = meta["height"], meta["width"]
-        per_frame = [frame_boxes(self._online.step(torch.from_numpy(e).float()).top_boxes(), height, width) for e in embeddings]
+        size = self.model.proposal.pixel_size
+        pixels = [frame_pixels(frame, size) for frame in frames] if frames is not None else [None] * len(embeddings)
+        steps = (self._online.step(torch.from_numpy(e).float(), p) for e, p in zip(embeddings, pixels))
+        per_frame = [frame_boxes(output.top_boxes(), height, width) for output in steps]
         self._continues_at = (meta["video_id"], int(meta["start"]) + len(embeddings), exp_ids)
         return np.stack(per_frame, axis=1).astype(np.float64)

@@ -16,7 +16,7 @@ from groprompt.config import Config
 from groprompt.data.clips import referring_expressions, shard_pairs
 from groprompt.data.shards import ShardSample
 from groprompt.evaluation.box_sources import BoxSource, ModelBoxes, ground_truth_boxes
-from groprompt.evaluation.scoring import paired_samples, segment_boxes
+from groprompt.evaluation.scoring import paired_samples, sample_frames, segment_boxes
 from groprompt.segmentors import Segmentor, build_segmentor
 from groprompt.tracking import with_tracking_uri
 from groprompt.viz import Color, captioned, overlay, write_video
@@ -41,7 +41,7 @@ def expression_frames(
 ) -> Iterator[np.ndarray]:
     """The pictures of one expression over a video's samples (in order), at the size the shards store the frames."""
     for sample, embedding in samples:
-        predicted = boxes.boxes(sample.meta, [expression], embedding)[0]
+        predicted = boxes.boxes(sample.meta, [expression], embedding, sample_frames(sample) if boxes.needs_frames else None)[0]
         truth = ground_truth_boxes(sample.meta, expression["obj_id"])
         for t in range(len(sample.meta["frame_names"])):
             mask = segment_boxes(segmentor, sample, t, predicted[t : t + 1], embedding)[0]

@@ -62,6 +62,11 @@ def paired_samples(frames: Path, embeddings: Path | None) -> Iterator[tuple[Shar
         yield sample, array
 
 
+def sample_frames(sample: ShardSample) -> list[np.ndarray]:
+    """The sample's RGB frames (H, W, 3) as the shard stores them."""
+    return [sample.frame(t) for t in range(len(sample.meta["frame_names"]))]
+
+
 def segment_boxes(segmentor: Segmentor, sample: ShardSample, t: int, boxes: np.ndarray, embedding: np.ndarray | None) -> np.ndarray:
     """Bool masks (N, H, W) at the original frame size of xyxy boxes (N, 4) on frame t; a NaN box gives an empty mask.
 
@@ -132,7 +137,7 @@ def score_sample(
     """Partial rows of the sample's expressions that name an annotated object; every expression's masks of every
     frame also go to ``outputs`` when it wants them (otherwise only annotated frames are segmented)."""
     meta = sample.meta
-    predicted = box_source.boxes(meta, expressions, embedding)  # (E, T, 4)
+    predicted = box_source.boxes(meta, expressions, embedding, sample_frames(sample) if box_source.needs_frames else None)  # (E, T, 4)
     referring = referring_expressions(meta)
     scored = [i for i, e in enumerate(expressions) if e in referring]
     if scored and not sample.masks:

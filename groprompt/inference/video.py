@@ -17,9 +17,10 @@ import torch
 
 import groprompt
 from groprompt.config import ModelConfig
+from groprompt.data.pixels import frame_pixels
 from groprompt.errors import ConfigError, DataError
 from groprompt.files import atomic_path, fingerprint
-from groprompt.inference.online import OnlineProposals, frame_boxes
+from groprompt.inference.online import frame_boxes
 from groprompt.inference.overlays import OVERLAY_FORMATS, OverlayWriter
 from groprompt.inference.predictor import Predictor
 from groprompt.inference.queries import InputError, Query
@@ -155,13 +156,14 @@ def predict_video(
     Online: frame t is predicted from frames <= t; the proposal generator's batch is the queries.
     """
     with torch.inference_mode():
-        online = OnlineProposals(predictor.model.proposal, predictor.frozen, sentences)
+        online = predictor.model.proposal.stream(predictor.frozen, list(sentences))
+        pixel_size = predictor.model.proposal.pixel_size
         index = 0
         for batch in _batched(frames, encode_batch):
             embeddings = predictor.frozen.sam.encode([frame for _, frame in batch])
             for (name, frame), embedding in zip(batch, embeddings):
                 height, width = frame.shape[:2]
-                output = online.step(embedding)
+                output = online.step(embedding, frame_pixels(frame, pixel_size))
                 boxes = frame_boxes(output.top_boxes(), height, width)
                 scores = output.logits[-1].softmax(-1).amax(-1).float().cpu().numpy()
                 masks = predictor.segmentor.segment(frame, boxes, embedding=embedding, size=(height, width))

@@ -9,17 +9,17 @@ from groprompt.config import LossConfig, ModelConfig
 from groprompt.data.clips import ClipBatch
 from groprompt.engine import compute_losses
 from groprompt.models.frozen import FrozenEncoders
+from groprompt.models.generator import build_generator
 from groprompt.models.modalcon import ModalConHead
-from groprompt.models.proposal import ProposalGenerator
 
 
 class GroPrompt(nn.Module):
-    """Everything that trains: its state dict is the whole checkpoint."""
+    """Everything that trains: its state dict is the whole checkpoint (a Grounding DINO's frozen parts included)."""
 
-    def __init__(self, config: ModelConfig, image_dim: int, grid: int, text_dim: int) -> None:
+    def __init__(self, proposal: nn.Module, modalcon: ModalConHead) -> None:
         super().__init__()
-        self.proposal = ProposalGenerator(config, image_dim=image_dim, grid=grid, text_dim=text_dim)
-        self.modalcon = ModalConHead(image_dim, text_dim, num_heads=config.num_heads)
+        self.proposal = proposal
+        self.modalcon = modalcon
 
     def forward(self, frozen: FrozenEncoders, batch: ClipBatch, loss: LossConfig) -> dict[str, torch.Tensor]:
         """The loss terms of a batch: the whole training computation, so DDP sees every parameter it uses."""
@@ -27,5 +27,6 @@ class GroPrompt(nn.Module):
 
 
 def build_model(config: ModelConfig, frozen: FrozenEncoders) -> GroPrompt:
-    """The trainable model sized to fit the frozen encoders."""
-    return GroPrompt(config, image_dim=frozen.sam.embed_dim, grid=frozen.sam.embed_grid, text_dim=frozen.text.dim)
+    """The configured proposal generator (``model.proposal``) and a ModalCon head fitting it and the frozen SAM."""
+    proposal = build_generator(config, frozen)
+    return GroPrompt(proposal, ModalConHead(frozen.sam.embed_dim, proposal.sentence_dim, num_heads=config.num_heads))

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from groprompt.config import ModelConfig
+from groprompt.config import LossConfig, ModelConfig
+from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.text import TextFeatures
 
 
@@ -39,10 +40,22 @@ class FrameOutput:
 
 
 @dataclass(frozen=True)
+class FrameTokens:
+    """A frame's text-fused visual tokens with their query-selection scores and own boxes (no past frame needed)."""
+
+    tokens: torch.Tensor  # (B, N, d) projected visual tokens with positions, fused with the text
+    logits: torch.Tensor  # (B, N) query-selection scores
+    boxes: torch.Tensor  # (B, N, 4) each token's own proposal
+
+
+ImageMemory = tuple[torch.Tensor, torch.Tensor]  # one decoder layer's projected image keys (no memory embedding) and values
+
+
+@dataclass(frozen=True)
 class FrameState:
     """What frame t passes on to frame t + 1."""
 
-    tokens: torch.Tensor  # (B, N, d) projected visual tokens with positions
+    memory: tuple[ImageMemory, ...]  # per decoder layer: frame t's projected image keys and values (B, N, d)
     query: torch.Tensor  # (B, d) final top query
     box: torch.Tensor  # (B, 4) its box
 
@@ -124,26 +137,53 @@ class DecoderLayer(nn.Module):
         query_pos: torch.Tensor,
         text: torch.Tensor,
         text_mask: torch.Tensor,
-        image: torch.Tensor,
         image_keys: torch.Tensor,
+        image_values: torch.Tensor,
     ) -> torch.Tensor:
+        """``image_keys`` and ``image_values`` come projected (``image_memory``, ``key_offsets``)."""
         q = queries + query_pos
         queries = self.norms[0](queries + self.dropout(self.self_attn(q, q, queries, need_weights=False)[0]))
         attended = self.text_attn(queries + query_pos, text, text, key_padding_mask=~text_mask, need_weights=False)[0]
         queries = self.norms[1](queries + self.dropout(attended))
-        attended = self.image_attn(queries + query_pos, image_keys, image, need_weights=False)[0]
-        queries = self.norms[2](queries + self.dropout(attended))
+        queries = self.norms[2](queries + self.dropout(self._attend_image(queries + query_pos, image_keys, image_values)))
         return self.norms[3](queries + self.dropout(self.ffn(queries)))
+
+    def image_memory(self, tokens: torch.Tensor) -> ImageMemory:
+        """Image-attention keys (before ``key_offsets``) and values of (B, N, d) tokens: projected once per frame, and
+        reused as the next frame's memory (the attention is linear in its key input)."""
+        _, w_k, w_v = self.image_attn.in_proj_weight.chunk(3)
+        _, b_k, b_v = self.image_attn.in_proj_bias.chunk(3)
+        return nn.functional.linear(tokens, w_k, b_k), nn.functional.linear(tokens, w_v, b_v)
+
+    def key_offsets(self, embeds: torch.Tensor) -> torch.Tensor:
+        """(M, d) learnt memory embeddings (added to the key input) as offsets of the projected keys."""
+        return nn.functional.linear(embeds, self.image_attn.in_proj_weight.chunk(3)[1])
+
+    def _attend_image(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``image_attn`` (its weights, its heads) on already projected keys and values."""
+        attention = self.image_attn
+        query = nn.functional.linear(queries, attention.in_proj_weight.chunk(3)[0], attention.in_proj_bias.chunk(3)[0])
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(-1, (attention.num_heads, -1)).transpose(1, 2)
+
+        dropout = attention.dropout if self.training else 0.0
+        attended = nn.functional.scaled_dot_product_attention(heads(query), heads(keys), heads(values), dropout_p=dropout)
+        return attention.out_proj(attended.transpose(1, 2).flatten(2))
 
 
 class ProposalGenerator(nn.Module):
-    """Text- and time-aware box proposals from cached SAM image embeddings (see the module docstring)."""
+    """Text- and time-aware box proposals from cached SAM image embeddings (see the module docstring): the
+    ``sam-decoder`` kind of ``groprompt.models.generator.Generator``, trained from scratch."""
+
+    pixel_size = None  # reads no pixels: the cached SAM embeddings only
 
     def __init__(self, config: ModelConfig, image_dim: int, grid: int, text_dim: int) -> None:
         super().__init__()
         d = config.d_model
         self.config = config
         self.grid = grid
+        self.sentence_dim = text_dim  # ModalCon's sentence features: the frozen text encoder's pooled features
         self.visual_proj = nn.Sequential(nn.Conv2d(image_dim, d, kernel_size=1), nn.GroupNorm(32 if d % 32 == 0 else 1, d))
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d))
         self.fusion = nn.MultiheadAttention(d, config.num_heads, batch_first=True)
@@ -160,12 +200,34 @@ class ProposalGenerator(nn.Module):
             nn.init.zeros_(head.layers[-1].weight)
             nn.init.zeros_(head.layers[-1].bias)
 
+    def loss_config(self, config: LossConfig) -> LossConfig:
+        """Every loss term applies: no pretrained detector supplies confidences or query selection."""
+        return config
+
+    def run(
+        self, frozen: FrozenEncoders, embeddings: torch.Tensor, pixels: torch.Tensor | None, sentences: list[str]
+    ) -> tuple[list[FrameOutput], torch.Tensor]:
+        """Clips (B, T, C, g, g) and B sentences -> one output per frame and the pooled sentence features (B, D)."""
+        text = frozen.text(sentences)
+        return self(embeddings, text), text.pooled
+
+    def stream(self, frozen: FrozenEncoders, sentences: list[str]) -> ProposalStream:
+        return ProposalStream(self, frozen, sentences)
+
     def forward(self, embeddings: torch.Tensor, text: TextFeatures) -> list[FrameOutput]:
-        """Run a clip (B, T, C, g, g) online, frame by frame; returns one output per frame."""
+        """Run a clip (B, T, C, g, g) online; returns one output per frame. What needs no past frame (the tokens, their
+        image-attention keys and values) runs for all frames at once; the decoder then steps frame by frame."""
         text_tokens = self.project_text(text)
+        batch, frames = embeddings.shape[:2]
+        clip = self.encode_tokens(
+            embeddings.flatten(0, 1), text_tokens.repeat_interleave(frames, 0), text.mask.repeat_interleave(frames, 0)
+        )
+        memories = [[_frames(x, frames) for x in layer.image_memory(clip.tokens)] for layer in self.layers]
+        per_frame = [_frames(x, frames) for x in (clip.tokens, clip.logits, clip.boxes)]
         outputs, state = [], None
-        for t in range(embeddings.shape[1]):
-            output, state = self.forward_frame(embeddings[:, t], text_tokens, text.mask, state)
+        for t in range(frames):
+            encoded = FrameTokens(*(x[t] for x in per_frame))
+            output, state = self.decode_frame(encoded, [(k[t], v[t]) for k, v in memories], text_tokens, text.mask, state)
             outputs.append(output)
         return outputs
 
@@ -177,33 +239,48 @@ class ProposalGenerator(nn.Module):
         self, embedding: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor, state: FrameState | None
     ) -> tuple[FrameOutput, FrameState]:
         """One frame (B, C, g, g) given projected text tokens and the previous frame's state."""
-        batch = embedding.shape[0]
+        encoded = self.encode_tokens(embedding, text_tokens, text_mask)
+        return self.decode_frame(encoded, [layer.image_memory(encoded.tokens) for layer in self.layers], text_tokens, text_mask, state)
+
+    def encode_tokens(self, embedding: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> FrameTokens:
+        """Frames (B, C, g, g) with their sentences' projected tokens to text-fused visual tokens, scores and boxes."""
         tokens = self.visual_proj(embedding).flatten(2).transpose(1, 2) + self.positions
         fused = self.fusion(tokens, text_tokens, text_tokens, key_padding_mask=~text_mask, need_weights=False)[0]
         tokens = self.fusion_norm(tokens + fused)
+        return FrameTokens(tokens, self.confidence(tokens, text_tokens, text_mask), self._token_boxes(tokens))
 
-        token_logits = self.confidence(tokens, text_tokens, text_mask)
-        token_boxes = self._token_boxes(tokens)
+    def decode_frame(
+        self,
+        encoded: FrameTokens,
+        memory: list[ImageMemory],
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        state: FrameState | None,
+    ) -> tuple[FrameOutput, FrameState]:
+        """Query selection and the decoder on one frame's tokens and per-layer image memory, given the previous state."""
+        tokens, token_logits = encoded.tokens, encoded.logits
+        batch = tokens.shape[0]
         k = min(self.config.num_queries, tokens.shape[1])
         selected = token_logits.topk(k, dim=1).indices
         rows = torch.arange(batch, device=tokens.device)[:, None]
         queries = tokens[rows, selected]
-        anchors = token_boxes[rows, selected]
+        anchors = encoded.boxes[rows, selected]
         anchor_logits = token_logits[rows, selected]
-        image_keys, image = tokens + self.memory_embed[0], tokens
-        if self.config.propagate and state is not None:
+        previous = self.config.propagate and state is not None
+        if previous:
             queries = torch.cat([queries, state.query[:, None]], dim=1)
             anchors = torch.cat([anchors, state.box[:, None]], dim=1)
             anchor_logits = torch.cat([anchor_logits, anchor_logits.new_full((batch, 1), -1e4)], dim=1)
-            image_keys = torch.cat([image_keys, state.tokens + self.memory_embed[1]], dim=1)
-            image = torch.cat([image, state.tokens], dim=1)
         level_boxes, level_logits = [anchors], [anchor_logits]
 
         reference = anchors.detach()
-        for layer, box_head in zip(self.layers, self.box_heads):
-            queries = layer(
-                queries, self.query_pos(box_position(reference, self.config.d_model)), text_tokens, text_mask, image, image_keys
-            )
+        for index, (layer, box_head) in enumerate(zip(self.layers, self.box_heads)):
+            offsets = layer.key_offsets(self.memory_embed)  # current frame, previous frame
+            keys, values = memory[index][0] + offsets[0], memory[index][1]
+            if previous:
+                keys = torch.cat([keys, state.memory[index][0] + offsets[1]], dim=1)
+                values = torch.cat([values, state.memory[index][1]], dim=1)
+            queries = layer(queries, self.query_pos(box_position(reference, self.config.d_model)), text_tokens, text_mask, keys, values)
             boxes = torch.sigmoid(inverse_sigmoid(reference) + box_head(queries))
             level_boxes.append(boxes)
             level_logits.append(self.confidence(queries, text_tokens, text_mask))
@@ -213,7 +290,7 @@ class ProposalGenerator(nn.Module):
         boxes = torch.stack(level_boxes)
         best = logits[-1].argmax(-1)
         batch_rows = torch.arange(batch, device=tokens.device)
-        new_state = FrameState(tokens=tokens, query=queries[batch_rows, best], box=boxes[-1, batch_rows, best].detach())
+        new_state = FrameState(memory=tuple(memory), query=queries[batch_rows, best], box=boxes[-1, batch_rows, best].detach())
         return FrameOutput(boxes, logits, token_logits, self.centres), new_state
 
     def _token_boxes(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -223,6 +300,30 @@ class ProposalGenerator(nn.Module):
         centre = self.centres + torch.tanh(raw[..., :2]) * cell
         size = torch.exp(raw[..., 2:].clamp(-4, 4)) * (2 * cell)
         return torch.cat([centre.clamp(0, 1), size.clamp(1e-3, 1)], dim=-1)
+
+
+class ProposalStream:
+    """One video's sentences through the generator, frame after frame: frame t sees frames <= t only, through the
+    state each ``step`` carries to the next. The batch is the sentences. Call under no_grad or inference_mode,
+    the same for every step."""
+
+    def __init__(self, proposal: ProposalGenerator, frozen: FrozenEncoders, sentences: list[str]) -> None:
+        text = frozen.text(list(sentences))
+        self.proposal = proposal
+        self.text_tokens = proposal.project_text(text)
+        self.text_mask = text.mask
+        self.state: FrameState | None = None
+
+    def step(self, embedding: torch.Tensor, pixels: torch.Tensor | None = None) -> FrameOutput:
+        """The output of the next frame, given its SAM image embedding (C, g, g); ``pixels`` are not read."""
+        expanded = embedding[None].expand(self.text_tokens.shape[0], *embedding.shape)
+        output, self.state = self.proposal.forward_frame(expanded, self.text_tokens, self.text_mask, self.state)
+        return output
+
+
+def _frames(x: torch.Tensor, frames: int) -> tuple[torch.Tensor, ...]:
+    """(B * T, ...) to T tensors (B, ...): one unbind, so the backward pass gathers all frames' gradients at once."""
+    return x.unflatten(0, (-1, frames)).unbind(1)
 
 
 def count_trainable(module: nn.Module) -> int:

@@ -7,63 +7,21 @@ where the uninterrupted run ended; a batch larger than the data is a DataError.
 from __future__ import annotations
 
 import math
-import shutil
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
-import groprompt
-from groprompt.checkpoints import CHECKPOINT_FILE, read_payload
+from groprompt.checkpoints import read_payload
 from groprompt.config import Config, ModelConfig, replace, to_dict
-from groprompt.data.embeddings import embed_shard
-from groprompt.data.formats import read_videos
-from groprompt.data.manifest import MANIFEST, write_manifest
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
-from groprompt.data.shards import ShardSettings, plan_shards, write_shard
 from groprompt.errors import DataError
-from groprompt.files import sha256_file
 from groprompt.models.sam import FrozenSam
-from groprompt.training import run_training
+from tests.helpers import FakeSession, shard_and_embed, train
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)
-MANIFEST_COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")  # as the shard and embed stages write
 EPOCHS = 3
 LOSSES = ("loss_total", "loss_l1", "loss_giou", "loss_conf", "loss_select", "loss_aux", "loss_textcon", "loss_modalcon")
-
-
-def shard_and_embed(data: Path, split: str, shards: Path, embeddings: Path, sam: FrozenSam) -> None:
-    """What the shard and embed stages do for one split, with the library functions and no Ray."""
-    settings = ShardSettings(window=4, max_side=128, shard_bytes=60_000, with_masks=split == "valid")  # about two videos a shard
-    videos = list(read_videos("refshapes", data, split, with_boxes=False))
-    frames_dir = shards / split
-    frames_dir.mkdir(parents=True)
-    records = [write_shard(plan, frames_dir, settings) for plan in plan_shards(videos, settings)]
-    metadata = {
-        "stage": "shard",
-        "format": "refshapes",
-        "dataset": videos[0].dataset,
-        "split": videos[0].split,
-        "root": str(data),
-        "settings": asdict(settings),
-        "rejected": [],
-        "version": groprompt.__version__,
-    }
-    write_manifest(frames_dir / MANIFEST, [{c: r[c] for c in MANIFEST_COLUMNS} for r in records], metadata)
-
-    out = embeddings / split
-    out.mkdir(parents=True)
-    embedded = [embed_shard(sam, frames_dir / r["shard"], r["sha256"], out, 4, "float16")[0] for r in records]
-    metadata = {
-        "stage": "embed",
-        "identity": embedded[0]["identity"],
-        "frames_manifest": {"path": str(frames_dir / MANIFEST), "sha256": sha256_file(frames_dir / MANIFEST)},
-        "version": groprompt.__version__,
-    }
-    write_manifest(out / MANIFEST, [{c: r[c] for c in MANIFEST_COLUMNS} for r in embedded], metadata)
 
 
 @pytest.fixture(scope="module")
@@ -87,48 +45,6 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
             "train.cpus_per_worker": 2.0,
         },
     )
-
-
-class FakeSession:
-    """Rank 0 of 1: resumes from ``payload``, and keeps every report and a copy of its checkpoint file."""
-
-    rank = 0
-    world = 1
-
-    def __init__(self, store: Path, payload: dict[str, Any] | None = None) -> None:
-        self.store = store
-        self.payload = payload
-        self.reports: list[dict[str, float]] = []
-        self.folders: list[str | None] = []
-        self.checkpoints: dict[int, Path] = {}
-        self.prepared: list[nn.Module] = []
-
-    def latest_checkpoint(self) -> dict[str, Any] | None:
-        return self.payload
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        self.prepared.append(model)
-        return model
-
-    def report(self, metrics: dict[str, float], checkpoint_folder: str | None) -> None:
-        self.reports.append(dict(metrics))
-        self.folders.append(checkpoint_folder)
-        if checkpoint_folder is not None:  # the folder is temporary: keep a copy of its file
-            kept = self.store / f"epoch-{int(metrics['epoch'])}"
-            kept.mkdir(parents=True)
-            shutil.copy(Path(checkpoint_folder) / CHECKPOINT_FILE, kept / CHECKPOINT_FILE)
-            self.checkpoints[int(metrics["epoch"])] = kept
-
-
-def train(config: Config, session: FakeSession) -> FakeSession:
-    """``run_training`` without leaving its seed or thread count behind for other tests."""
-    threads = torch.get_num_threads()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            run_training(config, session, run_id=None)
-    finally:
-        torch.set_num_threads(threads)
-    return session
 
 
 @pytest.fixture(scope="module")

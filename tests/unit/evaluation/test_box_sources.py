@@ -74,8 +74,10 @@ class RecordingBoxes(ModelBoxes):
         self.returned: dict[tuple[str, str], np.ndarray] = {}
         self.sentences: dict[str, list[str]] = {}
 
-    def boxes(self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None) -> np.ndarray:
-        boxes = super().boxes(meta, expressions, embeddings)
+    def boxes(
+        self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None, frames: list[np.ndarray] | None = None
+    ) -> np.ndarray:
+        boxes = super().boxes(meta, expressions, embeddings, frames)
         self.sentences[meta["video_id"]] = [e["text"] for e in expressions]
         self.returned.update({(meta["video_id"], frame): boxes[:, t] for t, frame in enumerate(meta["frame_names"])})
         return boxes

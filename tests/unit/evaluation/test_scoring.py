@@ -118,7 +118,13 @@ class FixedBoxes:
     def needs_embeddings(self) -> bool:
         return False
 
-    def boxes(self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None) -> np.ndarray:
+    @property
+    def needs_frames(self) -> bool:
+        return False
+
+    def boxes(
+        self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None, frames: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         return np.stack([self.per_frame] * len(expressions))
 
 

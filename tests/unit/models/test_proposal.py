@@ -5,6 +5,7 @@ import torch
 
 from groprompt.config import ModelConfig, load_config
 from groprompt.models.groprompt import GroPrompt
+from groprompt.models.modalcon import ModalConHead
 from groprompt.models.proposal import ProposalGenerator, count_trainable, grid_centres
 from groprompt.models.text import TextFeatures
 from tests.helpers import REPO_ROOT
@@ -65,13 +66,25 @@ def test_language_guided_selection_depends_on_the_text(generator: ProposalGenera
     assert not torch.allclose(a, b)
 
 
+def test_a_clip_at_once_equals_the_frame_by_frame_stream(generator: ProposalGenerator) -> None:
+    """Training runs a clip's tokens and image memory for all frames at once; inference steps frame by frame."""
+    text = random_text(2)
+    clip = torch.randn(2, 3, 16, 8, 8)
+    text_tokens, state = generator.project_text(text), None
+    for t, output in enumerate(generator(clip, text)):
+        streamed, state = generator.forward_frame(clip[:, t], text_tokens, text.mask, state)
+        assert torch.allclose(streamed.boxes, output.boxes, atol=1e-6)
+        assert torch.allclose(streamed.logits, output.logits, atol=1e-5)
+
+
 def test_grid_centres() -> None:
     assert grid_centres(2).tolist() == [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]
 
 
 def test_paper_size_is_about_15m_trainable_parameters() -> None:
     config = load_config([REPO_ROOT / "conf" / "base.yaml", REPO_ROOT / "conf" / "model" / "paper.yaml"])
-    model = GroPrompt(config.model, image_dim=256, grid=64, text_dim=768)  # ViT SAM, BERT-base text
+    proposal = ProposalGenerator(config.model, image_dim=256, grid=64, text_dim=768)  # ViT SAM, BERT-base text
+    model = GroPrompt(proposal, ModalConHead(256, 768, num_heads=config.model.num_heads))
     count = count_trainable(model)
     print(f"paper-size GroPrompt: {count / 1e6:.2f}M trainable parameters")
     assert 12e6 < count < 18e6

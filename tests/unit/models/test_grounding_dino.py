@@ -1,0 +1,217 @@
+"""The ``grounding-dino`` proposal generator on a tiny random Grounding DINO saved as a pretrained folder: loading and
+its errors, what stays frozen, a short training run without Ray, and evaluation and inference with its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from groprompt.checkpoints import build_trained_model, load_trained
+from groprompt.config import Config, LossConfig, ModelConfig, TrainConfig, replace, to_dict
+from groprompt.data.clips import ClipBatch, ClipSource, batches, joined_shard_samples, referring_expressions, shard_pairs
+from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.errors import CheckpointError, ConfigError
+from groprompt.evaluation.box_sources import ModelBoxes
+from groprompt.evaluation.scoring import evaluate_shard
+from groprompt.inference.predictor import Predictor
+from groprompt.inference.video import predict_video
+from groprompt.models.frozen import FrozenEncoders, build_frozen
+from groprompt.models.groprompt import build_model
+from groprompt.models.grounding_dino import FROZEN_PARAMETERS
+from groprompt.models.text import default_text_encoder_path
+from groprompt.segmentors import build_segmentor
+from groprompt.training import build_optimizer
+from tests.helpers import FakeSession, save_tiny_grounding_dino, shard_and_embed, train
+
+PIXELS = 64  # frames resized to 64 x 64 for the detector
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One torch thread: the tiny detector's many small operators only lose time to a second, shared core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_grounding_dino(tmp_path_factory.mktemp("grounding-dino") / "tiny")
+
+
+def gd_config(folder: Path, **changes: object) -> ModelConfig:
+    values = {"sam": "tiny", "proposal": "grounding-dino", "proposal_weights": str(folder), "proposal_image_size": PIXELS, "num_heads": 2}
+    return ModelConfig(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def frozen(weights_folder: Path) -> FrozenEncoders:
+    return build_frozen(gd_config(weights_folder))
+
+
+def test_grounding_dino_loads_the_saved_folder_through_the_configuration(weights_folder: Path, frozen: FrozenEncoders) -> None:
+    model = build_model(gd_config(weights_folder), frozen)
+    saved = load_file(weights_folder / "model.safetensors")
+    loaded = model.proposal.detector.state_dict()
+    shared = [name for name in saved if name in loaded]
+    assert len(shared) > 100
+    assert all(torch.equal(loaded[name], saved[name]) for name in shared)
+    assert model.proposal.pixel_size == PIXELS
+    assert model.proposal.sentence_dim == 32  # the tiny BERT's width, not MiniLM's
+    assert model.modalcon.project[-1].out_features == 32
+
+
+def test_grounding_dino_folder_errors_name_the_folder(tmp_path: Path, weights_folder: Path) -> None:
+    with pytest.raises(CheckpointError, match=str(tmp_path / "missing")):
+        build_model(gd_config(tmp_path / "missing"), build_frozen(ModelConfig()))
+    with pytest.raises(CheckpointError, match="expected 'grounding-dino'"):  # another model's folder (MiniLM, a BERT)
+        build_model(gd_config(default_text_encoder_path()), build_frozen(ModelConfig()))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((weights_folder / "config.json").read_text())  # no weights, no tokenizer
+    with pytest.raises(CheckpointError, match=str(broken)):
+        build_model(gd_config(broken), build_frozen(ModelConfig()))
+    other = Path(shutil.copytree(weights_folder, tmp_path / "other"))
+    config = json.loads((other / "config.json").read_text())
+    config["decoder_ffn_dim"] = 96  # the weights were saved for 64
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=str(other)):
+        build_model(gd_config(other), build_frozen(ModelConfig()))
+    partial = Path(shutil.copytree(weights_folder, tmp_path / "partial"))
+    state = load_file(partial / "model.safetensors")
+    save_file({k: v for k, v in state.items() if ".decoder.layers.0." not in k}, partial / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=f"{partial}: weights do not fit config.json"):
+        build_model(gd_config(partial), build_frozen(ModelConfig()))
+
+
+def test_grounding_dino_configuration_is_validated(weights_folder: Path) -> None:
+    with pytest.raises(ConfigError, match="model.proposal"):
+        ModelConfig(proposal="detr")
+    with pytest.raises(ConfigError, match="model.proposal_weights"):
+        build_model(ModelConfig(proposal="grounding-dino"), build_frozen(ModelConfig()))
+    with pytest.raises(ConfigError, match="model.freeze"):
+        gd_config(weights_folder, freeze=("backbone", "decoder"))
+    with pytest.raises(ConfigError, match="model.freeze"):
+        gd_config(weights_folder, freeze=("encoder",))  # a frozen encoder passes no gradient to a trainable backbone
+
+
+def test_grounding_dino_frozen_parts_stay_bit_identical_after_a_step(weights_folder: Path, frozen: FrozenEncoders) -> None:
+    torch.manual_seed(0)
+    model = build_model(gd_config(weights_folder), frozen).train()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    prefixes = tuple(f"proposal.detector.{p}" for group in FROZEN_PARAMETERS.values() for p in group)
+    frozen_names = {name for name, _ in model.named_parameters() if name.startswith(prefixes)}
+    assert frozen_names and all(not p.requires_grad for n, p in model.named_parameters() if n in frozen_names)
+    assert all(p.requires_grad for n, p in model.named_parameters() if n not in frozen_names)
+    assert all(not module.training for module in model.proposal.frozen_modules)  # no dropout in frozen parts
+
+    batch_size, frames = 2, 2
+    pixels = torch.randint(0, 256, (batch_size, frames, 3, PIXELS, PIXELS), dtype=torch.uint8)
+    grid = frozen.sam.embed_grid
+    boxes = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.5, 0.3, 0.2]])[:, None].expand(batch_size, frames, 4)
+    batch = ClipBatch(
+        embeddings=torch.randn(batch_size, frames, frozen.sam.embed_dim, grid, grid),
+        sentences=["the red square", "a blue circle"],
+        negatives=["a blue circle", "the red square"],
+        boxes=boxes,
+        valid=torch.ones(batch_size, frames, dtype=torch.bool),
+        negative_boxes=boxes.flip(0),
+        negative_valid=torch.ones(batch_size, frames, dtype=torch.bool),
+        input_sizes=torch.tensor([[256, 256]] * batch_size),
+        pixels=pixels,
+    )
+    optimizer, _ = build_optimizer(model, TrainConfig(lr=1e-2), steps_per_epoch=1)
+    got_gradient: set[str] = set()
+    for _ in range(2):  # the box heads' last layers start at zero: the decoder gets gradients from the second step
+        optimizer.zero_grad()
+        model(frozen, batch, LossConfig())["total"].backward()
+        got_gradient |= {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        optimizer.step()
+    assert not got_gradient & frozen_names
+    assert {n.split(".")[0] for n in got_gradient} == {"proposal", "modalcon"}
+    assert any(".decoder.layers." in n for n in got_gradient) and any("bbox_embed" in n for n in got_gradient)
+    assert any(".enc_output." in n for n in got_gradient)  # query selection trains through the selected proposals
+    after = model.state_dict()
+    assert all(torch.equal(after[name], before[name]) for name in frozen_names)
+    assert any(not torch.equal(after[name], before[name]) for name in got_gradient)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, weights_folder: Path) -> tuple[Config, FakeSession]:
+    """Eight training and four held-out 4-frame RefShapes videos, sharded and embedded with the tiny SAM; three
+    epochs of ``run_training`` with the tiny Grounding DINO (one worker, no Ray)."""
+    root = tmp_path_factory.mktemp("gd-training")
+    write_refshapes(root / "data", RefShapesSpec(videos=12, frames=4, size=64, seed=0), valid_fraction=0.34, progress=False)
+    model = gd_config(weights_folder)
+    config = replace(
+        Config(),
+        model=to_dict(model),
+        **{
+            "data.root": str(root / "data"),
+            "data.shards": str(root / "shards"),
+            "data.embeddings": str(root / "embeddings"),
+            "data.clip_len": 2,
+            "train.epochs": 3,
+            "train.batch_size": 4,
+            "train.lr": 5e-3,
+            "train.grad_clip": 1.0,
+            "train.cpus_per_worker": 1.0,
+        },
+    )
+    sam = build_frozen(model).sam
+    for split in ("train", "valid"):
+        shard_and_embed(root / "data", split, root / "shards", root / "embeddings", sam)
+    return config, train(config, FakeSession(root / "store"))
+
+
+def test_grounding_dino_training_lowers_the_loss(trained: tuple[Config, FakeSession]) -> None:
+    """Three epochs lower the epoch means of the total and of the box loss (a random tiny detector, with frozen random
+    backbone and no classification loss, does not learn to localise in seconds: no accuracy is asserted)."""
+    _, session = trained
+    first, last = session.reports[0], session.reports[-1]
+    assert last["loss_total"] < first["loss_total"]
+    assert last["loss_l1"] < first["loss_l1"]
+    assert last["loss_select"] == 0  # no query-selection term: the detector keeps its own
+    assert all(0 <= report["val_box_iou"] <= 1 for report in session.reports)
+    assert len(session.checkpoints) == 3
+
+
+def test_grounding_dino_clips_carry_resized_frames(trained: tuple[Config, FakeSession], frozen: FrozenEncoders) -> None:
+    config, _ = trained
+    pairs = shard_pairs(config.data, "train", frozen.sam)
+    batch = next(batches(ClipSource(pairs, 2, pixel_size=PIXELS).items(seed=0), 4, 1))
+    assert batch.pixels is not None and batch.pixels.shape == (4, 2, 3, PIXELS, PIXELS) and batch.pixels.dtype == torch.uint8
+    assert next(batches(ClipSource(pairs, 2).items(seed=0), 4, 1)).pixels is None
+
+
+def test_grounding_dino_checkpoint_evaluates_as_inference_predicts(trained: tuple[Config, FakeSession], frozen: FrozenEncoders) -> None:
+    config, session = trained
+    weights = load_trained(session.checkpoints[max(session.checkpoints)], "")
+    _, model = build_trained_model(config.model, weights, frozen)
+    assert type(model.proposal).__name__ == "GroundingDinoGenerator"
+    boxes = ModelBoxes(model, frozen)
+    shards = Path(config.data.shards) / "valid"
+    rows = [
+        row
+        for path in sorted(shards.glob("*.tar"))
+        for row in evaluate_shard(path, Path(config.data.embeddings) / "valid" / path.name, boxes, build_segmentor("box"))
+    ]
+    assert rows and all(row["n_box_frames"] > 0 for row in rows)
+    assert sum(row["box_iou_sum"] for row in rows) > 0
+
+    pair = shard_pairs(config.data, "valid", frozen.sam)[0]
+    sample, embedding, _ = next(joined_shard_samples(pair, with_images=True))
+    expressions = referring_expressions(sample.meta)
+    frames = [sample.frame(t) for t in range(len(sample.meta["frame_names"]))]
+    evaluated = ModelBoxes(model, frozen).boxes(sample.meta, expressions, embedding, frames)
+    predictor = Predictor(frozen, model, build_segmentor("box"), "box", weights.model_id)
+    predicted = predict_video(predictor, zip(sample.meta["frame_names"], frames), [e["text"] for e in expressions])
+    np.testing.assert_allclose(np.stack([p.boxes for p in predicted], axis=1), evaluated, atol=1e-4, rtol=0)
