@@ -1,0 +1,172 @@
+"""TAP-CL ablation: L_box only against L_box + L_contra (lambda_f 0.01, lambda_v 0.1), several seeds, on RefShapes.
+
+    python benchmarks/tapcl_ablation.py                       # 3 seeds, 240 training videos, 2 epochs
+    python benchmarks/tapcl_ablation.py --seeds 5 --videos 400 train.epochs=3
+
+Runs the training loop (``groprompt.training.run_training``) without Ray, with a plain session, on a RefShapes set
+sharded and embedded by the library functions (tiny random-weight SAM, ``conf/demo.yaml``'s model). Each seed trains
+both variants from the same initialisation and data order; the held-out box IoU (top box over the frames where the
+object is present, averaged per expression as the evaluation does) is printed per expression type as mean and standard
+deviation over seeds, beside the per-seed difference (contrastive minus box only) with its spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import groprompt
+from groprompt.boxes import box_iou, cxcywh_to_xyxy
+from groprompt.config import Config, load_config, replace, with_absolute_paths
+from groprompt.data.clips import joined_samples, normalised_boxes, referring_expressions, shard_pairs
+from groprompt.data.embeddings import embed_shard
+from groprompt.data.formats import read_videos
+from groprompt.data.manifest import MANIFEST, write_manifest
+from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.data.shards import ShardSettings, plan_shards, write_shard
+from groprompt.engine import predict_boxes
+from groprompt.files import sha256_file
+from groprompt.models.frozen import build_frozen
+from groprompt.models.groprompt import GroPrompt
+from groprompt.models.sam import FrozenSam
+from groprompt.training import run_training
+
+REPO = Path(__file__).resolve().parents[1]
+METRIC = "val_box_iou"
+COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")  # as the shard and embed stages write
+VARIANTS = {
+    "L_box only": {"loss.textcon": False, "loss.modalcon": False},
+    "L_box + L_contra": {"loss.lambda_f": 0.01, "loss.lambda_v": 0.1},
+}
+
+
+def shard_and_embed(config: Config, split: str, sam: FrozenSam) -> None:
+    """What the shard and embed stages write for one split, done with the library functions in this process."""
+    settings = ShardSettings(window=config.data.window, max_side=config.data.max_side, with_masks=split != config.data.split)
+    videos = list(read_videos("refshapes", config.data.root, split, with_boxes=False))
+    frames_dir, out = Path(config.data.shards) / split, Path(config.data.embeddings) / split
+    frames_dir.mkdir(parents=True)
+    out.mkdir(parents=True)
+    records = [write_shard(plan, frames_dir, settings) for plan in plan_shards(videos, settings)]
+    metadata = {"stage": "shard", "format": "refshapes", "dataset": videos[0].dataset, "split": split, "root": config.data.root}
+    write_manifest(frames_dir / MANIFEST, [{c: r[c] for c in COLUMNS} for r in records], {**metadata, "settings": asdict(settings)})
+    embedded = [embed_shard(sam, frames_dir / r["shard"], r["sha256"], out, 16, config.data.embed_dtype)[0] for r in records]
+    identity = {"stage": "embed", "identity": embedded[0]["identity"], "version": groprompt.__version__}
+    source = {"path": str(frames_dir / MANIFEST), "sha256": sha256_file(frames_dir / MANIFEST)}
+    write_manifest(out / MANIFEST, [{c: r[c] for c in COLUMNS} for r in embedded], {**identity, "frames_manifest": source})
+
+
+class PlainSession:
+    """Rank 0 of 1, no resume; keeps the trained model and the reported metrics."""
+
+    rank = 0
+    world = 1
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, float]] = []
+        self.model: GroPrompt | None = None
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        return None
+
+    def prepare(self, model: GroPrompt) -> GroPrompt:
+        self.model = model
+        return model
+
+    def report(self, metrics: dict[str, float], checkpoint_folder: str | None) -> None:
+        self.reports.append(dict(metrics))
+        print(f"    epoch {int(metrics['epoch'])}: {METRIC} {metrics[METRIC]:.3f}, loss {metrics['loss_total']:.2f}", flush=True)
+
+
+@torch.no_grad()
+def box_iou_by_kind(config: Config, model: GroPrompt) -> dict[str, float]:
+    """Held-out box IoU per expression type (and ``all``): per expression, the mean over the frames where its object is
+    present of the IoU of the online top box; then the mean over expressions."""
+    frozen = build_frozen(config.model)
+    model.eval()
+    scores: dict[str, list[float]] = defaultdict(list)
+    for pair in shard_pairs(config.data, config.data.val_split, frozen.sam):
+        for meta, embeddings, _ in joined_samples(pair):
+            expressions = referring_expressions(meta)
+            if not expressions:
+                continue
+            clip = torch.from_numpy(embeddings).float()[None].expand(len(expressions), *embeddings.shape)
+            predicted, _ = predict_boxes(model.proposal, frozen, clip, [e["text"] for e in expressions])
+            for row, expression in enumerate(expressions):
+                boxes, valid = normalised_boxes(meta, expression["obj_id"], range(len(meta["frame_names"])))
+                if valid.any():
+                    iou = box_iou(cxcywh_to_xyxy(predicted[row][torch.from_numpy(valid)]), cxcywh_to_xyxy(torch.from_numpy(boxes[valid])))
+                    scores[expression["kind"]].append(float(iou.mean()))
+                    scores["all"].append(float(iou.mean()))
+    return {kind: statistics.fmean(values) for kind, values in scores.items()}
+
+
+def spread(values: list[float]) -> str:
+    """``mean ± sd`` in percent."""
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{100 * statistics.fmean(values):5.1f} ± {100 * sd:4.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=240, help="RefShapes videos to generate (about 10%% held out)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="key=value configuration overrides (on conf/demo.yaml)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    results: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in VARIANTS}
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        paths = {"data.root": work / "data", "data.shards": work / "shards", "data.embeddings": work / "embeddings"}
+        fixed = [f"train.cpus_per_worker={args.threads}", "data.split=train", "data.val_split=valid"]  # its own generated valid
+        overrides = [f"{key}={value}" for key, value in paths.items()] + fixed + args.overrides
+        config = with_absolute_paths(load_config([REPO / "conf" / "demo.yaml"], overrides))
+        spec = RefShapesSpec(videos=args.videos, frames=args.frames, size=config.data.max_side, seed=1000)
+        splits = write_refshapes(config.data.root, spec, valid_fraction=0.1, progress=False)
+        sam = FrozenSam.from_name(config.model.sam, seed=config.model.sam_seed)
+        for split in (config.data.split, config.data.val_split):
+            shard_and_embed(config, split, sam)
+        print(
+            f"TAP-CL ablation: {len(splits['train'])} training / {len(splits['valid'])} held-out RefShapes videos of {args.frames} "
+            f"frames, {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}, clip_len "
+            f"{config.data.clip_len}, d_model {config.model.d_model}, {args.seeds} seeds, {args.threads} threads",
+            flush=True,
+        )
+        for seed in range(args.seeds):
+            for name, changes in VARIANTS.items():
+                variant = replace(config, **changes, **{"train.seed": seed})
+                session = PlainSession()
+                run_training(variant, session, run_id=None)
+                by_kind = box_iou_by_kind(variant, session.model)
+                for kind, value in by_kind.items():
+                    results[name][kind].append(value)
+                print(
+                    f"  seed {seed} {name:17s} held-out box IoU {100 * by_kind['all']:5.1f}  (val_box_iou per epoch: "
+                    f"{', '.join(f'{r[METRIC]:.3f}' for r in session.reports)}; {time.perf_counter() - started:.0f} s)",
+                    flush=True,
+                )
+    box, contra = results.values()
+    print("\nHeld-out box IoU (%), mean ± sd over seeds; difference = (L_box + L_contra) - (L_box only), paired by seed")
+    print(f"| {'expression type':17s} | {'L_box only':13s} | {'L_box + L_contra':16s} | {'difference':13s} |")
+    print(f"|{'-' * 19}|{'-' * 15}|{'-' * 18}|{'-' * 15}|")
+    for kind in sorted(box, key=lambda k: (k == "all", k)):
+        difference = [c - b for b, c in zip(box[kind], contra[kind])]
+        print(f"| {kind:17s} | {spread(box[kind]):13s} | {spread(contra[kind]):16s} | {spread(difference):13s} |")
+    print(f"({time.perf_counter() - started:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
