@@ -50,9 +50,8 @@ def ground_truth_boxes(meta: dict[str, Any], obj_id: int) -> np.ndarray:
     return np.array([box if box is not None else [np.nan] * 4 for box in per_frame], dtype=np.float64).reshape(-1, 4)
 
 
-@dataclass(frozen=True)
-class OracleBoxes:
-    """The ground-truth boxes (the upper bound of a box-prompted segmentor)."""
+class FromGroundTruth:
+    """A reference box source: it reads the samples' ground-truth boxes only (no embeddings, no frames)."""
 
     @property
     def needs_embeddings(self) -> bool:
@@ -61,6 +60,11 @@ class OracleBoxes:
     @property
     def needs_frames(self) -> bool:
         return False
+
+
+@dataclass(frozen=True)
+class OracleBoxes(FromGroundTruth):
+    """The ground-truth boxes (the upper bound of a box-prompted segmentor)."""
 
     def boxes(
         self,
@@ -73,20 +77,12 @@ class OracleBoxes:
 
 
 @dataclass(frozen=True)
-class SentenceBlindBoxes:
+class SentenceBlindBoxes(FromGroundTruth):
     """Per frame, the ground-truth box of one object drawn uniformly among those present in the frame, the same for
     every sentence: what a model that localises objects perfectly but ignores language gets (about one in the number
     of objects). The draw depends on ``seed``, the video and the frame's name only; a frame without objects gets NaN."""
 
     seed: int = 0
-
-    @property
-    def needs_embeddings(self) -> bool:
-        return False
-
-    @property
-    def needs_frames(self) -> bool:
-        return False
 
     def boxes(
         self,
