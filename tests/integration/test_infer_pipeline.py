@@ -79,7 +79,8 @@ def test_infer_pipeline_end_to_end_and_resume(local_ray: None, tmp_path: Path, c
     capsys.readouterr()
     assert main([*inputs, "--random-model", "--overlay", "gif"]) == 1  # the refused queries are still in the file
     (incomplete,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("incomplete:")]
-    assert incomplete.startswith("incomplete: 0 videos failed, 2 input errors in ") and "first: queries.csv line" in incomplete
+    assert incomplete.startswith("incomplete: 0 videos failed, 3 input errors in ")  # empty query, missing video, deleted video
+    assert incomplete.endswith("errors.parquet; first: queries.csv line 7: empty query")
     rows, _ = read_manifest(out / "manifest.parquet")
     assert [(r["video"], r["status"]) for r in rows] == [("clip", "skipped"), ("frames", "skipped")]
     assert ("broken", "anything") in {(r["video"], r["query"]) for r in pq.read_table(out / "errors.parquet").to_pylist()}
