@@ -12,13 +12,12 @@ import torch
 
 from groprompt.boxes import box_iou, cxcywh_to_xyxy
 from groprompt.checkpoints import load_trained
-from groprompt.config import Config, load_config, replace
+from groprompt.config import Config, replace
 from groprompt.data.clips import normalised_boxes, referring_expressions
 from groprompt.data.shards import read_shard
 from groprompt.errors import DataError
 from groprompt.stages.sweep import sweep
 from groprompt.stages.train import train
-from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -64,11 +63,8 @@ def test_two_workers_learn_and_log_to_mlflow(refshapes_config: Config, learned: 
 
 
 def test_sweep_logs_four_child_runs_under_one_parent(refshapes_config: Config) -> None:
-    config = load_config([REPO_ROOT / "conf" / "sweep" / "demo.yaml"])
-    swept = replace(
-        refshapes_config,
-        **{"sweep.lambda_f": config.sweep.lambda_f, "sweep.lambda_v": config.sweep.lambda_v, "train.epochs": 2, "train.name": "sweep"},
-    )
+    grid = {"sweep.mode": "grid", "sweep.lambda_f": [0.0, 0.01], "sweep.lambda_v": [0.0, 0.1], "sweep.grace_period": 1}
+    swept = replace(refshapes_config, **grid, **{"sweep.reduction_factor": 2, "train.epochs": 2, "train.name": "sweep"})
     outcome = sweep(swept)
     assert len(outcome["rows"]) == 4
     assert {(row["lambda_f"], row["lambda_v"]) for row in outcome["rows"]} == {(0.0, 0.0), (0.0, 0.1), (0.01, 0.0), (0.01, 0.1)}
