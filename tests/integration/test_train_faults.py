@@ -69,7 +69,12 @@ def test_ctrl_c_then_a_killed_driver_then_a_rerun_ends_where_the_uninterrupted_r
 ) -> None:
     config = replace(refshapes_config, **{"train.name": "stopped"})
     run_folder = Path(config.train.storage_path) / "stopped"
-    command = [sys.executable, "pipelines/train.py", "--config", str(write_config(config, tmp_path / "stopped.yaml"))]
+    import ray
+
+    # the drivers join the test session's Ray (as `ray job submit` drivers join a cluster): no Ray start of their own
+    address = ray.get_runtime_context().gcs_address
+    config_file = write_config(config, tmp_path / "stopped.yaml")
+    command = [sys.executable, "pipelines/train.py", "--address", address, "--config", str(config_file)]
 
     interrupted = stop_after_epoch(command, run_folder, epoch=0, signal_number=signal.SIGINT)
     errors = [line for line in interrupted.stderr.splitlines() if line.startswith("interrupted:")]
