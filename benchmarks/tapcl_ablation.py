@@ -70,6 +70,7 @@ class PlainSession:
 
     rank = 0
     world = 1
+    device = torch.device("cpu")
 
     def __init__(self) -> None:
         self.reports: list[dict[str, float]] = []

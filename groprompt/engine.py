@@ -27,15 +27,15 @@ def compute_losses(
 
     Both sentences of each pair run through the proposal generator as one batch of 2B: each is the
     other's negative (TextCon, ModalCon) when both name objects of the same video, and each gets the box
-    loss where its ground truth exists. Every mean is over the rows a term applies to.
+    loss where its ground truth exists. Every mean is over the rows a term applies to. The B clips' pixels go
+    once: a generator that reads them repeats the clips over the 2B sentences itself.
     """
     config = proposal.loss_config(config)
     size = len(batch.sentences)
     embeddings = torch.cat([batch.embeddings, batch.embeddings])
-    pixels = None if batch.pixels is None else torch.cat([batch.pixels, batch.pixels])
     targets = torch.cat([batch.boxes, batch.negative_boxes])
     valid = torch.cat([batch.valid, batch.negative_valid])
-    outputs, sentence_features = proposal.run(frozen, embeddings, pixels, batch.sentences + batch.negatives)
+    outputs, sentence_features = proposal.run(frozen, embeddings, batch.pixels, batch.sentences + batch.negatives)
     terms = box_loss_terms(outputs, targets, valid, config)
 
     if config.textcon or config.modalcon:
@@ -66,7 +66,7 @@ def predict_boxes(
     proposal: Generator, frozen: FrozenEncoders, embeddings: torch.Tensor, sentences: list[str], pixels: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-confidence boxes (B, T, 4) normalised cxcywh and their confidences (B, T), online over frames; ``pixels``
-    (B, T, 3, S, S) uint8 for a generator that reads them."""
+    (P, T, 3, S, S) uint8 for a generator that reads them, P dividing B (sentence b reads clip b mod P)."""
     outputs, _ = proposal.run(frozen, embeddings, pixels, sentences)
     boxes = torch.stack([output.top_boxes() for output in outputs], dim=1)
     scores = torch.stack([output.logits[-1].softmax(-1).amax(-1) for output in outputs], dim=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from groprompt.data.clips import (
     ShardPair,
     batches,
     joined_shard_samples,
+    metadata_of,
     normalised_boxes,
     referring_expressions,
     sample_pixels,
@@ -87,31 +88,36 @@ def train_epoch(
     return {name: total / max(steps, 1) for name, total in sums.items()}
 
 
-@torch.no_grad()
-def validation_iou(model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPair], rank: int = 0, world: int = 1) -> tuple[float, int]:
-    """Sum and count of top-box IoU over the frames where the referred object is present.
+def rank_keys(pairs: list[ShardPair], rank: int, world: int) -> set[str]:
+    """The keys of this rank's samples: every world-th sample of the shards, in order (JSON members only)."""
+    return {meta["key"] for meta in metadata_of(pairs)[rank::world]}
 
-    Each sample of the validation shards is one online clip; samples are split over ranks. A generator that reads
-    pixels gets the sample's frames (decoded and resized only for the samples this rank scores).
+
+@torch.no_grad()
+def validation_iou(
+    model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPair], keys: Container[str], device: torch.device
+) -> tuple[float, int]:
+    """Sum and count of top-box IoU over the frames where the referred object is present, for the samples in ``keys``.
+
+    Each sample of the validation shards is one online clip, its inputs on ``device``. A generator that reads pixels
+    gets the sample's frames once for all its expressions (read and decoded only for the samples in ``keys``).
     """
     model.eval()
     pixel_size = model.proposal.pixel_size
-    total, count, index = 0.0, 0, 0
+    total, count = 0.0, 0
     for pair in pairs:
-        for sample, embeddings, _ in joined_shard_samples(pair, with_images=pixel_size is not None):
-            index += 1
-            if (index - 1) % world != rank:
-                continue
+        for sample, embeddings, _ in joined_shard_samples(pair, with_images=pixel_size is not None, keys=keys):
             meta = sample.meta
             expressions = referring_expressions(meta)
-            if not expressions:
+            if sample.key not in keys or not expressions:
                 continue
             frames = range(len(meta["frame_names"]))
-            clip = torch.from_numpy(embeddings).float()[None].expand(len(expressions), *embeddings.shape)
+            clip = torch.from_numpy(embeddings).to(device).float()[None].expand(len(expressions), *embeddings.shape)
             pixels = sample_pixels(sample, pixel_size)
             if pixels is not None:
-                pixels = torch.from_numpy(pixels)[None].expand(len(expressions), *pixels.shape)
+                pixels = torch.from_numpy(pixels)[None].to(device)
             predicted, _ = predict_boxes(model.proposal, frozen, clip, [e["text"] for e in expressions], pixels)
+            predicted = predicted.cpu()
             for row, expression in enumerate(expressions):
                 boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
                 if valid.any():
@@ -142,6 +148,7 @@ class Session(Protocol):
 
     rank: int
     world: int
+    device: torch.device  # where the model, the frozen encoders and every batch go
 
     def latest_checkpoint(self) -> dict[str, Any] | None: ...
 
@@ -163,9 +170,12 @@ def run_training(config: Config, session: Session, run_id: str | None, failure_m
     train_pairs = shard_pairs(config.data, config.data.split, frozen.sam)
     val_pairs = shard_pairs(config.data, config.data.val_split, frozen.sam)
     require_validation_boxes(config.data, val_pairs)
-    model = build_model(config.model, frozen)
+    device = session.device
+    frozen.to(device)
+    model = build_model(config.model, frozen).to(device)
     source = ClipSource(train_pairs, config.data.clip_len, session.rank, session.world, model.proposal.pixel_size)
-    steps = int(_reduce(torch.tensor(source.count // config.train.batch_size), dist.ReduceOp.MIN))
+    val_keys = rank_keys(val_pairs, session.rank, session.world)
+    steps = int(_reduce(torch.tensor(source.count // config.train.batch_size), device, dist.ReduceOp.MIN))
     if steps == 0:
         raise DataError(f"rank {session.rank}: fewer than {config.train.batch_size} training clips; lower train.batch_size")
 
@@ -188,8 +198,9 @@ def run_training(config: Config, session: Session, run_id: str | None, failure_m
             raise InjectedFailure(f"injected failure at epoch {epoch} (train.fail_once_at_epoch)")
         log_step = None if logger is None else (lambda values, step, first=epoch * steps: logger.log(values, first + step))
         items = source.items(seed=config.train.seed * 1000 + epoch)
-        metrics = train_epoch(trained, frozen, batches(items, config.train.batch_size, steps), optimizer, scheduler, config, log_step)
-        iou = _reduce(torch.tensor(validation_iou(model, frozen, val_pairs, session.rank, session.world), dtype=torch.float64))
+        on_device = (batch.to(device) for batch in batches(items, config.train.batch_size, steps))
+        metrics = train_epoch(trained, frozen, on_device, optimizer, scheduler, config, log_step)
+        iou = _reduce(torch.tensor(validation_iou(model, frozen, val_pairs, val_keys, device), dtype=torch.float64), device)
         metrics = {**metrics, "val_box_iou": float(iou[0] / max(float(iou[1]), 1.0)), "epoch": epoch}
         if logger is not None:
             logger.log(epoch_metrics(metrics), step=epoch)
@@ -204,11 +215,13 @@ def epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {(f"epoch_{k}" if k.startswith("loss_") else k): v for k, v in metrics.items() if k != "epoch"}
 
 
-def _reduce(value: torch.Tensor, op: Any = None) -> torch.Tensor:
-    """All-reduce across DDP ranks when there are several (sum by default)."""
+def _reduce(value: torch.Tensor, device: torch.device, op: Any = None) -> torch.Tensor:
+    """All-reduce across DDP ranks when there are several (sum by default), on ``device`` (NCCL reduces GPU tensors
+    only); the result on the CPU."""
+    value = value.to(device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(value, op=op or dist.ReduceOp.SUM)
-    return value
+    return value.cpu()
 
 
 def _first_time(marker: Path) -> bool:

@@ -6,7 +6,7 @@ import importlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -235,10 +235,11 @@ def shard_and_embed(data: Path, split: str, shards: Path, embeddings: Path, sam:
 
 
 class FakeSession:
-    """Rank 0 of 1: resumes from ``payload``, and keeps every report and a copy of its checkpoint file."""
+    """Rank 0 of 1 on the CPU: resumes from ``payload``, and keeps every report and a copy of its checkpoint file."""
 
     rank = 0
     world = 1
+    device = torch.device("cpu")
 
     def __init__(self, store: Path, payload: dict[str, Any] | None = None) -> None:
         self.store = store
@@ -283,3 +284,27 @@ def registered_epochs(run_folder: Path) -> list[int]:
     from groprompt.stages.train import registered_checkpoints
 
     return sorted(int(metrics["epoch"]) for metrics in (registered_checkpoints(run_folder) or {}).values())
+
+
+def image_member_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the frame-shard image members (``.jpg``, ``.png``) whose bytes are read from now on; the
+    embedding shards, which import ``iter_members`` by name, are not watched."""
+    from groprompt.data import shards
+
+    reads: list[str] = []
+    members = shards.iter_members
+
+    def counted(name: str, read: Callable[[], bytes]) -> Callable[[], bytes]:
+        def read_and_count() -> bytes:
+            reads.append(name)
+            return read()
+
+        return read_and_count
+
+    def watched(path: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
+        for key, extension, read in members(path):
+            image = extension.endswith((".jpg", ".png"))
+            yield key, extension, counted(f"{key}.{extension}", read) if image else read
+
+    monkeypatch.setattr(shards, "iter_members", watched)
+    return reads

@@ -9,8 +9,8 @@ decoded from the frame shard and resized (``pixel_size``); masks are never read.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Container, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,11 @@ class ClipBatch:
     negative_valid: torch.Tensor  # (B, T)
     input_sizes: torch.Tensor  # (B, 2)
     pixels: torch.Tensor | None = None  # (B, T, 3, S, S) uint8 frames, for a generator that reads pixels
+
+    def to(self, device: torch.device | str) -> ClipBatch:
+        """The batch with its tensors on ``device`` (sentences as they are)."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return ClipBatch(**{name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in moved.items()})
 
 
 @dataclass(frozen=True)
@@ -159,11 +164,13 @@ def sample_items(
             )
 
 
-def joined_shard_samples(pair: ShardPair, with_images: bool = False) -> Iterator[tuple[ShardSample, np.ndarray, tuple[int, int]]]:
+def joined_shard_samples(
+    pair: ShardPair, with_images: bool = False, keys: Container[str] | None = None
+) -> Iterator[tuple[ShardSample, np.ndarray, tuple[int, int]]]:
     """(frame shard sample, embeddings (T, C, g, g), SAM input size) for each sample of a shard pair; the
-    sample's frames are readable only ``with_images``."""
+    sample's frames are read only ``with_images``, and with ``keys`` only for the samples of those keys."""
     embedded = read_embedding_shard(pair.embeddings)
-    for sample in read_shard(pair.frames, with_images=with_images):
+    for sample in read_shard(pair.frames, with_images=with_images, keys=keys):
         key, embedding_meta, array = next(embedded, (None, None, None))
         if key != sample.key:
             raise DataError(f"{pair.embeddings}: sample {key} does not match frame shard sample {sample.key}")
@@ -219,7 +226,7 @@ class ClipSource:
         rng.shuffle(pairs)
         buffer: list[ClipItem] = []
         for pair in pairs:
-            for sample, embeddings, input_size in joined_shard_samples(pair, with_images=self.pixel_size is not None):
+            for sample, embeddings, input_size in joined_shard_samples(pair, with_images=self.pixel_size is not None, keys=self.keys):
                 meta = sample.meta
                 if meta["key"] not in self.keys:
                     continue

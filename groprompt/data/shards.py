@@ -16,7 +16,7 @@ import itertools
 import json
 import re
 import tarfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -363,8 +363,9 @@ def _sample_keys(path: Path) -> list[str] | None:
         return None
 
 
-def read_shard(path: str | Path, with_images: bool = True) -> Iterator[ShardSample]:
-    """Stream the samples of a shard in order; ``with_images=False`` reads only the JSON members."""
+def read_shard(path: str | Path, with_images: bool = True, keys: Container[str] | None = None) -> Iterator[ShardSample]:
+    """Stream the samples of a shard in order; ``with_images=False`` reads only the JSON members, and with ``keys``
+    only the samples of those keys get their frames and masks read (the others come with their JSON alone)."""
     path = Path(path)
     current: ShardSample | None = None
     for key, extension, read in iter_members(path):
@@ -379,7 +380,7 @@ def read_shard(path: str | Path, with_images: bool = True) -> Iterator[ShardSamp
             continue
         if current is None:
             raise DataError(f"{path}: member {key}.{extension} comes before its sample's JSON")
-        if with_images:
+        if with_images and (keys is None or key in keys):
             (current.frames if extension.endswith(".jpg") else current.masks).append(read())
     if current is not None:
         yield current

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from functools import partial
+
+import torch
 
 from groprompt.config import ModelConfig
 from groprompt.models.encoder_options import EncoderOptions
@@ -10,12 +13,29 @@ from groprompt.models.sam import FrozenSam, require_weights
 from groprompt.models.text import FrozenTextEncoder
 
 
-@dataclass
 class FrozenEncoders:
-    """The frozen SAM (image encoder, prompt encoder, mask decoder) and text encoder."""
+    """The frozen SAM (image encoder, prompt encoder, mask decoder) and text encoder.
 
-    sam: FrozenSam
-    text: FrozenTextEncoder
+    The text encoder may be given as a loader: it is then loaded on first use, on SAM's device, so that a generator
+    with its own text encoder (``grounding-dino``) never loads it."""
+
+    def __init__(self, sam: FrozenSam, text: FrozenTextEncoder | Callable[[], FrozenTextEncoder]) -> None:
+        self.sam = sam
+        self._text = text
+
+    @property
+    def text(self) -> FrozenTextEncoder:
+        """The text encoder, loaded now if it was given as a loader."""
+        if not isinstance(self._text, FrozenTextEncoder):
+            self._text = self._text().to(self.sam.device)
+        return self._text
+
+    def to(self, device: torch.device | str) -> FrozenEncoders:
+        """Move the encoders (a text encoder not yet loaded: when it loads) to ``device``."""
+        self.sam.to(device)
+        if isinstance(self._text, FrozenTextEncoder):
+            self._text.to(device)
+        return self
 
 
 def frozen_sam(config: ModelConfig) -> FrozenSam:
@@ -26,5 +46,5 @@ def frozen_sam(config: ModelConfig) -> FrozenSam:
 
 
 def build_frozen(config: ModelConfig) -> FrozenEncoders:
-    """Load the frozen encoders named by the configuration."""
-    return FrozenEncoders(sam=frozen_sam(config), text=FrozenTextEncoder(config.text_encoder, dtype=config.encoder_dtype))
+    """The frozen encoders named by the configuration; the text encoder loads when a generator first uses it."""
+    return FrozenEncoders(sam=frozen_sam(config), text=partial(FrozenTextEncoder, config.text_encoder, dtype=config.encoder_dtype))

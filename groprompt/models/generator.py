@@ -46,7 +46,10 @@ class Generator(Protocol):
     def run(
         self, frozen: FrozenEncoders, embeddings: torch.Tensor, pixels: torch.Tensor | None, sentences: list[str]
     ) -> tuple[list[FrameOutput], torch.Tensor]:
-        """Clips (B, T, C, g, g), pixels (B, T, 3, S, S) uint8 or None, B sentences -> outputs per frame, (B, D)."""
+        """Clips (B, T, C, g, g), pixels (P, T, 3, S, S) uint8 or None, B sentences -> outputs per frame, (B, D).
+
+        P divides B and sentence b reads the pixels of clip b mod P: clips that several sentences share (a clip's
+        sentence and its negative, a video's expressions) are given once."""
         ...
 
     def stream(self, frozen: FrozenEncoders, sentences: list[str]) -> FrameStream: ...

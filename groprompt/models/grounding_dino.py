@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,43 @@ def run_frozen(module: nn.Module, dtype: str) -> None:
     module.forward = frozen_forward
 
 
+def first_rows(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows (N,) naming their images: the first row of each distinct image, and each row's place among them."""
+    distinct, inverse = torch.unique(index, return_inverse=True)
+    rows = torch.arange(len(index), device=index.device)
+    first = torch.full_like(distinct, len(index)).scatter_reduce(0, inverse, rows, "amin")
+    return first, inverse
+
+
+class SharedImages:
+    """The image backbone's forward, run once per distinct image: while ``sharing(index)`` is active, row r of its
+    input is image ``index[r]`` (rows of one image are equal), so only each image's first row goes through it and
+    its outputs (feature maps with their masks, position embeddings) are gathered back to every row."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        self.forward = backbone.forward
+        self.index: torch.Tensor | None = None
+        backbone.forward = self
+
+    def __call__(
+        self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:
+        if self.index is None:
+            return self.forward(pixel_values, pixel_mask)
+        first, inverse = first_rows(self.index)
+        features, positions = self.forward(pixel_values[first], pixel_mask[first])
+        return [(f[inverse], m[inverse]) for f, m in features], [p[inverse] for p in positions]
+
+    @contextmanager
+    def sharing(self, index: torch.Tensor) -> Iterator[None]:
+        """Rows share images as ``index`` (N,) says, for the calls inside the block."""
+        self.index = index
+        try:
+            yield
+        finally:
+            self.index = None
+
+
 def prompt_text(sentence: str) -> str:
     """A sentence as Grounding DINO's prompts are written: lower case, ending with a full stop."""
     text = sentence.lower().strip()
@@ -107,6 +146,7 @@ class GroundingDinoGenerator(nn.Module):
         self.frozen_modules = [getattr(detector.model, NO_GRAD_MODULES[group]) for group in freeze]
         for module in self.frozen_modules:
             run_frozen(module, dtype)
+        self.shared_images = SharedImages(detector.model.backbone)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> GroundingDinoGenerator:
@@ -150,14 +190,20 @@ class GroundingDinoGenerator(nn.Module):
     def run(
         self, frozen: FrozenEncoders, embeddings: torch.Tensor, pixels: torch.Tensor | None, sentences: list[str]
     ) -> tuple[list[FrameOutput], torch.Tensor]:
-        """Clips of pixels (B, T, 3, S, S) uint8 and B sentences -> one output per frame and sentence features (B, D).
+        """Clips of pixels (P, T, 3, S, S) uint8 and B sentences, P dividing B (sentence b reads clip b mod P) -> one
+        output per frame and sentence features (B, D).
 
-        The B x T frames go through the detector as one batch (frames are independent)."""
+        The B x T rows go through the detector as one batch (frames are independent); the image backbone sees each of
+        the P x T frames once."""
         if pixels is None:
             raise ValueError("the grounding-dino generator reads pixels: the clips carry none")
-        batch, frames = pixels.shape[:2]
+        clips, frames = pixels.shape[:2]
+        batch = len(sentences)
+        if batch % clips:
+            raise ValueError(f"{batch} sentences over {clips} clips: the clips must repeat a whole number of times")
         tokens = {key: value.repeat_interleave(frames, dim=0) for key, value in self.tokens(sentences).items()}
-        output, text = self.detect(pixels.flatten(0, 1), tokens)
+        index = (torch.arange(batch) % clips)[:, None] * frames + torch.arange(frames)
+        output, text = self.detect(pixels.flatten(0, 1), index.flatten(), tokens)
         per_frame = [
             FrameOutput(
                 boxes=output.boxes.unflatten(1, (batch, frames))[:, :, t],
@@ -172,17 +218,20 @@ class GroundingDinoGenerator(nn.Module):
     def stream(self, frozen: FrozenEncoders, sentences: list[str]) -> DetectorStream:
         return DetectorStream(self, sentences)
 
-    def detect(self, pixels: torch.Tensor, tokens: dict[str, torch.Tensor]) -> tuple[FrameOutput, torch.Tensor]:
-        """N images (N, 3, S, S) uint8 with their N tokenised prompts -> one ``FrameOutput`` of N rows and the text
-        encoder's features mean-pooled over real tokens (N, D).
+    def detect(self, images: torch.Tensor, index: torch.Tensor, tokens: dict[str, torch.Tensor]) -> tuple[FrameOutput, torch.Tensor]:
+        """Images (M, 3, S, S) uint8, the image of each row (N,) and the N rows' tokenised prompts -> one ``FrameOutput``
+        of N rows and the text encoder's features mean-pooled over real tokens (N, D). The image backbone runs once per
+        image of ``index``.
 
         Levels: the encoder's selected proposals (query selection), then one per decoder layer, as the detector's
         own heads compute them."""
-        values = (pixels.to(self.mean.device).float() / 255 - self.mean) / self.std
+        index = index.to(self.mean.device)
+        values = ((images.to(self.mean.device).float() / 255 - self.mean) / self.std)[index]
         text_hidden: list[torch.Tensor] = []
         hook = self.detector.model.text_backbone.register_forward_hook(lambda _m, _i, out: text_hidden.append(out.last_hidden_state))
         try:
-            out = self.detector.model(pixel_values=values, **tokens)
+            with self.shared_images.sharing(index):
+                out = self.detector.model(pixel_values=values, **tokens)
         finally:
             hook.remove()
         mask = tokens["attention_mask"].bool()
@@ -200,7 +249,7 @@ class GroundingDinoGenerator(nn.Module):
             level_logits.append(logits.amax(-1))
             level_boxes.append((self.detector.bbox_embed[level](hidden[:, level]) + torch.special.logit(reference, eps=1e-5)).sigmoid())
 
-        n = pixels.shape[0]
+        n = index.shape[0]
         output = FrameOutput(
             boxes=torch.stack(level_boxes),
             logits=torch.stack(level_logits),
@@ -223,5 +272,5 @@ class DetectorStream:
         """The next frame's output, given its pixels (3, S, S) uint8 (its SAM embedding is not read)."""
         if pixels is None:
             raise ValueError("the grounding-dino generator reads pixels: give each frame's (groprompt.data.pixels.frame_pixels)")
-        count = self.tokens["input_ids"].shape[0]
-        return self.generator.detect(pixels[None].expand(count, *pixels.shape), self.tokens)[0]
+        index = torch.zeros(self.tokens["input_ids"].shape[0], dtype=torch.long)
+        return self.generator.detect(pixels[None], index, self.tokens)[0]

@@ -13,8 +13,9 @@ from groprompt.checkpoints import read_payload
 class RaySession:
     """One training process under Ray: a Ray Train worker (``distributed``: DDP across workers) or a Ray Tune trial."""
 
-    def __init__(self, distributed: bool) -> None:
+    def __init__(self, distributed: bool, use_gpu: bool = False) -> None:
         self.distributed = distributed
+        self.use_gpu = use_gpu
         self.api: ModuleType
         if distributed:
             import ray.train
@@ -25,6 +26,16 @@ class RaySession:
             import ray.tune
 
             self.api, self.rank, self.world = ray.tune, 0, 1
+
+    @property
+    def device(self) -> torch.device:
+        """Where this process trains: Ray Train's device for a worker (its GPU when the run asked for GPUs), else a GPU
+        when ``use_gpu`` and the trial sees one, else the CPU."""
+        if self.distributed:
+            from ray.train.torch import get_device
+
+            return get_device()
+        return torch.device("cuda" if self.use_gpu and torch.cuda.is_available() else "cpu")
 
     def latest_checkpoint(self) -> dict[str, Any] | None:
         """The payload of the run's latest reported checkpoint, if any."""

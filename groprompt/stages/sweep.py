@@ -43,7 +43,7 @@ def trial(params: dict[str, float], base_tree: dict[str, Any], parent_run_id: st
     run_name = f"lambda_f={params['lambda_f']:.3g} lambda_v={params['lambda_v']:.3g}"
     tags = {TRIAL_TAG: ray.tune.get_context().get_trial_id()}
     run_id = start_run(config, run_name, parent_run_id=parent_run_id, tags=tags)
-    run_training(config, RaySession(distributed=False), run_id)
+    run_training(config, RaySession(distributed=False, use_gpu=config.train.use_gpu), run_id)
 
 
 def search_space(config: Config) -> dict[str, Any]:

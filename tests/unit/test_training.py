@@ -7,15 +7,21 @@ where the uninterrupted run ended; a batch larger than the data is a DataError.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from groprompt import training
 from groprompt.checkpoints import read_payload
 from groprompt.config import Config, ModelConfig, replace, to_dict
+from groprompt.data.clips import ClipBatch, count_items, metadata_of, shard_pairs
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.errors import DataError
+from groprompt.models.frozen import FrozenEncoders
+from groprompt.models.groprompt import GroPrompt
 from groprompt.models.sam import FrozenSam
 from tests.helpers import FakeSession, shard_and_embed, train
 
@@ -105,3 +111,35 @@ def test_a_batch_larger_than_the_training_clips_is_a_data_error(config: Config, 
     with pytest.raises(DataError, match="train.batch_size"):
         train(replace(config, **{"train.batch_size": 10_000}), session)
     assert session.reports == [] and session.prepared == []
+
+
+class CpuZeroSession(FakeSession):
+    """The CPU under a name of its own (``cpu:0``), to tell the session's device from the default one."""
+
+    device = torch.device("cpu", 0)
+
+
+def test_encoders_model_batches_and_validation_go_to_the_session_device(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moved: list[tuple[str, torch.device]] = []
+
+    def recorded(name: str, to: Callable[..., Any]) -> Callable[..., Any]:
+        def record(self: Any, device: torch.device | str) -> Any:
+            moved.append((name, torch.device(device)))
+            return to(self, device)
+
+        return record
+
+    monkeypatch.setattr(FrozenEncoders, "to", recorded("frozen", FrozenEncoders.to))
+    monkeypatch.setattr(GroPrompt, "to", recorded("model", torch.nn.Module.to))
+    monkeypatch.setattr(ClipBatch, "to", recorded("batch", ClipBatch.to))
+    validate = training.validation_iou
+    monkeypatch.setattr(training, "validation_iou", lambda *args: moved.append(("validation", args[-1])) or validate(*args))
+    session = train(replace(config, **{"train.epochs": 1}), CpuZeroSession(tmp_path))
+    assert len(session.reports) == 1
+    names = [name for name, _ in moved]
+    assert names[:2] == ["frozen", "model"] and names[-1] == "validation"
+    pairs = shard_pairs(config.data, "train", FrozenSam.from_name(MODEL.sam, seed=MODEL.sam_seed))
+    assert names[2:-1] == ["batch"] * (count_items(metadata_of(pairs), 4) // 4)  # every batch of the epoch (clips of 4, batches of 4)
+    assert {device for _, device in moved} == {torch.device("cpu", 0)}

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 import groprompt
@@ -116,6 +117,7 @@ class RefusingSession:
 
     rank = 0
     world = 1
+    device = torch.device("cpu")
 
     def latest_checkpoint(self) -> None:
         return None

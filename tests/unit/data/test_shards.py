@@ -13,7 +13,7 @@ from PIL import Image
 from groprompt.data.formats import read_videos
 from groprompt.data.shards import ShardSettings, plan_shards, read_shard, write_shard
 from groprompt.errors import DataError
-from tests.helpers import mini_davis
+from tests.helpers import image_member_reads, make_frame_shards, mini_davis
 
 
 def shard_all(root: Path, out: Path, settings: ShardSettings, skip_bad: bool = False) -> list[dict]:
@@ -126,3 +126,23 @@ def test_long_videos_split_into_windows(shared_data: Path, tmp_path: Path) -> No
     plans = plan_shards(videos, ShardSettings(window=16))
     windows = [(start, end) for plan in plans for _, start, end in plan.windows]
     assert windows == [(0, 16), (16, 32), (32, 48), (48, 50)]
+
+
+def test_images_are_read_only_for_the_samples_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = make_frame_shards(tmp_path)
+    shard = tmp_path / "frames" / records[0]["shard"]
+    keys = list(records[0]["samples"])
+    assert len(keys) > 1
+    with tarfile.open(shard) as tar:
+        wanted_members = sorted(n for n in tar.getnames() if n.startswith(f"{keys[-1]}.") and not n.endswith(".json"))
+    assert wanted_members
+    reads = image_member_reads(monkeypatch)
+    samples = list(read_shard(shard, keys={keys[-1]}))
+    assert sorted(reads) == wanted_members  # no other sample's frame bytes
+    assert [s.key for s in samples] == keys  # every sample still comes, with its JSON
+    assert all(s.frames == [] for s in samples[:-1])
+    assert len(samples[-1].frames) == len(samples[-1].meta["frame_names"])
+    assert samples[-1].frame(0).shape[-1] == 3
+    reads.clear()
+    list(read_shard(shard, with_images=False, keys={keys[-1]}))
+    assert reads == []

@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from groprompt.checkpoints import build_trained_model, load_trained
 from groprompt.config import Config, LossConfig, ModelConfig, TrainConfig, replace, to_dict
-from groprompt.data.clips import ClipBatch, ClipSource, batches, joined_shard_samples, referring_expressions, shard_pairs
+from groprompt.data.clips import ClipBatch, ClipSource, batches, joined_shard_samples, metadata_of, referring_expressions, shard_pairs
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.errors import CheckpointError, ConfigError
 from groprompt.evaluation.box_sources import ModelBoxes
@@ -25,10 +27,10 @@ from groprompt.inference.video import predict_video
 from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import build_model
 from groprompt.models.grounding_dino import FROZEN_PARAMETERS
-from groprompt.models.text import default_text_encoder_path
+from groprompt.models.text import FrozenTextEncoder, default_text_encoder_path
 from groprompt.segmentors import build_segmentor
-from groprompt.training import build_optimizer
-from tests.helpers import FakeSession, save_tiny_grounding_dino, shard_and_embed, train
+from groprompt.training import build_optimizer, rank_keys, validation_iou
+from tests.helpers import FakeSession, image_member_reads, save_tiny_grounding_dino, shard_and_embed, train
 
 PIXELS = 64  # frames resized to 64 x 64 for the detector
 
@@ -130,11 +132,13 @@ def test_grounding_dino_frozen_parts_stay_bit_identical_after_a_step(weights_fol
     )
     optimizer, _ = build_optimizer(model, TrainConfig(lr=1e-2), steps_per_epoch=1)
     got_gradient: set[str] = set()
-    for _ in range(2):  # the box heads' last layers start at zero: the decoder gets gradients from the second step
-        optimizer.zero_grad()
-        model(frozen, batch, LossConfig())["total"].backward()
-        got_gradient |= {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-        optimizer.step()
+    with backbone_batches(model.proposal) as sizes:
+        for _ in range(2):  # the box heads' last layers start at zero: the decoder gets gradients from the second step
+            optimizer.zero_grad()
+            model(frozen, batch, LossConfig())["total"].backward()
+            got_gradient |= {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+            optimizer.step()
+    assert sizes == [batch_size * frames] * 2  # each clip's frames once, not once for S_i and once for S_j
     assert not got_gradient & frozen_names
     assert {n.split(".")[0] for n in got_gradient} == {"proposal", "modalcon"}
     assert any(".decoder.layers." in n for n in got_gradient) and any("bbox_embed" in n for n in got_gradient)
@@ -142,6 +146,70 @@ def test_grounding_dino_frozen_parts_stay_bit_identical_after_a_step(weights_fol
     after = model.state_dict()
     assert all(torch.equal(after[name], before[name]) for name in frozen_names)
     assert any(not torch.equal(after[name], before[name]) for name in got_gradient)
+
+
+@contextmanager
+def backbone_batches(generator: nn.Module) -> Iterator[list[int]]:
+    """The batch size of every call of the detector's Swin image backbone inside the block."""
+    sizes: list[int] = []
+    swin = generator.detector.model.backbone.conv_encoder
+    hook = swin.register_forward_hook(lambda _module, inputs, _output: sizes.append(inputs[0].shape[0]))
+    try:
+        yield sizes
+    finally:
+        hook.remove()
+
+
+def reference_detection(generator: nn.Module, images: torch.Tensor, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final-layer boxes (N, Q, 4) and query confidences (N, Q) of the transformers detector itself, every row's
+    image (N, 3, S, S) uint8 through it, as before images were shared."""
+    values = (images.float() / 255 - generator.mean) / generator.std
+    out = generator.detector(pixel_values=values, **generator.tokens(sentences))
+    return out.pred_boxes, out.logits.amax(-1)
+
+
+def test_grounding_dino_backbone_runs_once_per_distinct_frame_with_unchanged_outputs(weights_folder: Path, frozen: FrozenEncoders) -> None:
+    generator = build_model(gd_config(weights_folder), frozen).proposal.eval()
+    torch.manual_seed(1)
+    clips, frames = 2, 3
+    pixels = torch.randint(0, 256, (clips, frames, 3, PIXELS, PIXELS), dtype=torch.uint8)
+    sentences = ["the red square", "a blue circle", "a green triangle", "the red square"]  # sentence b reads clip b % 2
+    with torch.no_grad(), backbone_batches(generator) as sizes:
+        outputs, _ = generator.run(frozen, torch.empty(0), pixels, sentences)
+        rows = pixels[torch.tensor([0, 1, 0, 1])].flatten(0, 1)  # (b, t) rows, each with its own copy of its frame
+        expected_boxes, expected_logits = reference_detection(generator, rows, [s for s in sentences for _ in range(frames)])
+    assert sizes == [clips * frames, len(sentences) * frames]  # ours: the distinct frames only; the reference: every row
+    boxes = torch.stack([output.boxes[-1] for output in outputs], dim=1).flatten(0, 1)
+    logits = torch.stack([output.logits[-1] for output in outputs], dim=1).flatten(0, 1)
+    torch.testing.assert_close(boxes, expected_boxes, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=0)
+
+    stream = generator.stream(frozen, sentences[:3])
+    with torch.no_grad(), backbone_batches(generator) as sizes:
+        step = stream.step(torch.empty(0), pixels[1, 2])
+    assert sizes == [1]  # one frame for the three sentences
+    with torch.no_grad():
+        expected_boxes, expected_logits = reference_detection(generator, pixels[1, 2][None].expand(3, -1, -1, -1), sentences[:3])
+    torch.testing.assert_close(step.boxes[-1], expected_boxes, atol=1e-5, rtol=0)
+    torch.testing.assert_close(step.logits[-1], expected_logits, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="3 sentences over 2 clips"):
+        generator.run(frozen, torch.empty(0), pixels, sentences[:3])
+
+
+def test_grounding_dino_never_loads_the_minilm_text_encoder(weights_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: FrozenTextEncoder, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the MiniLM text encoder was loaded")
+
+    monkeypatch.setattr(FrozenTextEncoder, "__init__", refuse)
+    frozen = build_frozen(gd_config(weights_folder))
+    model = build_model(gd_config(weights_folder), frozen).eval()
+    pixels = torch.randint(0, 256, (1, 2, 3, PIXELS, PIXELS), dtype=torch.uint8)
+    with torch.no_grad():
+        outputs, features = model.proposal.run(frozen, torch.empty(0), pixels, ["the red square"])
+    assert len(outputs) == 2 and features.shape == (1, 32)  # its own BERT's sentence features
+    sam_decoder = ModelConfig(sam="tiny")
+    with pytest.raises(AssertionError, match="MiniLM"):  # the sam-decoder generator does load it
+        build_model(sam_decoder, build_frozen(sam_decoder))
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +283,27 @@ def test_grounding_dino_checkpoint_evaluates_as_inference_predicts(trained: tupl
     predictor = Predictor(frozen, model, build_segmentor("box"), "box", weights.model_id)
     predicted = predict_video(predictor, zip(sample.meta["frame_names"], frames), [e["text"] for e in expressions])
     np.testing.assert_allclose(np.stack([p.boxes for p in predicted], axis=1), evaluated, atol=1e-4, rtol=0)
+
+
+def test_grounding_dino_reads_frames_only_of_the_samples_a_rank_uses(
+    trained: tuple[Config, FakeSession], frozen: FrozenEncoders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, _ = trained
+    pairs = shard_pairs(config.data, "train", frozen.sam)
+    source = ClipSource(pairs, 2, rank=1, world=len(pairs) + 1, pixel_size=PIXELS)  # fewer shards than ranks: samples split
+    assert source.keys and source.keys < {meta["key"] for meta in metadata_of(pairs)}
+    reads = image_member_reads(monkeypatch)
+    assert list(source.items(seed=0))
+    assert {name.split(".")[0] for name in reads} == source.keys
+
+    val_pairs = shard_pairs(config.data, "valid", frozen.sam)
+    metas = metadata_of(val_pairs)
+    keys = rank_keys(val_pairs, rank=1, world=2)
+    assert keys == {meta["key"] for i, meta in enumerate(metas) if i % 2 == 1}
+    model = build_model(config.model, frozen)
+    reads.clear()
+    with backbone_batches(model.proposal) as sizes:
+        validation_iou(model, frozen, val_pairs, keys, torch.device("cpu"))
+    assert {name.split(".")[0] for name in reads} == keys
+    # one backbone pass per scored sample, over its frames once whatever its number of expressions
+    assert sizes == [len(m["frame_names"]) for m in metas if m["key"] in keys and referring_expressions(m)]
