@@ -46,6 +46,8 @@ class ModelConfig:
     num_queries: int = 50
     dropout: float = 0.0
     propagate: bool = True  # online query propagation from frame t-1
+    enhancer_layers: int = 1  # feature enhancer: self-attention over a frame's text-fused visual tokens (position is relative)
+    frame_difference: bool = True  # each visual token also sees its embedding minus frame t-1's (motion); zero on frame 0
     encoder_dtype: str = "float32"  # frozen SAM image and text encoders: float32 | bfloat16 (autocast; in the embedding identity)
     encoder_sdpa: bool = False  # SAM image-encoder attention through scaled_dot_product_attention (same result)
     encoder_channels_last: bool = False  # channels-last convolutions in the SAM image encoder
@@ -65,6 +67,7 @@ class ModelConfig:
             self.freeze,
         )
         _require(self.proposal_image_size >= 32, "model.proposal_image_size", "must be at least 32", self.proposal_image_size)
+        _require(self.enhancer_layers >= 0, "model.enhancer_layers", "must be >= 0", self.enhancer_layers)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ def box_loss_terms(outputs: list[FrameOutput], targets: torch.Tensor, valid: tor
     ground-truth boxes; valid (B, T) False where the object is absent.
     - ``l1``, ``giou``: the top-confidence proposal of the final decoder level, as the paper writes L_box;
     - ``aux``: deep supervision, lambda_r L1 + lambda_g GIoU of the top proposal of every earlier level
-      (level 0: the selected tokens' own boxes) plus lambda_conf times their confidence loss, weighted apart by lambda_aux;
+      (level 0: the selected tokens' own boxes) plus lambda_conf times their confidence loss, and the same box loss
+      on the own proposals of every token inside the ground-truth box (dense, so that whichever token query selection
+      picks already has a good anchor); weighted apart by lambda_aux;
     - ``conf``: the final level's confidence, with the query that best matches the ground truth as positive;
     - ``select``: tokens inside the box should be the most text-similar (query selection).
     Terms are summed over frames and averaged over the rows (sentences) that have a box in some frame.
@@ -36,7 +38,8 @@ def box_loss_terms(outputs: list[FrameOutput], targets: torch.Tensor, valid: tor
         sums["giou"] += giou[-1] * mask
         sums["conf"] += confidence[-1] * mask
         earlier = config.lambda_r * l1[:-1] + config.lambda_g * giou[:-1] + config.lambda_conf * confidence[:-1]
-        sums["aux"] += earlier.sum(0) * mask
+        dense = token_box_loss(output.token_boxes, output.token_centres, targets[:, t], config)
+        sums["aux"] += (earlier.sum(0) + dense) * mask
         sums["select"] += selection_loss(output.token_logits, output.token_centres, targets[:, t]) * mask
     has_box = valid.any(1)
     return {name: masked_mean(value, has_box) for name, value in sums.items()}
@@ -59,12 +62,27 @@ def masked_mean(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return (values * rows).sum() / rows.sum().clamp(min=1)
 
 
-def selection_loss(token_logits: torch.Tensor, centres: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B,) balanced BCE: tokens whose cell centre lies in the target box are positives."""
-    box = cxcywh_to_xyxy(target)  # (B, 4)
+def inside_box(centres: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, N) 1.0 where token centre n (N, 2) lies in sample b's target box (B, 4) cxcywh, else 0.0."""
+    box = cxcywh_to_xyxy(target)
     x, y = centres[:, 0], centres[:, 1]
     inside = (x >= box[:, None, 0]) & (x <= box[:, None, 2]) & (y >= box[:, None, 1]) & (y <= box[:, None, 3])
-    inside = inside.float()
+    return inside.float()
+
+
+def token_box_loss(token_boxes: torch.Tensor, centres: torch.Tensor, target: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """(B,) lambda_r L1 + lambda_g GIoU of the own proposals (B, N, 4) of the tokens inside the target box, averaged
+    over them (0 where none is inside, or the generator has no per-token proposals)."""
+    inside = inside_box(centres, target)
+    expanded = target[:, None, :].expand_as(token_boxes)
+    l1 = (token_boxes - expanded).abs().sum(-1)
+    giou = 1 - generalized_box_iou(cxcywh_to_xyxy(token_boxes), cxcywh_to_xyxy(expanded))
+    return ((config.lambda_r * l1 + config.lambda_g * giou) * inside).sum(1) / inside.sum(1).clamp(min=1)
+
+
+def selection_loss(token_logits: torch.Tensor, centres: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) balanced BCE: tokens whose cell centre lies in the target box are positives."""
+    inside = inside_box(centres, target)
     per_token = nn.functional.binary_cross_entropy_with_logits(token_logits, inside, reduction="none")
     positives = (per_token * inside).sum(1) / inside.sum(1).clamp(min=1)
     negatives = (per_token * (1 - inside)).sum(1) / (1 - inside).sum(1).clamp(min=1)

@@ -210,6 +210,7 @@ class GroundingDinoGenerator(nn.Module):
                 logits=output.logits.unflatten(1, (batch, frames))[:, :, t],
                 token_logits=output.token_logits.unflatten(0, (batch, frames))[:, t],
                 token_centres=output.token_centres,
+                token_boxes=output.token_boxes.unflatten(0, (batch, frames))[:, t],
             )
             for t in range(frames)
         ]
@@ -255,6 +256,7 @@ class GroundingDinoGenerator(nn.Module):
             logits=torch.stack(level_logits),
             token_logits=values.new_zeros(n, 0),  # no query-selection loss: it keeps its pretrained meaning
             token_centres=values.new_zeros(0, 2),
+            token_boxes=values.new_zeros(n, 0, 4),
         )
         real = mask[..., None].float()
         pooled = (text_hidden[-1] * real).sum(1) / real.sum(1).clamp(min=1)

@@ -1,8 +1,10 @@
 """The trainable proposal generator: text-guided box proposals from cached SAM image embeddings.
 
 Per frame (online: frame t sees frames <= t only):
-1. visual tokens = the frame's SAM image embedding projected to ``d_model`` plus 2D sine positions,
-   lightly fused with the text (tokens attend to the sentence);
+1. visual tokens = the frame's SAM image embedding, with its difference from frame t-1's (motion; zero on the first
+   frame), projected to ``d_model`` plus 2D sine positions and fused with the text (tokens attend to the sentence);
+   a feature enhancer (Grounding DINO's, lighter: self-attention among the frame's tokens) lets each token see the
+   other objects, which a position ("the leftmost") is relative to;
 2. language-guided query selection (Grounding DINO style): the top-K tokens by similarity to the text
    give the object queries (content) and, through a per-token box head, their anchor boxes;
 3. the previous frame's top query and box are appended as one more query (online propagation), and the
@@ -32,6 +34,7 @@ class FrameOutput:
     logits: torch.Tensor  # (levels, B, Q) confidences
     token_logits: torch.Tensor  # (B, N) query-selection scores of every visual token
     token_centres: torch.Tensor  # (N, 2) normalised (x, y) of each token's cell
+    token_boxes: torch.Tensor  # (B, N, 4) every token's own proposal (level 0 draws from these)
 
     def top_boxes(self) -> torch.Tensor:
         """(B, 4) the final layer's top-confidence box per sample."""
@@ -58,6 +61,7 @@ class FrameState:
     memory: tuple[ImageMemory, ...]  # per decoder layer: frame t's projected image keys and values (B, N, d)
     query: torch.Tensor  # (B, d) final top query
     box: torch.Tensor  # (B, 4) its box
+    embedding: torch.Tensor  # (B, C, g, g) frame t's SAM image embedding (frame t + 1's motion input)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -117,6 +121,22 @@ class TextConfidence(nn.Module):
         similarity = torch.einsum("bqd,bld->bql", self.project(queries), text) * self.scale
         similarity = similarity.masked_fill(~text_mask[:, None, :], float("-inf"))
         return similarity.amax(-1) + self.bias
+
+
+class EnhancerLayer(nn.Module):
+    """Self-attention among one frame's visual tokens (positions added to queries and keys), then a feed-forward."""
+
+    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model))
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(2))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        q = tokens + positions
+        tokens = self.norms[0](tokens + self.dropout(self.self_attn(q, q, tokens, need_weights=False)[0]))
+        return self.norms[1](tokens + self.dropout(self.ffn(tokens)))
 
 
 class DecoderLayer(nn.Module):
@@ -184,10 +204,14 @@ class ProposalGenerator(nn.Module):
         self.config = config
         self.grid = grid
         self.sentence_dim = text_dim  # ModalCon's sentence features: the frozen text encoder's pooled features
-        self.visual_proj = nn.Sequential(nn.Conv2d(image_dim, d, kernel_size=1), nn.GroupNorm(32 if d % 32 == 0 else 1, d))
+        inputs = 2 * image_dim if config.frame_difference else image_dim
+        self.visual_proj = nn.Sequential(nn.Conv2d(inputs, d, kernel_size=1), nn.GroupNorm(32 if d % 32 == 0 else 1, d))
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d))
         self.fusion = nn.MultiheadAttention(d, config.num_heads, batch_first=True)
         self.fusion_norm = nn.LayerNorm(d)
+        self.enhancer = nn.ModuleList(
+            EnhancerLayer(d, config.num_heads, config.ffn_dim, config.dropout) for _ in range(config.enhancer_layers)
+        )
         self.memory_embed = nn.Parameter(torch.zeros(2, d))  # current frame, previous frame
         self.token_box = MLP(d, d, 4, 2)  # per-token proposal: offsets from the cell centre, log-size
         self.query_pos = MLP(d, d, d, 2)
@@ -219,15 +243,18 @@ class ProposalGenerator(nn.Module):
         image-attention keys and values) runs for all frames at once; the decoder then steps frame by frame."""
         text_tokens = self.project_text(text)
         batch, frames = embeddings.shape[:2]
+        previous = torch.cat([embeddings[:, :1], embeddings[:, :-1]], dim=1)  # frame 0 is its own past: no motion
         clip = self.encode_tokens(
-            embeddings.flatten(0, 1), text_tokens.repeat_interleave(frames, 0), text.mask.repeat_interleave(frames, 0)
+            self.visual_input(embeddings, previous).flatten(0, 1),
+            text_tokens.repeat_interleave(frames, 0),
+            text.mask.repeat_interleave(frames, 0),
         )
         memories = [[_frames(x, frames) for x in layer.image_memory(clip.tokens)] for layer in self.layers]
         per_frame = [_frames(x, frames) for x in (clip.tokens, clip.logits, clip.boxes)]
         outputs, state = [], None
         for t in range(frames):
             encoded = FrameTokens(*(x[t] for x in per_frame))
-            output, state = self.decode_frame(encoded, [(k[t], v[t]) for k, v in memories], text_tokens, text.mask, state)
+            output, state = self.decode_frame(encoded, [(k[t], v[t]) for k, v in memories], text_tokens, text.mask, state, embeddings[:, t])
             outputs.append(output)
         return outputs
 
@@ -239,14 +266,26 @@ class ProposalGenerator(nn.Module):
         self, embedding: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor, state: FrameState | None
     ) -> tuple[FrameOutput, FrameState]:
         """One frame (B, C, g, g) given projected text tokens and the previous frame's state."""
-        encoded = self.encode_tokens(embedding, text_tokens, text_mask)
-        return self.decode_frame(encoded, [layer.image_memory(encoded.tokens) for layer in self.layers], text_tokens, text_mask, state)
+        previous = embedding if state is None else state.embedding
+        encoded = self.encode_tokens(self.visual_input(embedding, previous), text_tokens, text_mask)
+        memory = [layer.image_memory(encoded.tokens) for layer in self.layers]
+        return self.decode_frame(encoded, memory, text_tokens, text_mask, state, embedding)
 
-    def encode_tokens(self, embedding: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> FrameTokens:
-        """Frames (B, C, g, g) with their sentences' projected tokens to text-fused visual tokens, scores and boxes."""
-        tokens = self.visual_proj(embedding).flatten(2).transpose(1, 2) + self.positions
+    def visual_input(self, embedding: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """What ``visual_proj`` reads (channels on dim -3): the embedding, with ``model.frame_difference`` followed by
+        its difference from the previous frame's."""
+        if not self.config.frame_difference:
+            return embedding
+        return torch.cat([embedding, embedding - previous], dim=-3)
+
+    def encode_tokens(self, visual: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> FrameTokens:
+        """Frames' visual input (B, C', g, g) with their sentences' projected tokens to text-fused, enhanced visual
+        tokens, their scores and boxes."""
+        tokens = self.visual_proj(visual).flatten(2).transpose(1, 2) + self.positions
         fused = self.fusion(tokens, text_tokens, text_tokens, key_padding_mask=~text_mask, need_weights=False)[0]
         tokens = self.fusion_norm(tokens + fused)
+        for layer in self.enhancer:
+            tokens = layer(tokens, self.positions)
         return FrameTokens(tokens, self.confidence(tokens, text_tokens, text_mask), self._token_boxes(tokens))
 
     def decode_frame(
@@ -256,8 +295,10 @@ class ProposalGenerator(nn.Module):
         text_tokens: torch.Tensor,
         text_mask: torch.Tensor,
         state: FrameState | None,
+        embedding: torch.Tensor,
     ) -> tuple[FrameOutput, FrameState]:
-        """Query selection and the decoder on one frame's tokens and per-layer image memory, given the previous state."""
+        """Query selection and the decoder on one frame's tokens and per-layer image memory, given the previous state;
+        ``embedding`` (B, C, g, g) is the frame's SAM embedding, kept in the state for the next frame's motion input."""
         tokens, token_logits = encoded.tokens, encoded.logits
         batch = tokens.shape[0]
         k = min(self.config.num_queries, tokens.shape[1])
@@ -290,8 +331,8 @@ class ProposalGenerator(nn.Module):
         boxes = torch.stack(level_boxes)
         best = logits[-1].argmax(-1)
         batch_rows = torch.arange(batch, device=tokens.device)
-        new_state = FrameState(memory=tuple(memory), query=queries[batch_rows, best], box=boxes[-1, batch_rows, best].detach())
-        return FrameOutput(boxes, logits, token_logits, self.centres), new_state
+        new_state = FrameState(tuple(memory), queries[batch_rows, best], boxes[-1, batch_rows, best].detach(), embedding)
+        return FrameOutput(boxes, logits, token_logits, self.centres, encoded.boxes), new_state
 
     def _token_boxes(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, 4) each token's own proposal: its cell centre moved by a predicted offset, with a predicted size."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from groprompt.config import LossConfig
-from groprompt.losses import box_loss_terms, modalcon_loss, selection_loss, textcon_loss, total_loss
+from groprompt.losses import box_loss_terms, modalcon_loss, selection_loss, textcon_loss, token_box_loss, total_loss
 from groprompt.models.proposal import FrameOutput, grid_centres
 
 
@@ -45,12 +45,14 @@ def test_modalcon_by_hand() -> None:
 
 
 def two_level_output(level_boxes: list[list[list[float]]], level_logits: list[list[float]], grid: int = 2) -> FrameOutput:
-    """A frame's output for one sample: (levels, 1, Q, 4) boxes and (levels, 1, Q) confidences."""
+    """A frame's output for one sample: (levels, 1, Q, 4) boxes and (levels, 1, Q) confidences; every token's own
+    proposal is the box (0.5, 0.5, 0.5, 0.5)."""
     return FrameOutput(
         boxes=torch.tensor([[boxes] for boxes in level_boxes]),
         logits=torch.tensor([[logits] for logits in level_logits]),
         token_logits=torch.zeros(1, grid * grid),
         token_centres=grid_centres(grid),
+        token_boxes=torch.tensor([0.5, 0.5, 0.5, 0.5]).repeat(1, grid * grid, 1),
     )
 
 
@@ -65,7 +67,8 @@ def test_box_terms_use_the_top_confidence_proposal_of_the_final_level() -> None:
     assert terms["giou"].item() == pytest.approx(1 - 0.25)
     # confidence: cross-entropy with the best-matching query (0) as the positive
     assert terms["conf"].item() == pytest.approx(-math.log(1 / (1 + math.exp(2.0))))
-    # deep supervision of level 0: 5 * 0.5 + 2 * 0.75 (level 0 has no confidence loss)
+    # deep supervision of level 0: 5 * 0.5 + 2 * 0.75 (level 0 has no confidence loss); the tokens' own proposals
+    # all equal the target: no dense term
     assert terms["aux"].item() == pytest.approx(4.0)
     # selection: 2x2 grid centres at 0.25/0.75, all on the target box's border -> all positive, logits 0
     assert terms["select"].item() == pytest.approx(math.log(2))
@@ -78,6 +81,7 @@ def test_absent_frames_and_rows_without_a_box_do_not_count() -> None:
         logits=torch.zeros(2, 2, 1),
         token_logits=torch.zeros(2, 4),
         token_centres=grid_centres(2),
+        token_boxes=torch.tensor([0.5, 0.5, 0.5, 0.5]).repeat(2, 4, 1),
     )
     valid = torch.tensor([[True, False], [False, False]])  # row 1: a sentence with no box in the clip
     terms = box_loss_terms([output, output], target, valid, LossConfig())
@@ -100,3 +104,12 @@ def test_total_weights_and_switches() -> None:
     assert total_loss(terms, config).item() == pytest.approx(5 + 2 + 1 + 1 + 1 + 0.01 + 0.1)
     off = LossConfig(textcon=False, modalcon=False, lambda_aux=0.0)
     assert total_loss(terms, off).item() == pytest.approx(9.0)
+
+
+def test_token_box_loss_averages_over_the_tokens_inside_the_target() -> None:
+    target = torch.tensor([[0.25, 0.25, 0.5, 0.5]])  # xyxy 0..0.5: of the 2x2 grid's centres only (0.25, 0.25) is inside
+    token_boxes = torch.tensor([[[0.25, 0.25, 0.25, 0.25], [0.9, 0.1, 0.1, 0.1], [0.1, 0.9, 0.1, 0.1], [0.9, 0.9, 0.2, 0.2]]])
+    # the inside token, xyxy 0.125..0.375: L1 = 0.25 + 0.25; IoU = 0.0625 / 0.25, enclosing = the target -> GIoU = IoU
+    loss = token_box_loss(token_boxes, grid_centres(2), target, LossConfig())
+    assert loss.tolist() == pytest.approx([5 * 0.5 + 2 * (1 - 0.25)])
+    assert token_box_loss(torch.zeros(1, 0, 4), torch.zeros(0, 2), target, LossConfig()).tolist() == [0.0]  # no tokens

@@ -54,9 +54,21 @@ def test_propagation_carries_the_previous_frame(generator: ProposalGenerator) ->
     other_past = clip.clone()
     other_past[:, 0] = torch.randn(2, 16, 8, 8)
     assert not torch.equal(generator(clip, text)[1].boxes, generator(other_past, text)[1].boxes)
-    isolated = ProposalGenerator(ModelConfig(**{**TINY.__dict__, "propagate": False}), 16, 8, 24).eval()
-    isolated.load_state_dict(generator.state_dict())
+    isolated = ProposalGenerator(ModelConfig(**{**TINY.__dict__, "propagate": False, "frame_difference": False}), 16, 8, 24).eval()
+    isolated.load_state_dict({**generator.state_dict(), "visual_proj.0.weight": generator.visual_proj[0].weight[:, :16]})
     assert torch.equal(isolated(clip, text)[1].boxes, isolated(other_past, text)[1].boxes)
+
+
+def test_motion_input_is_the_difference_from_the_previous_frame(generator: ProposalGenerator) -> None:
+    """Frame t's tokens read [e_t, e_t - e_(t-1)]; the first frame has no past and reads [e_0, 0]."""
+    clip = torch.randn(1, 2, 16, 8, 8)
+    assert torch.equal(generator.visual_input(clip[:, 1], clip[:, 0]), torch.cat([clip[:, 1], clip[:, 1] - clip[:, 0]], dim=1))
+    text = random_text(1)
+    first = generator(clip, text)[0].token_logits
+    zero_motion = generator.encode_tokens(
+        torch.cat([clip[:, 0], torch.zeros_like(clip[:, 0])], dim=1), generator.project_text(text), text.mask
+    )
+    assert torch.allclose(first, zero_motion.logits, atol=1e-6)
 
 
 def test_language_guided_selection_depends_on_the_text(generator: ProposalGenerator) -> None:
