@@ -59,6 +59,11 @@ def search_space(config: Config) -> dict[str, Any]:
     return {"lambda_f": tune.loguniform(*sweep.lambda_f), "lambda_v": tune.loguniform(*sweep.lambda_v)}
 
 
+def trial_resources(config: Config) -> dict[str, float]:
+    """What each trial reserves: ``sweep.cpus_per_trial`` CPUs, and one GPU when ``train.use_gpu``."""
+    return {"cpu": config.sweep.cpus_per_trial, **({"gpu": 1} if config.train.use_gpu else {})}
+
+
 def sweep(config: Config) -> dict[str, Any]:
     """Run the sweep (Ray must be initialised); returns the results table, best weights and parent run id."""
     check_training_splits(config.data)
@@ -75,7 +80,7 @@ def sweep(config: Config) -> dict[str, Any]:
         max_t=config.train.epochs, grace_period=config.sweep.grace_period, reduction_factor=config.sweep.reduction_factor
     )
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trial, base_tree=base, parent_run_id=parent_run_id), {"cpu": config.sweep.cpus_per_trial}),
+        tune.with_resources(tune.with_parameters(trial, base_tree=base, parent_run_id=parent_run_id), trial_resources(config)),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=config.sweep.num_samples, max_concurrent_trials=concurrency, scheduler=scheduler

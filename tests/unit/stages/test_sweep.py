@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from groprompt.stages.sweep import at_common_epoch
+from groprompt.config import load_config
+from groprompt.stages.sweep import at_common_epoch, trial_resources
+from tests.helpers import REPO_ROOT
 
 
 def test_trials_are_ranked_after_the_last_epoch_all_of_them_reached() -> None:
@@ -24,3 +26,9 @@ def test_trials_are_ranked_after_the_last_epoch_all_of_them_reached() -> None:
 def test_equal_length_trials_compare_at_the_end() -> None:
     rows = [{"lambda_f": f, "lambda_v": 0.0, "epochs": 2, "history": [0.1, value]} for f, value in ((0.0, 0.5), (0.1, 0.7))]
     assert [r["val_box_iou"] for r in at_common_epoch(rows)] == pytest.approx([0.7, 0.5])
+
+
+def test_a_trial_reserves_a_gpu_only_when_training_uses_one() -> None:
+    demo = REPO_ROOT / "conf" / "demo.yaml"
+    assert trial_resources(load_config([demo], ["sweep.cpus_per_trial=3"])) == {"cpu": 3}
+    assert trial_resources(load_config([demo], ["sweep.cpus_per_trial=3", "train.use_gpu=true"])) == {"cpu": 3, "gpu": 1}
