@@ -194,8 +194,11 @@ def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
 MANIFEST_COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")  # as the shard and embed stages write
 
 
-def shard_and_embed(data: Path, split: str, shards: Path, embeddings: Path, sam: FrozenSam) -> None:
-    """What the shard and embed stages do for one split, with the library functions and no Ray."""
+def shard_and_embed(
+    data: Path, split: str, shards: Path, embeddings: Path, sam: FrozenSam, window: int = 4, max_side: int = 128, shard_bytes: int = 60_000
+) -> None:
+    """What the shard and embed stages do for one split, with the library functions and no Ray (by default small
+    shards of about two videos each; "valid" shards carry masks)."""
     from dataclasses import asdict
 
     import groprompt
@@ -205,7 +208,7 @@ def shard_and_embed(data: Path, split: str, shards: Path, embeddings: Path, sam:
     from groprompt.data.shards import ShardSettings, plan_shards, write_shard
     from groprompt.files import sha256_file
 
-    settings = ShardSettings(window=4, max_side=128, shard_bytes=60_000, with_masks=split == "valid")  # about two videos a shard
+    settings = ShardSettings(window=window, max_side=max_side, shard_bytes=shard_bytes, with_masks=split == "valid")
     videos = list(read_videos("refshapes", data, split, with_boxes=False))
     frames_dir = shards / split
     frames_dir.mkdir(parents=True)

@@ -9,8 +9,8 @@ import pytest
 
 from groprompt.config import Config, load_config, replace, with_absolute_paths
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
-from groprompt.data.shards import ShardSettings
-from tests.helpers import REPO_ROOT
+from groprompt.models.sam import FrozenSam
+from tests.helpers import REPO_ROOT, shard_and_embed
 
 
 @pytest.fixture(scope="session")
@@ -26,16 +26,14 @@ def local_ray() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def refshapes_config(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> Config:
-    """A small RefShapes set, sharded and embedded with the tiny SAM, and a configuration pointing at it."""
-    from groprompt.stages.embed import embed_shards
-    from groprompt.stages.shard import shard_dataset
-
+    """A small RefShapes set, sharded and embedded with the tiny SAM, and a configuration pointing at it. The shards
+    are written in this process, by the library functions the stages run (the stages themselves are tested in
+    test_shard_pipeline.py and test_embed_pipeline.py): Ray Data's start-up would cost the suite half a minute."""
     root = tmp_path_factory.mktemp("refshapes")
     write_refshapes(root / "data", RefShapesSpec(videos=16, frames=8, size=256, seed=0), valid_fraction=0.25, progress=False)
+    sam = FrozenSam.from_name("tiny")
     for split in ("train", "valid"):
-        settings = ShardSettings(window=8, max_side=256, shard_bytes=2**20, with_masks=split == "valid")
-        shard_dataset("refshapes", str(root / "data"), split, root / "shards" / split, settings)
-        embed_shards(root / "shards" / split, root / "embeddings" / split, sam_name="tiny")
+        shard_and_embed(root / "data", split, root / "shards", root / "embeddings", sam, window=8, max_side=256, shard_bytes=2**20)
     overrides = [
         f"data.root={root / 'data'}",
         f"data.shards={root / 'shards'}",
