@@ -65,14 +65,14 @@ def test_two_workers_learn_and_log_to_mlflow(refshapes_config: Config, learned: 
 def test_sweep_logs_two_child_runs_under_one_parent(refshapes_config: Config) -> None:
     # two trials, one per CPU (as the demo's sweep): the suite must stay under 20 minutes on 2 cores
     grid = {"sweep.mode": "grid", "sweep.lambda_f": [0.01], "sweep.lambda_v": [0.0, 0.1], "sweep.grace_period": 1}
-    swept = replace(refshapes_config, **grid, **{"sweep.reduction_factor": 2, "train.epochs": 2, "train.name": "sweep"})
+    swept = replace(refshapes_config, **grid, **{"sweep.reduction_factor": 2, "train.epochs": 1, "train.name": "sweep"})
     outcome = sweep(swept)
     assert len(outcome["rows"]) == 2
     assert {(row["lambda_f"], row["lambda_v"]) for row in outcome["rows"]} == {(0.01, 0.0), (0.01, 0.1)}
     mlflow.set_tracking_uri(refshapes_config.runtime.tracking_uri)
     children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{outcome['parent_run_id']}'", search_all_experiments=True)
     assert len(children) == 2
-    # ASHA (grace 1, reduction 2, 2 epochs) lets the better half finish: the other may end KILLED, none FAILED
+    # one epoch each (the suite's time): ASHA stops none; ranking trials it stopped early is tested in tests/unit/stages/test_sweep.py
     statuses = sorted(children["status"])
     assert set(statuses) <= {"FINISHED", "KILLED"} and "FINISHED" in statuses, statuses
     for child in children["run_id"]:
