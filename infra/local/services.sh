@@ -118,7 +118,7 @@ running() {  # the PID exists and is not a zombie (an exited child nobody has re
 
 any_alive() { local pid; for pid in "$@"; do running "$pid" && return 0; done; return 1; }
 
-# stop_tree NAME PID: SIGTERM the leader, then its process group and tree, SIGKILL what is left after 30 s
+# stop_tree NAME PID: SIGTERM the leader, after 5 s its process group and tree too, SIGKILL what is left after 30 s
 stop_tree() {
     local name="$1" pid="$2" tree waited=0
     tree="$pid $(descendants "$pid" | tr '\n' ' ')"
@@ -126,7 +126,7 @@ stop_tree() {
     kill -TERM "$pid" 2>/dev/null || true
     while any_alive $tree && (( waited < 30 )); do
         sleep 1; waited=$((waited + 1))
-        if (( waited == 15 )); then
+        if (( waited == 5 )); then
             kill -TERM -- "-$pid" 2>/dev/null || true
             # shellcheck disable=SC2086
             kill -TERM $tree 2>/dev/null || true
