@@ -78,41 +78,33 @@ def run_frozen(module: nn.Module, dtype: str) -> None:
     module.forward = frozen_forward
 
 
-def first_rows(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For rows (N,) naming their images: the first row of each distinct image, and each row's place among them."""
-    distinct, inverse = torch.unique(index, return_inverse=True)
-    rows = torch.arange(len(index), device=index.device)
-    first = torch.full_like(distinct, len(index)).scatter_reduce(0, inverse, rows, "amin")
-    return first, inverse
-
-
 class SharedImages:
-    """The image backbone's forward, run once per distinct image: while ``sharing(index)`` is active, row r of its
-    input is image ``index[r]`` (rows of one image are equal), so only each image's first row goes through it and
-    its outputs (feature maps with their masks, position embeddings) are gathered back to every row."""
+    """The image backbone's forward, run once per distinct image: inside ``sharing(images, index)`` it runs on the M
+    ``images`` instead of its N-row input (of which the detector reads only the shape and device), and its outputs
+    (feature maps with their masks, position embeddings) are gathered back so that row r gets image ``index[r]``."""
 
     def __init__(self, backbone: nn.Module) -> None:
         self.forward = backbone.forward
-        self.index: torch.Tensor | None = None
+        self.shared: tuple[torch.Tensor, torch.Tensor] | None = None
         backbone.forward = self
 
     def __call__(
         self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor
     ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:
-        if self.index is None:
+        if self.shared is None:
             return self.forward(pixel_values, pixel_mask)
-        first, inverse = first_rows(self.index)
-        features, positions = self.forward(pixel_values[first], pixel_mask[first])
-        return [(f[inverse], m[inverse]) for f, m in features], [p[inverse] for p in positions]
+        images, index = self.shared
+        features, positions = self.forward(images, pixel_mask[: len(images)])  # no padding: every mask is all ones
+        return [(f[index], m[index]) for f, m in features], [p[index] for p in positions]
 
     @contextmanager
-    def sharing(self, index: torch.Tensor) -> Iterator[None]:
-        """Rows share images as ``index`` (N,) says, for the calls inside the block."""
-        self.index = index
+    def sharing(self, images: torch.Tensor, index: torch.Tensor) -> Iterator[None]:
+        """Row r is image ``index[r]`` of ``images`` (M, 3, S, S), for the calls inside the block."""
+        self.shared = images, index
         try:
             yield
         finally:
-            self.index = None
+            self.shared = None
 
 
 def prompt_text(sentence: str) -> str:
@@ -222,17 +214,17 @@ class GroundingDinoGenerator(nn.Module):
     def detect(self, images: torch.Tensor, index: torch.Tensor, tokens: dict[str, torch.Tensor]) -> tuple[FrameOutput, torch.Tensor]:
         """Images (M, 3, S, S) uint8, the image of each row (N,) and the N rows' tokenised prompts -> one ``FrameOutput``
         of N rows and the text encoder's features mean-pooled over real tokens (N, D). The image backbone runs once per
-        image of ``index``.
+        image; the detector's N-row pixel input is a view of the first image (it reads only its shape and device).
 
         Levels: the encoder's selected proposals (query selection), then one per decoder layer, as the detector's
         own heads compute them."""
         index = index.to(self.mean.device)
-        values = ((images.to(self.mean.device).float() / 255 - self.mean) / self.std)[index]
+        values = (images.to(self.mean.device).float() / 255 - self.mean) / self.std
         text_hidden: list[torch.Tensor] = []
         hook = self.detector.model.text_backbone.register_forward_hook(lambda _m, _i, out: text_hidden.append(out.last_hidden_state))
         try:
-            with self.shared_images.sharing(index):
-                out = self.detector.model(pixel_values=values, **tokens)
+            with self.shared_images.sharing(values, index):
+                out = self.detector.model(pixel_values=values[:1].expand(len(index), -1, -1, -1), **tokens)
         finally:
             hook.remove()
         mask = tokens["attention_mask"].bool()
@@ -250,7 +242,7 @@ class GroundingDinoGenerator(nn.Module):
             level_logits.append(logits.amax(-1))
             level_boxes.append((self.detector.bbox_embed[level](hidden[:, level]) + torch.special.logit(reference, eps=1e-5)).sigmoid())
 
-        n = index.shape[0]
+        n = len(index)
         output = FrameOutput(
             boxes=torch.stack(level_boxes),
             logits=torch.stack(level_logits),
