@@ -69,5 +69,5 @@ def predict_boxes(
     (P, T, 3, S, S) uint8 for a generator that reads them, P dividing B (sentence b reads clip b mod P)."""
     outputs, _ = proposal.run(frozen, embeddings, pixels, sentences)
     boxes = torch.stack([output.top_boxes() for output in outputs], dim=1)
-    scores = torch.stack([output.logits[-1].softmax(-1).amax(-1) for output in outputs], dim=1)
+    scores = torch.stack([output.top_scores() for output in outputs], dim=1)
     return boxes, scores

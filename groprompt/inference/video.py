@@ -40,7 +40,7 @@ RESULT_SCHEMA = pa.schema(
         ("frame_index", pa.int32()),
         ("frame", pa.string()),
         ("box", pa.list_(pa.float32(), 4)),  # xyxy frame pixels, exclusive right/bottom edge
-        ("score", pa.float32()),  # softmax confidence of the top query over the proposals
+        ("score", pa.float32()),  # the top box's confidence in [0, 1] (``FrameOutput.top_scores``)
         ("rle", pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])),  # COCO RLE
     ]
 )
@@ -165,7 +165,7 @@ def predict_video(
                 height, width = frame.shape[:2]
                 output = online.step(embedding, frame_pixels(frame, pixel_size))
                 boxes = frame_boxes(output.top_boxes(), height, width)
-                scores = output.logits[-1].softmax(-1).amax(-1).float().cpu().numpy()
+                scores = output.top_scores().float().cpu().numpy()
                 masks = predictor.segmentor.segment(frame, boxes, embedding=embedding, size=(height, width))
                 yield FramePrediction(index, name, frame, boxes, scores, np.asarray(masks, dtype=bool))
                 index += 1

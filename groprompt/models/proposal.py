@@ -41,6 +41,11 @@ class FrameOutput:
         best = self.logits[-1].argmax(-1)
         return self.boxes[-1, torch.arange(best.shape[0]), best]
 
+    def top_scores(self) -> torch.Tensor:
+        """(B,) the top box's confidence in [0, 1]: the sigmoid of its logit (Grounding DINO's convention: a
+        query's best token logit), so it depends on that query alone, not on how many queries there are."""
+        return torch.sigmoid(self.logits[-1].amax(-1))
+
 
 @dataclass(frozen=True)
 class FrameTokens:

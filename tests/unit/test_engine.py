@@ -1,5 +1,7 @@
 """One optimisation step on a tiny model with random inputs: it lowers the loss, trains only what should."""
 
+import math
+
 import pytest
 import torch
 
@@ -68,12 +70,19 @@ def test_contrastive_terms_switch_off(frozen: FrozenEncoders) -> None:
     assert "textcon" not in terms and "modalcon" not in terms
 
 
-def test_predict_boxes_shapes(frozen: FrozenEncoders) -> None:
-    model = build_model(MODEL, frozen)
+def test_predict_boxes_are_the_most_confident_queries_with_their_sigmoid_scores(frozen: FrozenEncoders) -> None:
+    model = build_model(MODEL, frozen).eval()
     batch = random_batch(frozen)
     boxes, scores = predict_boxes(model.proposal, frozen, batch.embeddings, batch.sentences)
     assert boxes.shape == (3, 3, 4) and scores.shape == (3, 3)
-    assert torch.all((scores > 0) & (scores <= 1))
+    with torch.no_grad():
+        outputs, _ = model.proposal.run(frozen, batch.embeddings, None, batch.sentences)
+    for t, output in enumerate(outputs):
+        for row in range(3):
+            logits = output.logits[-1, row].tolist()
+            best = max(range(len(logits)), key=logits.__getitem__)
+            assert scores[row, t].item() == pytest.approx(1 / (1 + math.exp(-logits[best])), rel=1e-5)
+            assert boxes[row, t].tolist() == pytest.approx(output.boxes[-1, row, best].tolist())
 
 
 def test_prompt_coordinates() -> None:

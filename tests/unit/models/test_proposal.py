@@ -1,12 +1,14 @@
 """The proposal generator: shapes, online causality, propagation, and the paper-size parameter count."""
 
+import math
+
 import pytest
 import torch
 
 from groprompt.config import ModelConfig, load_config
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.modalcon import ModalConHead
-from groprompt.models.proposal import ProposalGenerator, count_trainable, grid_centres
+from groprompt.models.proposal import FrameOutput, ProposalGenerator, count_trainable, grid_centres
 from groprompt.models.text import TextFeatures
 from tests.helpers import REPO_ROOT
 
@@ -87,6 +89,20 @@ def test_a_clip_at_once_equals_the_frame_by_frame_stream(generator: ProposalGene
         streamed, state = generator.forward_frame(clip[:, t], text_tokens, text.mask, state)
         assert torch.allclose(streamed.boxes, output.boxes, atol=1e-6)
         assert torch.allclose(streamed.logits, output.logits, atol=1e-5)
+
+
+def _output(final_logits: list[list[float]]) -> FrameOutput:
+    """A frame output whose last level has these (B, Q) logits (boxes and token fields are not read)."""
+    logits = torch.tensor(final_logits)[None]
+    batch, queries = logits.shape[1:]
+    return FrameOutput(torch.rand(1, batch, queries, 4), logits, torch.zeros(batch, 1), torch.zeros(1, 2), torch.zeros(batch, 1, 4))
+
+
+def test_top_score_is_the_sigmoid_of_the_top_logit_whatever_the_number_of_queries() -> None:
+    expected = 1 / (1 + math.exp(-2.0))  # the top query's logit is 2.0 in both outputs
+    few, many = _output([[0.0, 2.0, -1.0]]), _output([[0.0, 2.0, -1.0, 1.9, -5.0, 1.5]])
+    assert few.top_scores().tolist() == pytest.approx([expected]) and many.top_scores().tolist() == pytest.approx([expected])
+    assert _output([[-3.0, -4.0]]).top_scores().item() == pytest.approx(1 / (1 + math.exp(3.0)))
 
 
 def test_grid_centres() -> None:
