@@ -142,17 +142,21 @@ def test_submission_zip_refuses_duplicates_and_bad_masks(tmp_path: Path) -> None
 
 
 def small_meta(root: Path) -> Path:
-    """A Ref-YouTube-VOS valid meta (no obj_id) of two videos: 2 expressions x 3 frames and 1 x 2 = 8 masks."""
+    """A Ref-YouTube-VOS valid meta (no obj_id) of two valid videos, 2 expressions x 3 frames and 1 x 2 = 8 masks, and
+    one test video that the "valid" meta lists too (as the released one does) and the test meta names."""
+    test_video = {"t0t0t0": {"expressions": {"0": {"exp": "a bird"}}, "frames": ["00000"]}}
     meta = {
         "videos": {
             "a1b2c3": {"expressions": {"0": {"exp": "a dog"}, "1": {"exp": "a cat"}}, "frames": ["00000", "00005", "00010"]},
             "d4e5f6": {"expressions": {"0": {"exp": "a man surfing"}}, "frames": ["00000", "00005"]},
+            **test_video,
         }
     }
-    path = root / "meta_expressions" / "valid" / "meta_expressions.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(meta))
-    return path
+    for split, content in (("valid", meta), ("test", {"videos": test_video})):
+        path = root / "meta_expressions" / split / "meta_expressions.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(content))
+    return root / "meta_expressions" / "valid" / "meta_expressions.json"
 
 
 def test_submission_zip_is_checked_against_the_split_meta(tmp_path: Path) -> None:

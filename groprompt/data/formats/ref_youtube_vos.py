@@ -10,7 +10,9 @@
 optional tag (RefShapes) that becomes ``Expression.kind``. Ref-DAVIS17 and RefShapes use this reader.
 
 The Ref-YouTube-VOS "valid" meta lists the valid (202) and the test (305) videos together; as in ReferFormer's
-``inference_ytvos.py``, the test videos are dropped from "valid" when ``meta_expressions/test`` is beside it.
+``inference_ytvos.py``, the videos of ``meta_expressions/test`` are dropped from "valid", and a dataset root without
+that file is refused for "valid" (its submission would hold the test videos). Only an annotation file given alone
+(counting) is read as it is.
 Its valid masks are not public, so training validates on held-out "train" videos ("train-holdout").
 ``root`` may also be the meta_expressions.json file itself (annotation-only counting).
 """
@@ -121,9 +123,13 @@ def read_referformer_layout(
     videos = load_meta(meta)
     if drop_test_from_valid and split == "valid" and data_root is not None:
         test_meta = meta_path(data_root, "test")
-        if test_meta.is_file():
-            test_videos = set(load_meta(test_meta))
-            videos = {vid: entry for vid, entry in videos.items() if vid not in test_videos}
+        if not test_meta.is_file():
+            raise DataError(
+                f"{test_meta}: missing; the Ref-YouTube-VOS 'valid' meta ({meta}) also lists the test videos, and this file "
+                "says which they are (copy it from the dataset's meta_expressions_test)"
+            )
+        test_videos = set(load_meta(test_meta))
+        videos = {vid: entry for vid, entry in videos.items() if vid not in test_videos}
     return _videos(videos, meta, data_root, split, dataset, with_boxes)
 
 
@@ -155,7 +161,7 @@ def _videos(videos: dict, meta: Path, data_root: Path | None, split: str, datase
 
 
 def read_ref_youtube_vos(root: str | Path, split: str | None = None, with_boxes: bool = True) -> Iterator[Video]:
-    """Ref-YouTube-VOS (default split "valid": its 202 videos when the test meta is beside it)."""
+    """Ref-YouTube-VOS (default split "valid": its 202 videos, the test meta's videos dropped)."""
     return read_referformer_layout(root, split, with_boxes, dataset="ref-youtube-vos", drop_test_from_valid=True)
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from groprompt.data.formats import dataset_summary, read_videos
 from groprompt.errors import DataError
+from groprompt.evaluation.submission import submission_members
 from groprompt.outputs import write_index_png
 
 H, W = 24, 32
@@ -117,15 +118,21 @@ def test_refshapes_uses_the_same_layout(train_root):
     assert videos[0].expressions[1].kind == "appearance"
 
 
-def test_valid_drops_the_test_videos(tmp_path):
-    expressions = {"0": {"exp": "something"}}
-    valid = {name: {"expressions": expressions, "frames": ["00000"]} for name in ("v1", "v2", "t1")}
+def test_valid_drops_the_test_videos_and_refuses_without_the_test_meta(tmp_path):
+    """The "valid" meta lists valid and test videos together; the submission's members are the valid ones only."""
+    expressions = {"0": {"exp": "something"}, "1": {"exp": "something else"}}
+    valid = {name: {"expressions": expressions, "frames": ["00000", "00005"]} for name in ("v1", "v2", "t1")}
     write_dataset(tmp_path, "valid", valid, {})
+    with pytest.raises(DataError, match=r"meta_expressions/test/meta_expressions\.json: missing; the Ref-YouTube-VOS 'valid'"):
+        list(read_videos("ref-youtube-vos", tmp_path))
     meta_test = tmp_path / "meta_expressions" / "test" / "meta_expressions.json"
     meta_test.parent.mkdir(parents=True)
     meta_test.write_text(json.dumps({"videos": {"t1": {"expressions": expressions, "frames": ["00000"]}}}))
-    assert [v.video_id for v in read_videos("ref-youtube-vos", tmp_path)] == ["v1", "v2"]
-    assert dataset_summary("ref-youtube-vos", tmp_path) == {"videos": 2, "expressions": 2, "frames": 2}
+    videos = list(read_videos("ref-youtube-vos", tmp_path))
+    assert [v.video_id for v in videos] == ["v1", "v2"]
+    expected = {(v, e, f) for v in ("v1", "v2") for e in ("0", "1") for f in ("00000", "00005")}
+    assert submission_members(videos) == expected
+    assert dataset_summary("ref-youtube-vos", tmp_path) == {"videos": 2, "expressions": 4, "frames": 4}
     assert len(list(read_videos("refshapes", tmp_path))) == 3  # only Ref-YouTube-VOS mixes test into valid
 
 
