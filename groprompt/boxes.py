@@ -23,10 +23,13 @@ def _intersection_union(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor,
     return intersection, box_area(a) + box_area(b) - intersection
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Element-wise IoU of two broadcastable (..., 4) xyxy box tensors."""
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element-wise IoU of two broadcastable (..., 4) xyxy box tensors: the one box IoU of validation and evaluation.
+
+    Degenerate boxes have area 0; a pair whose union is empty has IoU 0. IoU is unchanged by scaling either axis, so
+    normalised boxes and frame pixels give the same value."""
     intersection, union = _intersection_union(a, b)
-    return intersection / (union + eps)
+    return torch.where(union > 0, intersection / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(union))
 
 
 def generalized_box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

@@ -138,21 +138,3 @@ def iou_summary(
     summary["overall_iou"] = float(inter.sum() / total_union) if total_union > 0 else 1.0
     summary["mean_iou"] = float(ious.mean())
     return summary
-
-
-def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """Pairwise IoU (N, M) of xyxy boxes (N, 4) and (M, 4); edges are exclusive, so area = (x2-x1)*(y2-y1).
-
-    Degenerate boxes have area 0; a pair whose union is empty has IoU 0.
-    """
-    a = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-
-    def area(boxes: np.ndarray) -> np.ndarray:
-        return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)

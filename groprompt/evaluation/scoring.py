@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import torch
 
+from groprompt.boxes import box_iou
 from groprompt.data.clips import referring_expressions
 from groprompt.data.embeddings import read_embedding_shard
 from groprompt.data.shards import ShardSample, read_shard
@@ -20,7 +21,7 @@ from groprompt.errors import DataError
 from groprompt.evaluation.aggregate import SAMPLE_COLUMNS, SUM_COLUMNS
 from groprompt.evaluation.box_sources import BoxSource, ground_truth_boxes
 from groprompt.evaluation.ref_davis import write_annotator_frame
-from groprompt.metrics import box_iou, j_and_f, mask_intersection_union
+from groprompt.metrics import j_and_f, mask_intersection_union
 from groprompt.outputs import VOID_ID, write_expression_pngs
 from groprompt.segmentors import Segmentor
 
@@ -122,7 +123,7 @@ def _add_frame(row: dict[str, Any], gt: np.ndarray, void: np.ndarray, mask: np.n
         intersection, union = mask_intersection_union(gt, mask, void)
         row["sample_intersections"].append(intersection)
         row["sample_unions"].append(union)
-        row["box_iou_sum"] += float(box_iou(box[None], truth[None])[0, 0]) if np.isfinite(box).all() else 0.0
+        row["box_iou_sum"] += float(box_iou(torch.from_numpy(box), torch.from_numpy(truth))) if np.isfinite(box).all() else 0.0
         row["n_box_frames"] += 1
 
 

@@ -29,3 +29,12 @@ def test_giou_is_differentiable() -> None:
     b = torch.tensor([[0.3, 0.3, 0.7, 0.8]])
     (1 - boxes.generalized_box_iou(a, b)).sum().backward()
     assert a.grad is not None and a.grad.abs().sum() > 0
+
+
+def test_box_iou_in_pixels_by_hand_and_unchanged_by_scaling_an_axis() -> None:
+    a = torch.tensor([[0.0, 0, 10, 10], [0, 0, 2, 2], [1, 1, 1, 1]], dtype=torch.float64)
+    b = torch.tensor([[5.0, 0, 15, 10], [0, 0, 10, 10], [1, 1, 1, 1]], dtype=torch.float64)
+    # intersection 50 / union 150; 4 / 100; two empty boxes: union 0 -> IoU 0
+    assert boxes.box_iou(a, b).tolist() == pytest.approx([50 / 150, 4 / 100, 0.0])
+    scale = torch.tensor([1 / 854, 1 / 480, 1 / 854, 1 / 480], dtype=torch.float64)  # frame pixels -> normalised
+    assert boxes.box_iou(a * scale, b * scale).tolist() == pytest.approx([50 / 150, 4 / 100, 0.0])

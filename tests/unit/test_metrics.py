@@ -8,7 +8,6 @@ import pytest
 from groprompt.metrics import (
     boundary_map,
     boundary_radius,
-    box_iou,
     contour_accuracy,
     disk,
     iou_summary,
@@ -247,17 +246,3 @@ def test_iou_summary_rejects_bad_input() -> None:
 
 
 # --- boxes ---------------------------------------------------------------------------------------------------
-
-
-def test_box_iou_by_hand() -> None:
-    a = np.array([[0, 0, 10, 10], [0, 0, 2, 2]])
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [3, 3, 3, 8]])
-    expected = np.array(
-        [
-            [1.0, 50 / 150, 0.0, 0.0],
-            [4 / 100, 0.0, 0.0, 0.0],
-        ]
-    )
-    np.testing.assert_allclose(box_iou(a, b), expected)
-    assert box_iou(np.zeros((0, 4)), b).shape == (0, 4)
-    assert box_iou(np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 1]]))[0, 0] == 0.0
