@@ -464,6 +464,7 @@ def grounding_dino_rows(run: Run) -> Iterator[Row]:
         valid=present,
         negative_boxes=boxes.flip(0),
         negative_valid=present,
+        same_video=torch.ones(batch_size, dtype=torch.bool, device=device),
         input_sizes=torch.tensor([[1024, 1024]] * batch_size, device=device),
         pixels=torch.randint(0, 256, (batch_size, frames, 3, side, side), dtype=torch.uint8, device=device),
     )

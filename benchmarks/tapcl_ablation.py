@@ -25,20 +25,18 @@ from typing import Any
 import torch
 
 import groprompt
-from groprompt.boxes import box_iou, cxcywh_to_xyxy
 from groprompt.config import Config, load_config, replace, with_absolute_paths
-from groprompt.data.clips import joined_samples, normalised_boxes, referring_expressions, shard_pairs
+from groprompt.data.clips import shard_pairs
 from groprompt.data.embeddings import embed_shard
 from groprompt.data.formats import read_videos
 from groprompt.data.manifest import MANIFEST, write_manifest
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, plan_shards, write_shard
-from groprompt.engine import predict_boxes
 from groprompt.files import sha256_file
 from groprompt.models.frozen import build_frozen
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.sam import FrozenSam
-from groprompt.training import run_training
+from groprompt.training import expression_box_ious, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC = "val_box_iou"
@@ -88,26 +86,15 @@ class PlainSession:
         print(f"    epoch {int(metrics['epoch'])}: {METRIC} {metrics[METRIC]:.3f}, loss {metrics['loss_total']:.2f}", flush=True)
 
 
-@torch.no_grad()
 def box_iou_by_kind(config: Config, model: GroPrompt) -> dict[str, float]:
-    """Held-out box IoU per expression type (and ``all``): per expression, the mean over the frames where its object is
-    present of the IoU of the online top box; then the mean over expressions."""
+    """Held-out box IoU per expression type (and ``all``): each expression's as validation and evaluation score it
+    (``groprompt.training.expression_box_ious``), then the mean over expressions."""
     frozen = build_frozen(config.model)
-    model.eval()
+    pairs = shard_pairs(config.data, config.data.val_split, frozen.sam)
     scores: dict[str, list[float]] = defaultdict(list)
-    for pair in shard_pairs(config.data, config.data.val_split, frozen.sam):
-        for meta, embeddings, _ in joined_samples(pair):
-            expressions = referring_expressions(meta)
-            if not expressions:
-                continue
-            clip = torch.from_numpy(embeddings).float()[None].expand(len(expressions), *embeddings.shape)
-            predicted, _ = predict_boxes(model.proposal, frozen, clip, [e["text"] for e in expressions])
-            for row, expression in enumerate(expressions):
-                boxes, valid = normalised_boxes(meta, expression["obj_id"], range(len(meta["frame_names"])))
-                if valid.any():
-                    iou = box_iou(cxcywh_to_xyxy(predicted[row][torch.from_numpy(valid)]), cxcywh_to_xyxy(torch.from_numpy(boxes[valid])))
-                    scores[expression["kind"]].append(float(iou.mean()))
-                    scores["all"].append(float(iou.mean()))
+    for kind, iou in expression_box_ious(model, frozen, pairs, None, torch.device("cpu")).values():
+        scores[kind].append(iou)
+        scores["all"].append(iou)
     return {kind: statistics.fmean(values) for kind, values in scores.items()}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from groprompt.config import LossConfig, load_config
-from groprompt.data.clips import ClipItem, collate, sample_items
+from groprompt.data.clips import ClipItem, clip_refs, collate, sample_items
 from groprompt.data.embeddings import embed_shard, read_embedding_shard
 from groprompt.data.formats import read_videos
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
@@ -47,7 +47,7 @@ def prepare(folder: Path, videos: int, frames: int) -> Path:
 def clip_items(samples: Iterator[tuple[dict, np.ndarray, tuple[int, int]]], clip_len: int) -> Iterator[ClipItem]:
     rng = random.Random(0)
     for meta, embeddings, input_size in samples:
-        yield from sample_items(meta, embeddings, input_size, clip_len, rng, ["a dog"])
+        yield from sample_items(meta, embeddings, input_size, clip_len, rng, ["a dog"], set(clip_refs(meta, clip_len)))
 
 
 def precomputed(shard: Path, embedded: Path) -> Iterator[tuple[dict, np.ndarray, tuple[int, int]]]:

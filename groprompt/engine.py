@@ -26,8 +26,8 @@ def compute_losses(
     """All loss terms of paper eq. 1-4 for a batch, plus ``total``, with the weights that apply to the generator.
 
     Both sentences of each pair run through the proposal generator as one batch of 2B: each is the
-    other's negative (TextCon, ModalCon) when both name objects of the same video, and each gets the box
-    loss where its ground truth exists. Every mean is over the rows a term applies to. The B clips' pixels go
+    other's negative (TextCon, ModalCon) when both name objects of the same video (``batch.same_video``), and each
+    gets the box loss where its ground truth exists. Every mean is over the rows a term applies to. The B clips' pixels go
     once: a generator that reads them repeats the clips over the 2B sentences itself.
     """
     config = proposal.loss_config(config)
@@ -42,8 +42,10 @@ def compute_losses(
         sizes = torch.cat([batch.input_sizes, batch.input_sizes])
         predicted = torch.stack([output.top_boxes() for output in outputs], dim=1)  # (2B, T, 4)
         prompts = _embed(frozen, to_prompt_coordinates(predicted, sizes))
-        same_video = batch.negative_valid.any(1)  # S_j names another object of the same video
-        rows = valid.any(1) & torch.cat([same_video, same_video])  # a partner and a box
+        # A sentence is an anchor where it has a partner in its own video (TextCon's negative is the partner's
+        # predicted box, ModalCon's its sentence feature: neither needs the partner's object in the clip) and where
+        # its own object is in the clip (TextCon's positive is its ground-truth box).
+        rows = valid.any(1) & torch.cat([batch.same_video, batch.same_video])
         if config.textcon:
             ground_truth = _embed(frozen, to_prompt_coordinates(targets, sizes))
             terms["textcon"] = textcon_loss(prompts, ground_truth, prompts.roll(size, 0), valid, rows, config.margin)

@@ -89,27 +89,32 @@ def train_epoch(
 
 
 def rank_keys(pairs: list[ShardPair], rank: int, world: int) -> set[str]:
-    """The keys of this rank's samples: every world-th sample of the shards, in order (JSON members only)."""
-    return {meta["key"] for meta in metadata_of(pairs)[rank::world]}
+    """The keys of this rank's validation samples: whole videos, every world-th one in sorted order, so that each
+    expression's frames are scored on one rank (JSON members only)."""
+    metas = metadata_of(pairs)
+    videos = sorted({meta["video_id"] for meta in metas})[rank::world]
+    return {meta["key"] for meta in metas if meta["video_id"] in set(videos)}
 
 
 @torch.no_grad()
-def validation_iou(
-    model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPair], keys: Container[str], device: torch.device
-) -> tuple[float, int]:
-    """Sum and count of top-box IoU over the frames where the referred object is present, for the samples in ``keys``.
+def expression_box_ious(
+    model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPair], keys: Container[str] | None, device: torch.device
+) -> dict[tuple[str, str], tuple[str, float]]:
+    """(video, exp_id) -> (expression type, box IoU) of every expression with a box in the samples of ``keys`` (all
+    samples when None): the mean IoU of its top box, clipped to the frame, over the frames where the referred
+    object is present, as evaluation's ``box_iou``.
 
-    Each sample of the validation shards is one online clip, its inputs on ``device``. A generator that reads pixels
-    gets the sample's frames once for all its expressions (read and decoded only for the samples in ``keys``).
+    Each sample of the shards runs as one online clip, its inputs on ``device``. A generator that reads pixels gets
+    the sample's frames once for all its expressions (read and decoded only for the samples in ``keys``).
     """
     model.eval()
     pixel_size = model.proposal.pixel_size
-    total, count = 0.0, 0
+    per_expression: dict[tuple[str, str], tuple[str, list[float]]] = {}
     for pair in pairs:
         for sample, embeddings, _ in joined_shard_samples(pair, with_images=pixel_size is not None, keys=keys):
             meta = sample.meta
             expressions = referring_expressions(meta)
-            if sample.key not in keys or not expressions:
+            if (keys is not None and sample.key not in keys) or not expressions:
                 continue
             frames = range(len(meta["frame_names"]))
             clip = torch.from_numpy(embeddings).to(device).float()[None].expand(len(expressions), *embeddings.shape)
@@ -120,11 +125,19 @@ def validation_iou(
             predicted = predicted.cpu()
             for row, expression in enumerate(expressions):
                 boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
-                if valid.any():
-                    target = cxcywh_to_xyxy(torch.from_numpy(boxes[valid]))
-                    total += float(box_iou(cxcywh_to_xyxy(predicted[row][torch.from_numpy(valid)]), target).sum())
-                    count += int(valid.sum())
-    return total, count
+                target = cxcywh_to_xyxy(torch.from_numpy(boxes[valid]))
+                ious = box_iou(cxcywh_to_xyxy(predicted[row][torch.from_numpy(valid)]).clamp(0, 1), target)
+                per_expression.setdefault((meta["video_id"], expression["exp_id"]), (expression["kind"], []))[1].extend(ious.tolist())
+    return {key: (kind, sum(ious) / len(ious)) for key, (kind, ious) in per_expression.items() if ious}
+
+
+def validation_iou(
+    model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPair], keys: Container[str], device: torch.device
+) -> tuple[float, int]:
+    """Sum of the box IoUs of the expressions in the samples of ``keys`` (``expression_box_ious``) and their count:
+    ``val_box_iou`` is the sum over all ranks divided by the count, the mean over expressions, as evaluated."""
+    scores = [iou for _, iou in expression_box_ious(model, frozen, pairs, keys, device).values()]
+    return sum(scores), len(scores)
 
 
 def require_validation_boxes(data: DataConfig, pairs: list[ShardPair]) -> None:
@@ -175,9 +188,7 @@ def run_training(config: Config, session: Session, run_id: str | None, failure_m
     model = build_model(config.model, frozen).to(device)
     source = ClipSource(train_pairs, config.data.clip_len, session.rank, session.world, model.proposal.pixel_size)
     val_keys = rank_keys(val_pairs, session.rank, session.world)
-    steps = int(_reduce(torch.tensor(source.count // config.train.batch_size), device, dist.ReduceOp.MIN))
-    if steps == 0:
-        raise DataError(f"rank {session.rank}: fewer than {config.train.batch_size} training clips; lower train.batch_size")
+    steps = source.steps(config.train.batch_size)
 
     if session.rank == 0:
         print(f"{count_trainable(model):,} trainable parameters; {steps} steps per epoch on each of {session.world} workers", flush=True)
@@ -198,7 +209,7 @@ def run_training(config: Config, session: Session, run_id: str | None, failure_m
             raise InjectedFailure(f"injected failure at epoch {epoch} (train.fail_once_at_epoch)")
         log_step = None if logger is None else (lambda values, step, first=epoch * steps: logger.log(values, first + step))
         items = source.items(seed=config.train.seed * 1000 + epoch)
-        on_device = (batch.to(device) for batch in batches(items, config.train.batch_size, steps))
+        on_device = (batch.to(device) for batch in batches(items, source.count, config.train.batch_size, steps))
         metrics = train_epoch(trained, frozen, on_device, optimizer, scheduler, config, log_step)
         iou = _reduce(torch.tensor(validation_iou(model, frozen, val_pairs, val_keys, device), dtype=torch.float64), device)
         metrics = {**metrics, "val_box_iou": float(iou[0] / max(float(iou[1]), 1.0)), "epoch": epoch}

@@ -8,6 +8,8 @@ decoded from the frame shard and resized (``pixel_size``); masks are never read.
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, fields
@@ -32,8 +34,10 @@ class ClipBatch:
     """B clips of T frames, each with a referring sentence S_i and a negative sentence S_j.
 
     Boxes are normalised cxcywh of the frame; ``*_valid`` is False where the object is absent (and
-    everywhere for a negative sentence taken from another video). ``input_sizes`` (B, 2) are the (h, w)
-    of the frames inside SAM's input, to place boxes in its prompt coordinates.
+    everywhere for a negative sentence taken from another video). ``same_video`` (B,) is True where S_j names
+    another object of the clip's own video (whether or not that object is in the clip): only such pairs are
+    contrastive. ``input_sizes`` (B, 2) are the (h, w) of the frames inside SAM's input, to place boxes in its
+    prompt coordinates.
     """
 
     embeddings: torch.Tensor  # (B, T, C, g, g)
@@ -43,6 +47,7 @@ class ClipBatch:
     valid: torch.Tensor  # (B, T)
     negative_boxes: torch.Tensor  # (B, T, 4)
     negative_valid: torch.Tensor  # (B, T)
+    same_video: torch.Tensor  # (B,) bool
     input_sizes: torch.Tensor  # (B, 2)
     pixels: torch.Tensor | None = None  # (B, T, 3, S, S) uint8 frames, for a generator that reads pixels
 
@@ -71,6 +76,7 @@ class ClipItem:
     valid: np.ndarray  # (T,) bool
     negative_boxes: np.ndarray
     negative_valid: np.ndarray
+    same_video: bool  # S_j names another object of the same video
     input_size: tuple[int, int]
     pixels: np.ndarray | None = None  # (T, 3, S, S) uint8
 
@@ -126,6 +132,27 @@ def referring_expressions(meta: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in meta["expressions"] if e["obj_id"] is not None and str(e["obj_id"]) in meta["boxes"]]
 
 
+@dataclass(frozen=True, order=True)
+class ClipRef:
+    """Which training item: the clip starting at frame ``start`` of sample ``key``, with its ``expression``-th
+    referring expression (``referring_expressions`` order)."""
+
+    key: str
+    start: int
+    expression: int
+
+
+def clip_refs(meta: dict[str, Any], clip_len: int) -> list[ClipRef]:
+    """Every (clip, referring expression) of one sample whose object is visible in the clip: the training items."""
+    expressions = referring_expressions(meta)
+    return [
+        ClipRef(meta["key"], frames.start, index)
+        for frames in clip_ranges(len(meta["frame_names"]), clip_len)
+        for index, expression in enumerate(expressions)
+        if normalised_boxes(meta, expression["obj_id"], frames)[1].any()
+    ]
+
+
 def sample_items(
     meta: dict[str, Any],
     embeddings: np.ndarray,
@@ -133,35 +160,39 @@ def sample_items(
     clip_len: int,
     rng: random.Random,
     other_sentences: list[str],
+    wanted: Container[ClipRef],
     pixels: np.ndarray | None = None,
 ) -> Iterator[ClipItem]:
-    """Every (clip, referring sentence) of one sample with the object visible in the clip, with a negative
-    (and the clip's frames when the sample's ``pixels`` (W, 3, S, S) are given)."""
+    """The ``wanted`` items of one sample (see ``clip_refs``), each with a negative: another object's expression of
+    the video, or another video's sentence when the video has one object (and the clip's frames when the sample's
+    ``pixels`` (W, 3, S, S) are given)."""
     expressions = referring_expressions(meta)
-    for frames in clip_ranges(len(meta["frame_names"]), clip_len):
-        for expression in expressions:
-            boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
-            if not valid.any():
-                continue
-            others = [e for e in expressions if e["obj_id"] != expression["obj_id"]]
-            if others:
-                negative = rng.choice(others)
-                negative_text = negative["text"]
-                negative_boxes, negative_valid = normalised_boxes(meta, negative["obj_id"], frames)
-            else:
-                negative_text = rng.choice(other_sentences) if other_sentences else ""
-                negative_boxes, negative_valid = np.zeros_like(boxes), np.zeros_like(valid)
-            yield ClipItem(
-                embeddings=embeddings[frames.start : frames.stop],
-                sentence=expression["text"],
-                negative=negative_text,
-                boxes=boxes,
-                valid=valid,
-                negative_boxes=negative_boxes,
-                negative_valid=negative_valid,
-                input_size=input_size,
-                pixels=None if pixels is None else pixels[frames.start : frames.stop],
-            )
+    for ref in clip_refs(meta, clip_len):
+        if ref not in wanted:
+            continue
+        frames = range(ref.start, ref.start + clip_len)
+        expression = expressions[ref.expression]
+        boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
+        others = [e for e in expressions if e["obj_id"] != expression["obj_id"]]
+        if others:
+            negative = rng.choice(others)
+            negative_text = negative["text"]
+            negative_boxes, negative_valid = normalised_boxes(meta, negative["obj_id"], frames)
+        else:
+            negative_text = rng.choice(other_sentences) if other_sentences else ""
+            negative_boxes, negative_valid = np.zeros_like(boxes), np.zeros_like(valid)
+        yield ClipItem(
+            embeddings=embeddings[frames.start : frames.stop],
+            sentence=expression["text"],
+            negative=negative_text,
+            boxes=boxes,
+            valid=valid,
+            negative_boxes=negative_boxes,
+            negative_valid=negative_valid,
+            same_video=bool(others),
+            input_size=input_size,
+            pixels=None if pixels is None else pixels[frames.start : frames.stop],
+        )
 
 
 def joined_shard_samples(
@@ -177,12 +208,6 @@ def joined_shard_samples(
         yield sample, array, tuple(embedding_meta["input_size"])
 
 
-def joined_samples(pair: ShardPair) -> Iterator[tuple[dict[str, Any], np.ndarray, tuple[int, int]]]:
-    """(frame meta, embeddings (T, C, g, g), SAM input size) for each sample of a shard pair (no image decoded)."""
-    for sample, array, input_size in joined_shard_samples(pair):
-        yield sample.meta, array, input_size
-
-
 def sample_pixels(sample: ShardSample, pixel_size: int | None) -> np.ndarray | None:
     """(T, 3, S, S) uint8: the sample's frames resized for a generator that reads pixels; None without ``pixel_size``."""
     if pixel_size is None:
@@ -195,45 +220,62 @@ def metadata_of(pairs: list[ShardPair]) -> list[dict[str, Any]]:
     return [sample.meta for pair in pairs for sample in read_shard(pair.frames, with_images=False)]
 
 
-def count_items(metas: list[dict[str, Any]], clip_len: int) -> int:
-    """How many clip items ``sample_items`` yields for these samples."""
-    total = 0
-    for meta in metas:
-        for frames in clip_ranges(len(meta["frame_names"]), clip_len):
-            total += sum(normalised_boxes(meta, e["obj_id"], frames)[1].any() for e in referring_expressions(meta))
-    return total
-
-
 class ClipSource:
-    """One rank's share of the training clips: whole shards when there are enough, else every world-th sample;
-    with ``pixel_size``, each clip's frames too (for a generator that reads pixels)."""
+    """The training items of a split (``clip_refs``), dealt to ranks clip by clip: each epoch orders the samples at
+    random (the epoch's seed, the same on every rank), lists their items in that order and cuts the list into
+    ``world`` consecutive parts of equal size (within one item). An epoch thus shows every item exactly once across
+    the ranks, whatever the number of shards and workers, and a rank reads only its parts' samples (one sample may
+    be shared by two ranks). With ``pixel_size``, each clip's frames too (for a generator that reads pixels)."""
 
     def __init__(self, pairs: list[ShardPair], clip_len: int, rank: int = 0, world: int = 1, pixel_size: int | None = None) -> None:
+        self.pairs = pairs
         self.clip_len = clip_len
+        self.rank, self.world = rank, world
         self.pixel_size = pixel_size
-        self.pairs = pairs[rank::world] if len(pairs) >= world else list(pairs)
-        metas = metadata_of(self.pairs)
-        if len(pairs) < world:
-            metas = metas[rank::world]
-        self.keys = {meta["key"] for meta in metas}
+        metas = metadata_of(pairs)
+        self.refs = sorted(ref for meta in metas for ref in clip_refs(meta, clip_len))
         self.sentences = sorted({e["text"] for meta in metas for e in referring_expressions(meta)})
-        self.count = count_items(metas, clip_len)
+        if len(self.refs) < world:
+            raise DataError(f"{len(self.refs)} training clips for {world} workers: every worker needs one; lower train.num_workers")
+
+    @property
+    def count(self) -> int:
+        """How many items this rank trains on per epoch."""
+        return self._end(self.rank + 1) - self._end(self.rank)
+
+    def steps(self, batch_size: int) -> int:
+        """Steps per epoch, the same on every rank (DDP keeps them in lock-step): the largest rank's full batches."""
+        return math.ceil(math.ceil(len(self.refs) / self.world) / batch_size)
+
+    def epoch_refs(self, seed: int) -> list[ClipRef]:
+        """This rank's items in the epoch of ``seed``."""
+        keys = sorted({ref.key for ref in self.refs})
+        random.Random(seed).shuffle(keys)
+        position = {key: index for index, key in enumerate(keys)}
+        order = sorted(self.refs, key=lambda ref: (position[ref.key], ref))
+        return order[self._end(self.rank) : self._end(self.rank + 1)]
+
+    def _end(self, rank: int) -> int:
+        """Where the part of ranks before ``rank`` ends in an epoch's list of items."""
+        return rank * len(self.refs) // self.world
 
     def items(self, seed: int, shuffle_buffer: int = 256) -> Iterator[ClipItem]:
-        """Stream this rank's clip items, shard order and items shuffled by ``seed``."""
-        rng = random.Random(seed)
+        """Stream this rank's items of the epoch of ``seed``: shard order and items shuffled (per rank)."""
+        wanted = set(self.epoch_refs(seed))
+        keys = {ref.key for ref in wanted}
+        rng = random.Random(f"{seed}/{self.rank}")
         pairs = list(self.pairs)
         rng.shuffle(pairs)
         buffer: list[ClipItem] = []
         for pair in pairs:
-            for sample, embeddings, input_size in joined_shard_samples(pair, with_images=self.pixel_size is not None, keys=self.keys):
+            for sample, embeddings, input_size in joined_shard_samples(pair, with_images=self.pixel_size is not None, keys=keys):
                 meta = sample.meta
-                if meta["key"] not in self.keys:
+                if meta["key"] not in keys:
                     continue
                 pixels = sample_pixels(sample, self.pixel_size)
                 own = {e["text"] for e in meta["expressions"]}
                 others = [s for s in self.sentences if s not in own]
-                for item in sample_items(meta, embeddings, input_size, self.clip_len, rng, others, pixels):
+                for item in sample_items(meta, embeddings, input_size, self.clip_len, rng, others, wanted, pixels):
                     buffer.append(item)
                     if len(buffer) >= shuffle_buffer:
                         yield buffer.pop(rng.randrange(len(buffer)))
@@ -255,20 +297,29 @@ def collate(items: list[ClipItem]) -> ClipBatch:
         valid=stack("valid"),
         negative_boxes=stack("negative_boxes"),
         negative_valid=stack("negative_valid"),
+        same_video=torch.tensor([item.same_video for item in items]),
         input_sizes=torch.tensor([item.input_size for item in items]),
         pixels=None if items[0].pixels is None else stack("pixels"),
     )
 
 
-def batches(items: Iterator[ClipItem], batch_size: int, limit: int) -> Iterator[ClipBatch]:
-    """At most ``limit`` full batches (equal step counts keep DDP ranks in lock-step)."""
-    chunk: list[ClipItem] = []
-    produced = 0
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == batch_size:
-            yield collate(chunk)
-            produced += 1
-            chunk = []
-            if produced == limit:
-                return
+def batch_sizes(count: int, batch_size: int, steps: int) -> list[int]:
+    """Sizes of ``steps`` batches that hold ``count`` items: full batches first, then smaller ones, one item at least
+    in each (fewer items than steps happens only with batch size 1, to a rank one item short: ``batches`` pads)."""
+    sizes = []
+    left = max(count, steps)
+    for step in range(steps):
+        sizes.append(min(batch_size, left - (steps - step - 1)))
+        left -= sizes[-1]
+    return sizes
+
+
+def batches(items: Iterator[ClipItem], count: int, batch_size: int, steps: int) -> Iterator[ClipBatch]:
+    """The ``count`` items as exactly ``steps`` batches (``batch_sizes``): equal step counts keep DDP ranks in
+    lock-step, and no item is left out. A rank whose items ran out repeats its first item."""
+    source = iter(items)
+    padding: list[ClipItem] = []
+    for size in batch_sizes(count, batch_size, steps):
+        chunk = list(itertools.islice(source, size)) or padding
+        padding = padding or chunk[:1]
+        yield collate(chunk)

@@ -29,6 +29,8 @@ def random_batch(frozen: FrozenEncoders, size: int = 3, frames: int = 3) -> Clip
     extent = torch.rand(size, frames, 2, generator=generator) * 0.3 + 0.1
     negative_valid = torch.ones(size, frames, dtype=torch.bool)
     negative_valid[-1] = False  # the last sample's negative sentence comes from another video
+    same_video = torch.ones(size, dtype=torch.bool)
+    same_video[-1] = False
     h, w = frozen.sam.input_size((64, 96))
     return ClipBatch(
         embeddings=embeddings,
@@ -38,6 +40,7 @@ def random_batch(frozen: FrozenEncoders, size: int = 3, frames: int = 3) -> Clip
         valid=torch.ones(size, frames, dtype=torch.bool),
         negative_boxes=torch.cat([1 - centre, extent], -1),
         negative_valid=negative_valid,
+        same_video=same_video,
         input_sizes=torch.tensor([[h, w]] * size),
     )
 
@@ -88,3 +91,34 @@ def test_predict_boxes_are_the_most_confident_queries_with_their_sigmoid_scores(
 def test_prompt_coordinates() -> None:
     boxes = torch.tensor([[[0.5, 0.5, 0.5, 0.5]]])
     assert to_prompt_coordinates(boxes, torch.tensor([[100, 200]])).tolist() == [[[50.0, 25.0, 150.0, 75.0]]]
+
+
+def test_a_partner_whose_object_is_absent_from_the_clip_still_makes_a_contrastive_pair(frozen: FrozenEncoders) -> None:
+    """S_i's object is in every frame; S_j names another object of the same video that is in none of them. S_i is
+    the anchor of both terms (S_j has no ground truth, so it is no anchor); a plain reference of eq. 2 and 3."""
+    torch.manual_seed(0)
+    model = build_model(MODEL, frozen).eval()
+    batch = random_batch(frozen, size=1)
+    batch.negative_valid[:] = False
+    batch.same_video[:] = True
+    terms = compute_losses(model.proposal, model.modalcon, frozen, batch, LossConfig())
+
+    with torch.no_grad():
+        clips = torch.cat([batch.embeddings, batch.embeddings])
+        outputs, sentence = model.proposal.run(frozen, clips, None, [batch.sentences[0], batch.negatives[0]])
+        predicted = torch.stack([output.top_boxes() for output in outputs], dim=1)  # (2, T, 4): S_i, S_j
+        h, w = batch.input_sizes[0].tolist()
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+
+        def prompt(boxes: torch.Tensor) -> torch.Tensor:  # (T, 4) cxcywh -> (T, 2 * C) prompt-encoder embeddings
+            xyxy = torch.cat([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], -1) * scale
+            return frozen.sam.embed_boxes(xyxy).flatten(1)
+
+        anchor, positive, negative = prompt(predicted[0]), prompt(batch.boxes[0]), prompt(predicted[1])
+        textcon = sum(max(0.0, float((a - p).norm() - (a - n).norm())) for a, p, n in zip(anchor, positive, negative))
+        prompts = torch.stack([prompt(predicted[0]), prompt(predicted[1])]).unflatten(-1, (2, -1))
+        video = model.modalcon(prompts, clips, frozen.sam.dense_pe())[0]
+        modalcon = max(0.0, float((video - sentence[0]).norm() - (video - sentence[1]).norm()))
+    assert terms["textcon"].item() == pytest.approx(textcon, rel=1e-4, abs=1e-6)
+    assert terms["modalcon"].item() == pytest.approx(modalcon, rel=1e-4, abs=1e-6)
+    assert textcon > 0 or modalcon > 0  # the pair is not trivially satisfied: dropping it would change the loss

@@ -1,7 +1,7 @@
 """``run_training`` without Ray: a fake session on a tiny sharded, embedded RefShapes set.
 
 One report (and one checkpoint) per epoch; a run resumed from a checkpoint reports only the epochs left and ends
-where the uninterrupted run ended; a batch larger than the data is a DataError.
+where the uninterrupted run ended; more workers than clips is a DataError; validation scores as evaluation does.
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ import pytest
 import torch
 
 from groprompt import training
-from groprompt.checkpoints import read_payload
+from groprompt.checkpoints import build_trained_model, load_trained, read_payload
 from groprompt.config import Config, ModelConfig, replace, to_dict
-from groprompt.data.clips import ClipBatch, count_items, metadata_of, shard_pairs
+from groprompt.data.clips import ClipBatch, metadata_of, shard_pairs
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.errors import DataError
-from groprompt.models.frozen import FrozenEncoders
+from groprompt.evaluation.aggregate import merge_partials
+from groprompt.evaluation.box_sources import ModelBoxes
+from groprompt.evaluation.scoring import evaluate_shard
+from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.sam import FrozenSam
+from groprompt.segmentors import build_segmentor
 from tests.helpers import FakeSession, shard_and_embed, train
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)
@@ -106,11 +110,31 @@ def test_a_run_resumed_after_the_last_epoch_reports_nothing(config: Config, unin
     assert train(config, FakeSession(tmp_path, payload=payload)).reports == []
 
 
-def test_a_batch_larger_than_the_training_clips_is_a_data_error(config: Config, tmp_path: Path) -> None:
+def test_more_workers_than_training_clips_is_a_data_error(config: Config, tmp_path: Path) -> None:
     session = FakeSession(tmp_path)
-    with pytest.raises(DataError, match="train.batch_size"):
-        train(replace(config, **{"train.batch_size": 10_000}), session)
+    session.world = 10_000
+    with pytest.raises(DataError, match=r"training clips for 10000 workers: every worker needs one; lower train.num_workers"):
+        train(config, session)
     assert session.reports == [] and session.prepared == []
+
+
+def test_validation_reports_evaluation_box_iou_the_mean_over_expressions(config: Config, uninterrupted: FakeSession) -> None:
+    """``val_box_iou`` is evaluation's ``box_iou`` of the same weights (a video is one shard sample here, so the
+    online clip and the online stream see the same frames): the mean over expressions, not over frames."""
+    frozen = build_frozen(config.model)
+    _, model = build_trained_model(config.model, load_trained(uninterrupted.checkpoints[EPOCHS - 1], ""), frozen)
+    shards = Path(config.data.shards) / "valid"
+    rows = [
+        row
+        for path in sorted(shards.glob("*.tar"))
+        for row in evaluate_shard(
+            path, Path(config.data.embeddings) / "valid" / path.name, ModelBoxes(model, frozen), build_segmentor("box")
+        )
+    ]
+    table = merge_partials(rows)
+    per_expression = table["box_iou"].dropna()
+    assert len(per_expression) > 1
+    assert uninterrupted.reports[-1]["val_box_iou"] == pytest.approx(float(per_expression.mean()), abs=1e-6)
 
 
 class CpuZeroSession(FakeSession):
@@ -141,5 +165,8 @@ def test_encoders_model_batches_and_validation_go_to_the_session_device(
     names = [name for name, _ in moved]
     assert names[:2] == ["frozen", "model"] and names[-1] == "validation"
     pairs = shard_pairs(config.data, "train", FrozenSam.from_name(MODEL.sam, seed=MODEL.sam_seed))
-    assert names[2:-1] == ["batch"] * (count_items(metadata_of(pairs), 4) // 4)  # every batch of the epoch (clips of 4, batches of 4)
+    clips = sum(  # clips of 4 frames (the whole sample) whose sentence's object is in one of them; batches of 4
+        any(box is not None for box in meta["boxes"].get(str(e["obj_id"]), [])) for meta in metadata_of(pairs) for e in meta["expressions"]
+    )
+    assert names[2:-1] == ["batch"] * math.ceil(clips / 4)  # every batch of the epoch, the last one partial
     assert {device for _, device in moved} == {torch.device("cpu", 0)}

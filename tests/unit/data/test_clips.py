@@ -1,10 +1,19 @@
-"""Training batches: moving a ``ClipBatch`` to a device."""
+"""Training batches: moving a ``ClipBatch`` to a device; an epoch deals every clip to exactly one worker."""
 
 from __future__ import annotations
 
+from collections import Counter
+
+import pytest
 import torch
 
-from groprompt.data.clips import ClipBatch
+from groprompt.config import DataConfig
+from groprompt.data.clips import ClipBatch, ClipSource, ShardPair, batch_sizes, batches, joined_shard_samples, shard_pairs
+from groprompt.data.formats import read_videos
+from groprompt.data.records import Video
+from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.models.sam import FrozenSam
+from tests.helpers import shard_and_embed
 
 
 def batch(pixels: bool) -> ClipBatch:
@@ -17,12 +26,13 @@ def batch(pixels: bool) -> ClipBatch:
         valid=torch.ones(b, t, dtype=torch.bool),
         negative_boxes=torch.rand(b, t, 4),
         negative_valid=torch.zeros(b, t, dtype=torch.bool),
+        same_video=torch.tensor([True, False]),
         input_sizes=torch.tensor([[256, 192], [192, 256]]),
         pixels=torch.zeros(b, t, 3, 16, 16, dtype=torch.uint8) if pixels else None,
     )
 
 
-TENSORS = ("embeddings", "boxes", "valid", "negative_boxes", "negative_valid", "input_sizes")
+TENSORS = ("embeddings", "boxes", "valid", "negative_boxes", "negative_valid", "same_video", "input_sizes")
 
 
 def test_a_batch_moves_every_tensor_and_keeps_its_sentences() -> None:
@@ -42,3 +52,70 @@ def test_a_batch_without_pixels_moves_with_none_and_keeps_its_values() -> None:
     assert moved.pixels is None
     for name in TENSORS:
         assert torch.equal(getattr(moved, name), getattr(source, name)), name
+
+
+@pytest.fixture(scope="module")
+def five_shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[ShardPair], list[Video]]:
+    """Five 4-frame RefShapes training videos, one shard each (window 4: one sample per video), embedded."""
+    root = tmp_path_factory.mktemp("clips")
+    write_refshapes(root / "data", RefShapesSpec(videos=5, frames=4, size=64, seed=3), valid_fraction=0.0, progress=False)
+    sam = FrozenSam.from_name("tiny", seed=0)
+    shard_and_embed(root / "data", "train", root / "shards", root / "embeddings", sam, shard_bytes=1)
+    data = DataConfig(shards=str(root / "shards"), embeddings=str(root / "embeddings"))
+    videos = sorted(read_videos("refshapes", root / "data", "train"), key=lambda video: video.video_id)
+    return shard_pairs(data, "train", sam), videos
+
+
+def frame_lookup(pairs: list[ShardPair]) -> dict[bytes, tuple[str, int]]:
+    """(video, frame index) of each embedded frame, by its embedding's float32 bytes (how a batch carries it)."""
+    lookup = {}
+    for pair in pairs:
+        for sample, embeddings, _ in joined_shard_samples(pair):
+            for t in range(len(embeddings)):
+                lookup[torch.from_numpy(embeddings[t]).float().numpy().tobytes()] = (sample.meta["video_id"], t)
+    return lookup
+
+
+def expected_items(videos: list[Video], clip_len: int) -> Counter:
+    """(video, sentence, first frame) of every clip of ``clip_len`` frames and every sentence whose object has a box
+    in one of its frames: counted from the videos' own records, not from the shards."""
+    items: Counter = Counter()
+    for video in videos:
+        for start in range(0, len(video.frame_names) - clip_len + 1, clip_len):
+            for expression in video.expressions:
+                boxes = video.boxes.get(expression.obj_id, ())
+                if any(boxes[t] is not None for t in range(start, start + clip_len)):
+                    items[(video.video_id, expression.text, start)] += 1
+    return items
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("shards", [1, 2, 3, 4, 5])
+def test_an_epoch_shows_every_clip_once_across_the_workers(five_shards, shards: int, world: int) -> None:
+    pairs, videos = five_shards
+    assert len(pairs) == 5
+    used = videos[:shards]  # the shards hold the videos in id order, one each
+    clip_len, batch_size = 2, 3
+    frame_of = frame_lookup(pairs[:shards])
+    for epoch in range(2):
+        seen: Counter = Counter()
+        steps = set()
+        for rank in range(world):
+            source = ClipSource(pairs[:shards], clip_len, rank, world)
+            batches_of_rank = list(batches(source.items(seed=epoch), source.count, batch_size, source.steps(batch_size)))
+            steps.add(len(batches_of_rank))
+            for batch in batches_of_rank:
+                assert 1 <= len(batch.sentences) <= batch_size
+                for row, sentence in enumerate(batch.sentences):
+                    video, start = frame_of[batch.embeddings[row, 0].numpy().tobytes()]
+                    seen[(video, sentence, start)] += 1
+        assert len(steps) == 1  # every rank runs the same number of steps
+        assert seen == expected_items(used, clip_len)
+
+
+@pytest.mark.parametrize(
+    ("count", "batch_size", "steps", "sizes"),
+    [(10, 4, 3, [4, 4, 2]), (9, 4, 3, [4, 4, 1]), (8, 4, 3, [4, 3, 1]), (3, 1, 3, [1, 1, 1]), (2, 1, 3, [1, 1, 1])],
+)
+def test_batch_sizes_fill_every_step(count: int, batch_size: int, steps: int, sizes: list[int]) -> None:
+    assert batch_sizes(count, batch_size, steps) == sizes

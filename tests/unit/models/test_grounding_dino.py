@@ -127,6 +127,7 @@ def test_grounding_dino_frozen_parts_stay_bit_identical_after_a_step(weights_fol
         valid=torch.ones(batch_size, frames, dtype=torch.bool),
         negative_boxes=boxes.flip(0),
         negative_valid=torch.ones(batch_size, frames, dtype=torch.bool),
+        same_video=torch.ones(batch_size, dtype=torch.bool),
         input_sizes=torch.tensor([[256, 256]] * batch_size),
         pixels=pixels,
     )
@@ -255,9 +256,10 @@ def test_grounding_dino_training_lowers_the_loss(trained: tuple[Config, FakeSess
 def test_grounding_dino_clips_carry_resized_frames(trained: tuple[Config, FakeSession], frozen: FrozenEncoders) -> None:
     config, _ = trained
     pairs = shard_pairs(config.data, "train", frozen.sam)
-    batch = next(batches(ClipSource(pairs, 2, pixel_size=PIXELS).items(seed=0), 4, 1))
+    with_pixels, without = ClipSource(pairs, 2, pixel_size=PIXELS), ClipSource(pairs, 2)
+    batch = next(batches(with_pixels.items(seed=0), with_pixels.count, 4, 1))
     assert batch.pixels is not None and batch.pixels.shape == (4, 2, 3, PIXELS, PIXELS) and batch.pixels.dtype == torch.uint8
-    assert next(batches(ClipSource(pairs, 2).items(seed=0), 4, 1)).pixels is None
+    assert next(batches(without.items(seed=0), without.count, 4, 1)).pixels is None
 
 
 def test_grounding_dino_checkpoint_evaluates_as_inference_predicts(trained: tuple[Config, FakeSession], frozen: FrozenEncoders) -> None:
@@ -279,7 +281,7 @@ def test_grounding_dino_checkpoint_evaluates_as_inference_predicts(trained: tupl
     sample, embedding, _ = next(joined_shard_samples(pair, with_images=True))
     expressions = referring_expressions(sample.meta)
     frames = [sample.frame(t) for t in range(len(sample.meta["frame_names"]))]
-    evaluated = ModelBoxes(model, frozen).boxes(sample.meta, expressions, embedding, frames)
+    evaluated = ModelBoxes(model, frozen).prompts(sample.meta, expressions, embedding, frames).boxes
     predictor = Predictor(frozen, model, build_segmentor("box"), "box", weights.model_id)
     predicted = predict_video(predictor, zip(sample.meta["frame_names"], frames), [e["text"] for e in expressions])
     np.testing.assert_allclose(np.stack([p.boxes for p in predicted], axis=1), evaluated, atol=1e-4, rtol=0)
@@ -290,16 +292,18 @@ def test_grounding_dino_reads_frames_only_of_the_samples_a_rank_uses(
 ) -> None:
     config, _ = trained
     pairs = shard_pairs(config.data, "train", frozen.sam)
-    source = ClipSource(pairs, 2, rank=1, world=len(pairs) + 1, pixel_size=PIXELS)  # fewer shards than ranks: samples split
-    assert source.keys and source.keys < {meta["key"] for meta in metadata_of(pairs)}
+    source = ClipSource(pairs, 2, rank=1, world=4, pixel_size=PIXELS)
+    keys = {ref.key for ref in source.epoch_refs(seed=0)}
+    assert keys and keys < {meta["key"] for meta in metadata_of(pairs)}
     reads = image_member_reads(monkeypatch)
     assert list(source.items(seed=0))
-    assert {name.split(".")[0] for name in reads} == source.keys
+    assert {name.split(".")[0] for name in reads} == keys
 
     val_pairs = shard_pairs(config.data, "valid", frozen.sam)
     metas = metadata_of(val_pairs)
     keys = rank_keys(val_pairs, rank=1, world=2)
-    assert keys == {meta["key"] for i, meta in enumerate(metas) if i % 2 == 1}
+    videos = sorted({meta["video_id"] for meta in metas})
+    assert keys == {meta["key"] for meta in metas if videos.index(meta["video_id"]) % 2 == 1}
     model = build_model(config.model, frozen)
     reads.clear()
     with backbone_batches(model.proposal) as sizes:
