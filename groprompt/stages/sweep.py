@@ -1,5 +1,7 @@
 """The sweep stage: the contrastive loss weights lambda_f and lambda_v searched with Ray Tune (ASHA on val_box_iou).
 
+The best trial is the one whose own last result is best (``rank_trials``).
+
 Each trial trains on one worker (trials run side by side, as many as the cluster's CPUs allow) and logs a child
 run under one parent run; the parent gets a results table, a heatmap, and the best configuration.
 """
@@ -68,7 +70,6 @@ def sweep(config: Config) -> dict[str, Any]:
     """Run the sweep (Ray must be initialised); returns the results table, best weights and parent run id."""
     check_training_splits(config.data)
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     config = with_tracking_uri(config)
     space = search_space(config)
@@ -76,28 +77,33 @@ def sweep(config: Config) -> dict[str, Any]:
     concurrency = max(1, math.floor(cluster_cpus() / config.sweep.cpus_per_trial))
     storage = Path(config.train.storage_path).resolve()
     base = to_dict(replace(config, **{"train.cpus_per_worker": config.sweep.cpus_per_trial}))
-    scheduler = ASHAScheduler(
-        max_t=config.train.epochs, grace_period=config.sweep.grace_period, reduction_factor=config.sweep.reduction_factor
-    )
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trial, base_tree=base, parent_run_id=parent_run_id), trial_resources(config)),
         param_space=space,
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode="max", num_samples=config.sweep.num_samples, max_concurrent_trials=concurrency, scheduler=scheduler
+            metric=METRIC, mode="max", num_samples=config.sweep.num_samples, max_concurrent_trials=concurrency, scheduler=asha(config)
         ),
         run_config=tune.RunConfig(name=f"{config.train.name}-sweep", storage_path=str(storage)),
     )
     with run_status(parent_run_id, config.runtime.tracking_uri):
         results = list(tuner.fit())
         _close_child_runs(results, parent_run_id, config)
-        rows = at_common_epoch([_result_row(result) for result in results])
+        rows = rank_trials([result_row(result) for result in results])
         best = rows[0]
         best_config = replace(config, **{"loss.lambda_f": best["lambda_f"], "loss.lambda_v": best["lambda_v"]})
         _log_summary(parent_run_id, rows, best_config, config)
     return {"rows": rows, "best": best, "parent_run_id": parent_run_id, "best_config": best_config}
 
 
-def _result_row(result: Any) -> dict[str, Any]:
+def asha(config: Config) -> Any:
+    """The early-stopping scheduler: ASHA over ``train.epochs`` (one result per epoch), ``sweep.grace_period`` and
+    ``sweep.reduction_factor``."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(max_t=config.train.epochs, grace_period=config.sweep.grace_period, reduction_factor=config.sweep.reduction_factor)
+
+
+def result_row(result: Any) -> dict[str, Any]:
     """A finished trial as a results-table row (with its metric after every epoch); a failed trial fails the sweep."""
     if result.error is not None:
         raise RuntimeError(f"sweep trial failed: {result.error}")
@@ -110,20 +116,29 @@ def _result_row(result: Any) -> dict[str, Any]:
     }
 
 
-def at_common_epoch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows compared at equal budget: the metric after the last epoch that every trial reached (ASHA stops some
-    early), and after each trial's own last epoch; best first by the former."""
-    common = min(len(row["history"]) for row in rows)
-    compared = [
+def rank_trials(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials best first by each one's own last result, as Ray Tune's ``get_best_result(scope="last")`` ranks them:
+    ASHA stops a trial because its result at a rung fell behind the others', so a survivor's last result is its
+    final model, and a stopped trial's last result is where it was stopped. Never compared at a common early epoch.
+    Each row keeps its ``epochs``, its last ``val_box_iou`` and its ``best_val_box_iou`` over the epochs."""
+    ranked = [
         {
             **{key: value for key, value in row.items() if key != "history"},
-            "common_epochs": common,
-            METRIC: row["history"][common - 1],
-            "last_" + METRIC: row["history"][-1],
+            METRIC: row["history"][-1],
+            "best_" + METRIC: max(row["history"]),
         }
         for row in rows
     ]
-    return sorted(compared, key=lambda row: -row[METRIC])
+    return sorted(ranked, key=lambda row: -row[METRIC])
+
+
+def best_yaml(best: Config, row: dict[str, Any], epochs: int) -> str:
+    """``best.yaml``: the best trial's configuration, headed by which trial it is and how it was chosen."""
+    header = (
+        f"# The sweep's best trial: lambda_f={row['lambda_f']} lambda_v={row['lambda_v']}, chosen by its own last result\n"
+        f"# ({METRIC} {row[METRIC]:.6g} after epoch {row['epochs']} of {epochs}; Ray Tune's scope='last'), never at a common early epoch.\n"
+    )
+    return header + yaml.safe_dump(to_dict(best))
 
 
 def _close_child_runs(results: list[Any], parent_run_id: str, config: Config) -> None:
@@ -154,13 +169,13 @@ def _log_summary(parent_run_id: str, rows: list[dict[str, Any]], best: Config, c
     from mlflow import MlflowClient
 
     client = MlflowClient(config.runtime.tracking_uri)
-    best_yaml = yaml.safe_dump(to_dict(best))
-    write_text_atomic(Path(config.train.storage_path) / f"{config.train.name}-sweep" / "best.yaml", best_yaml)
+    best_text = best_yaml(best, rows[0], config.train.epochs)
+    write_text_atomic(Path(config.train.storage_path) / f"{config.train.name}-sweep" / "best.yaml", best_text)
     with tempfile.TemporaryDirectory() as folder:
         pd.DataFrame(rows).to_csv(Path(folder) / "sweep_results.csv", index=False)
         (Path(folder) / "sweep_results.md").write_text(markdown_table(rows))
-        (Path(folder) / "best.yaml").write_text(best_yaml)
-        title = f"{METRIC} after {rows[0]['common_epochs']} epochs (all trials)"
+        (Path(folder) / "best.yaml").write_text(best_text)
+        title = f"{METRIC}, each trial's last epoch (ASHA stops some early)"
         sweep_heatmap(rows, METRIC, Path(folder) / "sweep_heatmap.png", title)
         client.log_artifacts(parent_run_id, folder)
     log_params(parent_run_id, {"best.lambda_f": rows[0]["lambda_f"], "best.lambda_v": rows[0]["lambda_v"]}, config.runtime.tracking_uri)

@@ -79,7 +79,10 @@ def test_sweep_logs_two_child_runs_under_one_parent(refshapes_config: Config) ->
         assert "loss_curve.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(child)}
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(outcome["parent_run_id"])}
     assert {"sweep_results.csv", "sweep_heatmap.png", "best.yaml"} <= artifacts
-    assert (Path(swept.train.storage_path) / "sweep-sweep" / "best.yaml").is_file()
+    best = outcome["best"]
+    header = (Path(swept.train.storage_path) / "sweep-sweep" / "best.yaml").read_text().splitlines()[0]
+    assert header == f"# The sweep's best trial: lambda_f={best['lambda_f']} lambda_v={best['lambda_v']}, chosen by its own last result"
+    assert best["val_box_iou"] == max(row["val_box_iou"] for row in outcome["rows"])
 
 
 def test_a_user_error_in_the_workers_fails_the_run_once_with_its_message(refshapes_config: Config) -> None:
