@@ -20,6 +20,7 @@ from groprompt.errors import ConfigError
 
 EMBED_DTYPES = ("float16", "bfloat16", "float32")
 PROPOSALS = ("sam-decoder", "grounding-dino")
+SELECTION_LOSSES = ("bce", "softmax")
 FREEZE_GROUPS = ("backbone", "text", "encoder")  # Grounding DINO: image backbone, text encoder (BERT), feature enhancer
 SWEEP_MODES = ("grid", "loguniform")
 
@@ -48,6 +49,8 @@ class ModelConfig:
     propagate: bool = True  # online query propagation from frame t-1
     enhancer_layers: int = 1  # feature enhancer: self-attention over a frame's text-fused visual tokens (position is relative)
     frame_difference: bool = True  # each visual token also sees its embedding minus frame t-1's (motion); zero on frame 0
+    sentence_film: bool = False  # the pooled sentence scales and shifts every visual token (FiLM) before the text fusion
+    enhancer_text_attention: bool = False  # each enhancer layer also cross-attends from the tokens to the sentence's tokens
     encoder_dtype: str = "float32"  # frozen SAM image and text encoders: float32 | bfloat16 (autocast; in the embedding identity)
     encoder_sdpa: bool = False  # SAM image-encoder attention through scaled_dot_product_attention (same result)
     encoder_channels_last: bool = False  # channels-last convolutions in the SAM image encoder
@@ -80,6 +83,7 @@ class LossConfig:
     lambda_v: float = 0.1
     lambda_conf: float = 1.0  # confidence head (trained here since no detector supplies it)
     lambda_select: float = 1.0  # language-guided query-selection scores
+    selection: str = "bce"  # the selection loss: bce (balanced, per token) | softmax (over the frame's tokens, onto those in the box)
     margin: float = 0.0  # triplet margin; the paper uses none
     textcon: bool = True
     modalcon: bool = True
@@ -88,6 +92,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         for name in ("lambda_r", "lambda_g", "lambda_f", "lambda_v", "lambda_conf", "lambda_select", "margin", "lambda_aux"):
             _require(getattr(self, name) >= 0, f"loss.{name}", "must be >= 0", getattr(self, name))
+        _require(self.selection in SELECTION_LOSSES, "loss.selection", f"must be one of {', '.join(SELECTION_LOSSES)}", self.selection)
 
 
 @dataclass(frozen=True)

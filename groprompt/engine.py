@@ -32,10 +32,9 @@ def compute_losses(
     """
     config = proposal.loss_config(config)
     size = len(batch.sentences)
-    embeddings = torch.cat([batch.embeddings, batch.embeddings])
     targets = torch.cat([batch.boxes, batch.negative_boxes])
     valid = torch.cat([batch.valid, batch.negative_valid])
-    outputs, sentence_features = proposal.run(frozen, embeddings, batch.pixels, batch.sentences + batch.negatives)
+    outputs, sentence_features = proposal.run(frozen, batch.embeddings, batch.pixels, batch.sentences + batch.negatives)
     terms = box_loss_terms(outputs, targets, valid, config)
 
     if config.textcon or config.modalcon:
@@ -50,7 +49,7 @@ def compute_losses(
             ground_truth = _embed(frozen, to_prompt_coordinates(targets, sizes))
             terms["textcon"] = textcon_loss(prompts, ground_truth, prompts.roll(size, 0), valid, rows, config.margin)
         if config.modalcon:
-            video = modalcon(prompts, embeddings, frozen.sam.dense_pe())
+            video = modalcon(prompts, torch.cat([batch.embeddings, batch.embeddings]), frozen.sam.dense_pe())
             own = sentence_features.to(video.dtype)
             terms["modalcon"] = modalcon_loss(video, own, own.roll(size, 0), rows, config.margin)
     terms["total"] = total_loss(terms, config)
@@ -67,8 +66,9 @@ def _embed(frozen: FrozenEncoders, boxes: torch.Tensor) -> torch.Tensor:
 def predict_boxes(
     proposal: Generator, frozen: FrozenEncoders, embeddings: torch.Tensor, sentences: list[str], pixels: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-confidence boxes (B, T, 4) normalised cxcywh and their confidences (B, T), online over frames; ``pixels``
-    (P, T, 3, S, S) uint8 for a generator that reads them, P dividing B (sentence b reads clip b mod P)."""
+    """Top-confidence boxes (B, T, 4) normalised cxcywh and their confidences (B, T) of B sentences over P clips
+    (``embeddings`` (P, T, C, g, g); ``pixels`` (P, T, 3, S, S) uint8 for a generator that reads them), online over
+    frames; P divides B and sentence b reads clip b mod P."""
     outputs, _ = proposal.run(frozen, embeddings, pixels, sentences)
     boxes = torch.stack([output.top_boxes() for output in outputs], dim=1)
     scores = torch.stack([output.top_scores() for output in outputs], dim=1)

@@ -40,7 +40,7 @@ def box_loss_terms(outputs: list[FrameOutput], targets: torch.Tensor, valid: tor
         earlier = config.lambda_r * l1[:-1] + config.lambda_g * giou[:-1] + config.lambda_conf * confidence[:-1]
         dense = token_box_loss(output.token_boxes, output.token_centres, targets[:, t], config)
         sums["aux"] += (earlier.sum(0) + dense) * mask
-        sums["select"] += selection_loss(output.token_logits, output.token_centres, targets[:, t]) * mask
+        sums["select"] += selection_loss(output.token_logits, output.token_centres, targets[:, t], config.selection) * mask
     has_box = valid.any(1)
     return {name: masked_mean(value, has_box) for name, value in sums.items()}
 
@@ -80,9 +80,23 @@ def token_box_loss(token_boxes: torch.Tensor, centres: torch.Tensor, target: tor
     return ((config.lambda_r * l1 + config.lambda_g * giou) * inside).sum(1) / inside.sum(1).clamp(min=1)
 
 
-def selection_loss(token_logits: torch.Tensor, centres: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B,) balanced BCE: tokens whose cell centre lies in the target box are positives."""
+def selection_loss(token_logits: torch.Tensor, centres: torch.Tensor, target: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """(B,) the query-selection loss; tokens whose cell centre lies in the target box are the positives.
+
+    - ``bce``: balanced binary cross-entropy, positives and negatives averaged apart;
+    - ``softmax``: cross-entropy of the softmax over the frame's tokens against the uniform distribution on the
+      positives (the token nearest to the box centre where no centre lies in the box): the tokens compete, as the
+      top-K selection that follows makes them.
+    """
+    if token_logits.shape[-1] == 0:  # a generator without token scores (Grounding DINO keeps its own selection)
+        return token_logits.new_zeros(token_logits.shape[0])
     inside = inside_box(centres, target)
+    if kind == "softmax":
+        nearest = (centres[None] - target[:, None, :2]).square().sum(-1).argmin(-1)
+        fallback = nn.functional.one_hot(nearest, centres.shape[0]).to(inside.dtype)
+        wanted = torch.where(inside.sum(1, keepdim=True) > 0, inside, fallback)
+        wanted = wanted / wanted.sum(1, keepdim=True)
+        return -(wanted * token_logits.log_softmax(-1)).sum(1)
     per_token = nn.functional.binary_cross_entropy_with_logits(token_logits, inside, reduction="none")
     positives = (per_token * inside).sum(1) / inside.sum(1).clamp(min=1)
     negatives = (per_token * (1 - inside)).sum(1) / (1 - inside).sum(1).clamp(min=1)

@@ -117,7 +117,7 @@ def expression_box_ious(
             if (keys is not None and sample.key not in keys) or not expressions:
                 continue
             frames = range(len(meta["frame_names"]))
-            clip = torch.from_numpy(embeddings).to(device).float()[None].expand(len(expressions), *embeddings.shape)
+            clip = torch.from_numpy(embeddings).to(device).float()[None]  # one clip for all its expressions
             pixels = sample_pixels(sample, pixel_size)
             if pixels is not None:
                 pixels = torch.from_numpy(pixels)[None].to(device)

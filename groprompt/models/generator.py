@@ -46,10 +46,11 @@ class Generator(Protocol):
     def run(
         self, frozen: FrozenEncoders, embeddings: torch.Tensor, pixels: torch.Tensor | None, sentences: list[str]
     ) -> tuple[list[FrameOutput], torch.Tensor]:
-        """Clips (B, T, C, g, g), pixels (P, T, 3, S, S) uint8 or None, B sentences -> outputs per frame, (B, D).
+        """Clips: embeddings (P, T, C, g, g) and pixels (P, T, 3, S, S) uint8 or None; B sentences -> outputs per frame,
+        (B, D).
 
-        P divides B and sentence b reads the pixels of clip b mod P: clips that several sentences share (a clip's
-        sentence and its negative, a video's expressions) are given once."""
+        P divides B and sentence b reads clip b mod P: clips that several sentences share (a clip's sentence and its
+        negative, a video's expressions) are given once."""
         ...
 
     def stream(self, frozen: FrozenEncoders, sentences: list[str]) -> FrameStream: ...

@@ -66,7 +66,22 @@ class FrameState:
     memory: tuple[ImageMemory, ...]  # per decoder layer: frame t's projected image keys and values (B, N, d)
     query: torch.Tensor  # (B, d) final top query
     box: torch.Tensor  # (B, 4) its box
-    embedding: torch.Tensor  # (B, C, g, g) frame t's SAM image embedding (frame t + 1's motion input)
+    embedding: torch.Tensor  # (P, C, g, g) frame t's SAM image embeddings, one per clip (frame t + 1's motion input)
+
+
+@dataclass(frozen=True)
+class ProjectedText:
+    """Sentences in the generator's width: token features (B, L, d), their mask (B, L; True = real token) and, with
+    ``model.sentence_film``, each sentence's FiLM scale and shift of the visual tokens (B, 2d)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    film: torch.Tensor | None
+
+    def repeat_interleave(self, repeats: int) -> ProjectedText:
+        """Each sentence ``repeats`` times in a row (one per frame of its clip)."""
+        film = None if self.film is None else self.film.repeat_interleave(repeats, 0)
+        return ProjectedText(self.tokens.repeat_interleave(repeats, 0), self.mask.repeat_interleave(repeats, 0), film)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -129,18 +144,24 @@ class TextConfidence(nn.Module):
 
 
 class EnhancerLayer(nn.Module):
-    """Self-attention among one frame's visual tokens (positions added to queries and keys), then a feed-forward."""
+    """Self-attention among one frame's visual tokens (positions added to queries and keys), with
+    ``text_attention`` a cross-attention from the tokens to the sentence's tokens (Grounding DINO's image-to-text
+    fusion), then a feed-forward."""
 
-    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float) -> None:
+    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float, text_attention: bool = False) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.text_attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True) if text_attention else None
         self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model))
-        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(2))
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(3 if text_attention else 2))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, text: ProjectedText) -> torch.Tensor:
         q = tokens + positions
         tokens = self.norms[0](tokens + self.dropout(self.self_attn(q, q, tokens, need_weights=False)[0]))
+        if self.text_attn is not None:
+            attended = self.text_attn(tokens + positions, text.tokens, text.tokens, key_padding_mask=~text.mask, need_weights=False)[0]
+            tokens = self.norms[2](tokens + self.dropout(attended))
         return self.norms[1](tokens + self.dropout(self.ffn(tokens)))
 
 
@@ -215,8 +236,13 @@ class ProposalGenerator(nn.Module):
         self.fusion = nn.MultiheadAttention(d, config.num_heads, batch_first=True)
         self.fusion_norm = nn.LayerNorm(d)
         self.enhancer = nn.ModuleList(
-            EnhancerLayer(d, config.num_heads, config.ffn_dim, config.dropout) for _ in range(config.enhancer_layers)
+            EnhancerLayer(d, config.num_heads, config.ffn_dim, config.dropout, config.enhancer_text_attention)
+            for _ in range(config.enhancer_layers)
         )
+        self.film = nn.Linear(text_dim, 2 * d) if config.sentence_film else None
+        if self.film is not None:  # starts as the identity: scale 1, shift 0
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
         self.memory_embed = nn.Parameter(torch.zeros(2, d))  # current frame, previous frame
         self.token_box = MLP(d, d, 4, 2)  # per-token proposal: offsets from the cell centre, log-size
         self.query_pos = MLP(d, d, d, 2)
@@ -236,7 +262,8 @@ class ProposalGenerator(nn.Module):
     def run(
         self, frozen: FrozenEncoders, embeddings: torch.Tensor, pixels: torch.Tensor | None, sentences: list[str]
     ) -> tuple[list[FrameOutput], torch.Tensor]:
-        """Clips (B, T, C, g, g) and B sentences -> one output per frame and the pooled sentence features (B, D)."""
+        """Clips (P, T, C, g, g) and B sentences, P dividing B (sentence b reads clip b mod P) -> one output per frame and
+        the pooled sentence features (B, D)."""
         text = frozen.text(sentences)
         return self(embeddings, text), text.pooled
 
@@ -244,37 +271,42 @@ class ProposalGenerator(nn.Module):
         return ProposalStream(self, frozen, sentences)
 
     def forward(self, embeddings: torch.Tensor, text: TextFeatures) -> list[FrameOutput]:
-        """Run a clip (B, T, C, g, g) online; returns one output per frame. What needs no past frame (the tokens, their
-        image-attention keys and values) runs for all frames at once; the decoder then steps frame by frame."""
-        text_tokens = self.project_text(text)
-        batch, frames = embeddings.shape[:2]
+        """Run P clips (P, T, C, g, g) online for B sentences, P dividing B (sentence b reads clip b mod P); returns one
+        output per frame. What needs no past frame runs for all frames at once, the visual projection once per clip
+        (not per sentence); the decoder then steps frame by frame."""
+        projected = self.project_text(text)
+        clips, frames = embeddings.shape[:2]
+        batch = projected.tokens.shape[0]
+        if batch % clips:
+            raise ValueError(f"{batch} sentences over {clips} clips: the clips must repeat a whole number of times")
         previous = torch.cat([embeddings[:, :1], embeddings[:, :-1]], dim=1)  # frame 0 is its own past: no motion
-        clip = self.encode_tokens(
-            self.visual_input(embeddings, previous).flatten(0, 1),
-            text_tokens.repeat_interleave(frames, 0),
-            text.mask.repeat_interleave(frames, 0),
-        )
+        visual = self.project_visual(self.visual_input(embeddings, previous).flatten(0, 1))  # (P * T, N, d)
+        rows = ((torch.arange(batch, device=visual.device) % clips)[:, None] * frames + torch.arange(frames, device=visual.device)).flatten()
+        clip = self.encode_tokens(visual[rows], projected.repeat_interleave(frames))
         memories = [[_frames(x, frames) for x in layer.image_memory(clip.tokens)] for layer in self.layers]
         per_frame = [_frames(x, frames) for x in (clip.tokens, clip.logits, clip.boxes)]
         outputs, state = [], None
         for t in range(frames):
             encoded = FrameTokens(*(x[t] for x in per_frame))
-            output, state = self.decode_frame(encoded, [(k[t], v[t]) for k, v in memories], text_tokens, text.mask, state, embeddings[:, t])
+            output, state = self.decode_frame(encoded, [(k[t], v[t]) for k, v in memories], projected, state, embeddings[:, t])
             outputs.append(output)
         return outputs
 
-    def project_text(self, text: TextFeatures) -> torch.Tensor:
-        """Text token features in the decoder's width (compute once per clip, reuse per frame)."""
-        return self.text_proj(text.tokens)
+    def project_text(self, text: TextFeatures) -> ProjectedText:
+        """The sentences in the generator's width (compute once per clip, reuse per frame)."""
+        return ProjectedText(self.text_proj(text.tokens), text.mask, None if self.film is None else self.film(text.pooled))
 
-    def forward_frame(
-        self, embedding: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor, state: FrameState | None
-    ) -> tuple[FrameOutput, FrameState]:
-        """One frame (B, C, g, g) given projected text tokens and the previous frame's state."""
+    def forward_frame(self, embedding: torch.Tensor, text: ProjectedText, state: FrameState | None) -> tuple[FrameOutput, FrameState]:
+        """One frame (1, C, g, g), seen by all B projected sentences, given the previous frame's state."""
         previous = embedding if state is None else state.embedding
-        encoded = self.encode_tokens(self.visual_input(embedding, previous), text_tokens, text_mask)
+        visual = self.project_visual(self.visual_input(embedding, previous))
+        encoded = self.encode_tokens(visual.expand(text.tokens.shape[0], *visual.shape[1:]), text)
         memory = [layer.image_memory(encoded.tokens) for layer in self.layers]
-        return self.decode_frame(encoded, memory, text_tokens, text_mask, state, embedding)
+        return self.decode_frame(encoded, memory, text, state, embedding)
+
+    def project_visual(self, visual: torch.Tensor) -> torch.Tensor:
+        """Frames' visual input (F, C', g, g) to visual tokens (F, N, d), before any sentence."""
+        return self.visual_proj(visual).flatten(2).transpose(1, 2)
 
     def visual_input(self, embedding: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         """What ``visual_proj`` reads (channels on dim -3): the embedding, with ``model.frame_difference`` followed by
@@ -283,22 +315,24 @@ class ProposalGenerator(nn.Module):
             return embedding
         return torch.cat([embedding, embedding - previous], dim=-3)
 
-    def encode_tokens(self, visual: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> FrameTokens:
-        """Frames' visual input (B, C', g, g) with their sentences' projected tokens to text-fused, enhanced visual
-        tokens, their scores and boxes."""
-        tokens = self.visual_proj(visual).flatten(2).transpose(1, 2) + self.positions
-        fused = self.fusion(tokens, text_tokens, text_tokens, key_padding_mask=~text_mask, need_weights=False)[0]
+    def encode_tokens(self, tokens: torch.Tensor, text: ProjectedText) -> FrameTokens:
+        """Visual tokens (B, N, d) with their projected sentences to text-fused, enhanced visual tokens, their scores
+        and boxes. With ``model.sentence_film`` the sentence first scales and shifts every token."""
+        if text.film is not None:
+            scale, shift = text.film.chunk(2, dim=-1)
+            tokens = tokens * (1 + scale[:, None]) + shift[:, None]
+        tokens = tokens + self.positions
+        fused = self.fusion(tokens, text.tokens, text.tokens, key_padding_mask=~text.mask, need_weights=False)[0]
         tokens = self.fusion_norm(tokens + fused)
         for layer in self.enhancer:
-            tokens = layer(tokens, self.positions)
-        return FrameTokens(tokens, self.confidence(tokens, text_tokens, text_mask), self._token_boxes(tokens))
+            tokens = layer(tokens, self.positions, text)
+        return FrameTokens(tokens, self.confidence(tokens, text.tokens, text.mask), self._token_boxes(tokens))
 
     def decode_frame(
         self,
         encoded: FrameTokens,
         memory: list[ImageMemory],
-        text_tokens: torch.Tensor,
-        text_mask: torch.Tensor,
+        text: ProjectedText,
         state: FrameState | None,
         embedding: torch.Tensor,
     ) -> tuple[FrameOutput, FrameState]:
@@ -326,10 +360,10 @@ class ProposalGenerator(nn.Module):
             if previous:
                 keys = torch.cat([keys, state.memory[index][0] + offsets[1]], dim=1)
                 values = torch.cat([values, state.memory[index][1]], dim=1)
-            queries = layer(queries, self.query_pos(box_position(reference, self.config.d_model)), text_tokens, text_mask, keys, values)
+            queries = layer(queries, self.query_pos(box_position(reference, self.config.d_model)), text.tokens, text.mask, keys, values)
             boxes = torch.sigmoid(inverse_sigmoid(reference) + box_head(queries))
             level_boxes.append(boxes)
-            level_logits.append(self.confidence(queries, text_tokens, text_mask))
+            level_logits.append(self.confidence(queries, text.tokens, text.mask))
             reference = boxes.detach()
 
         logits = torch.stack(level_logits)
@@ -354,16 +388,13 @@ class ProposalStream:
     the same for every step."""
 
     def __init__(self, proposal: ProposalGenerator, frozen: FrozenEncoders, sentences: list[str]) -> None:
-        text = frozen.text(list(sentences))
         self.proposal = proposal
-        self.text_tokens = proposal.project_text(text)
-        self.text_mask = text.mask
+        self.text = proposal.project_text(frozen.text(list(sentences)))
         self.state: FrameState | None = None
 
     def step(self, embedding: torch.Tensor, pixels: torch.Tensor | None = None) -> FrameOutput:
         """The output of the next frame, given its SAM image embedding (C, g, g); ``pixels`` are not read."""
-        expanded = embedding[None].expand(self.text_tokens.shape[0], *embedding.shape)
-        output, self.state = self.proposal.forward_frame(expanded, self.text_tokens, self.text_mask, self.state)
+        output, self.state = self.proposal.forward_frame(embedding[None], self.text, self.state)
         return output
 
 

@@ -113,3 +113,15 @@ def test_token_box_loss_averages_over_the_tokens_inside_the_target() -> None:
     loss = token_box_loss(token_boxes, grid_centres(2), target, LossConfig())
     assert loss.tolist() == pytest.approx([5 * 0.5 + 2 * (1 - 0.25)])
     assert token_box_loss(torch.zeros(1, 0, 4), torch.zeros(0, 2), target, LossConfig()).tolist() == [0.0]  # no tokens
+
+
+def test_softmax_selection_loss_by_hand() -> None:
+    centres = torch.tensor([[0.1, 0.5], [0.5, 0.5], [0.9, 0.5]])
+    logits = torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
+    # row 0: the box (x 0.05-0.6) holds tokens 0 and 1 -> targets 1/2, 1/2; row 1: a box between the centres holds
+    # none -> the token nearest to its centre (0.8, 0.5), token 2
+    targets = torch.tensor([[0.325, 0.5, 0.55, 0.2], [0.8, 0.5, 0.1, 0.1]])
+    log_sum = math.log(math.exp(0.0) + math.exp(1.0) + math.exp(2.0))
+    expected = [-(0.5 * (0.0 - log_sum) + 0.5 * (1.0 - log_sum)), -(2.0 - log_sum)]
+    assert selection_loss(logits, centres, targets, "softmax").tolist() == pytest.approx(expected)
+    assert selection_loss(torch.zeros(2, 0), torch.zeros(0, 2), targets, "softmax").tolist() == [0.0, 0.0]  # no token scores

@@ -1,6 +1,7 @@
 """The proposal generator: shapes, online causality, propagation, and the paper-size parameter count."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -67,9 +68,8 @@ def test_motion_input_is_the_difference_from_the_previous_frame(generator: Propo
     assert torch.equal(generator.visual_input(clip[:, 1], clip[:, 0]), torch.cat([clip[:, 1], clip[:, 1] - clip[:, 0]], dim=1))
     text = random_text(1)
     first = generator(clip, text)[0].token_logits
-    zero_motion = generator.encode_tokens(
-        torch.cat([clip[:, 0], torch.zeros_like(clip[:, 0])], dim=1), generator.project_text(text), text.mask
-    )
+    visual = generator.project_visual(torch.cat([clip[:, 0], torch.zeros_like(clip[:, 0])], dim=1))
+    zero_motion = generator.encode_tokens(visual, generator.project_text(text))
     assert torch.allclose(first, zero_motion.logits, atol=1e-6)
 
 
@@ -84,11 +84,47 @@ def test_a_clip_at_once_equals_the_frame_by_frame_stream(generator: ProposalGene
     """Training runs a clip's tokens and image memory for all frames at once; inference steps frame by frame."""
     text = random_text(2)
     clip = torch.randn(2, 3, 16, 8, 8)
-    text_tokens, state = generator.project_text(text), None
+    projected, state = generator.project_text(text), None
     for t, output in enumerate(generator(clip, text)):
-        streamed, state = generator.forward_frame(clip[:, t], text_tokens, text.mask, state)
+        streamed, state = generator.forward_frame(clip[:, t], projected, state)
         assert torch.allclose(streamed.boxes, output.boxes, atol=1e-6)
         assert torch.allclose(streamed.logits, output.logits, atol=1e-5)
+
+
+def test_clips_shared_by_several_sentences_equal_the_clips_repeated(generator: ProposalGenerator) -> None:
+    """P clips for B = 2P sentences (sentence b reads clip b mod P) give what the clips repeated for every sentence give."""
+    text = random_text(4)
+    clips = torch.randn(2, 3, 16, 8, 8)
+    shared, repeated = generator(clips, text), generator(torch.cat([clips, clips]), text)
+    for a, b in zip(shared, repeated):
+        assert torch.allclose(a.boxes, b.boxes, atol=1e-6) and torch.allclose(a.logits, b.logits, atol=1e-5)
+    with pytest.raises(ValueError, match="4 sentences over 3 clips"):
+        generator(torch.randn(3, 3, 16, 8, 8), text)
+
+
+def test_sentence_film_starts_as_the_identity_and_then_reads_the_pooled_sentence() -> None:
+    torch.manual_seed(0)
+    film = ProposalGenerator(replace(TINY, sentence_film=True), image_dim=16, grid=8, text_dim=24).eval()
+    plain = ProposalGenerator(TINY, image_dim=16, grid=8, text_dim=24).eval()
+    plain.load_state_dict({k: v for k, v in film.state_dict().items() if not k.startswith("film.")})
+    text, clip = random_text(2), torch.randn(2, 2, 16, 8, 8)
+    assert torch.allclose(film(clip, text)[1].boxes, plain(clip, text)[1].boxes)  # zero-initialised: scale 1, shift 0
+    torch.nn.init.normal_(film.film.weight)
+    other = TextFeatures(text.tokens, text.mask, torch.randn_like(text.pooled))  # same tokens, another pooled sentence
+    assert not torch.allclose(film(clip, text)[1].token_logits, film(clip, other)[1].token_logits)
+
+
+def test_enhancer_text_attention_reads_the_sentence_tokens() -> None:
+    torch.manual_seed(0)
+    config = replace(TINY, enhancer_text_attention=True)
+    generator = ProposalGenerator(config, image_dim=16, grid=8, text_dim=24).eval()
+    assert all(layer.text_attn is not None for layer in generator.enhancer)
+    text, clip = random_text(1), torch.randn(1, 1, 16, 8, 8)
+    before = generator(clip, text)[0].token_logits
+    for layer in generator.enhancer:
+        torch.nn.init.zeros_(layer.text_attn.out_proj.weight)
+        torch.nn.init.zeros_(layer.text_attn.out_proj.bias)
+    assert not torch.allclose(before, generator(clip, text)[0].token_logits)  # the attention's output counted
 
 
 def _output(final_logits: list[list[float]]) -> FrameOutput:
