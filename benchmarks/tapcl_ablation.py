@@ -18,84 +18,21 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
+from learning import PlainSession, model_box_iou, prepare_refshapes  # benchmarks/, the script's folder
 
-import groprompt
-from groprompt.config import Config, load_config, replace, with_absolute_paths
-from groprompt.data.clips import shard_pairs
-from groprompt.data.embeddings import embed_shard
-from groprompt.data.formats import read_videos
-from groprompt.data.manifest import MANIFEST, write_manifest
-from groprompt.data.refshapes import RefShapesSpec, write_refshapes
-from groprompt.data.shards import ShardSettings, plan_shards, write_shard
-from groprompt.files import sha256_file
-from groprompt.models.frozen import build_frozen
-from groprompt.models.groprompt import GroPrompt
-from groprompt.models.sam import FrozenSam
-from groprompt.training import expression_box_ious, run_training
+from groprompt.config import load_config, replace, with_absolute_paths
+from groprompt.data.refshapes import RefShapesSpec
+from groprompt.training import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC = "val_box_iou"
-COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")  # as the shard and embed stages write
 VARIANTS = {
     "L_box only": {"loss.textcon": False, "loss.modalcon": False},
     "L_box + L_contra": {"loss.lambda_f": 0.01, "loss.lambda_v": 0.1},
 }
-
-
-def shard_and_embed(config: Config, split: str, sam: FrozenSam) -> None:
-    """What the shard and embed stages write for one split, done with the library functions in this process."""
-    settings = ShardSettings(window=config.data.window, max_side=config.data.max_side, with_masks=split != config.data.split)
-    videos = list(read_videos("refshapes", config.data.root, split, with_boxes=False))
-    frames_dir, out = Path(config.data.shards) / split, Path(config.data.embeddings) / split
-    frames_dir.mkdir(parents=True)
-    out.mkdir(parents=True)
-    records = [write_shard(plan, frames_dir, settings) for plan in plan_shards(videos, settings)]
-    metadata = {"stage": "shard", "format": "refshapes", "dataset": videos[0].dataset, "split": split, "root": config.data.root}
-    write_manifest(frames_dir / MANIFEST, [{c: r[c] for c in COLUMNS} for r in records], {**metadata, "settings": asdict(settings)})
-    embedded = [embed_shard(sam, frames_dir / r["shard"], r["sha256"], out, 16, config.data.embed_dtype)[0] for r in records]
-    identity = {"stage": "embed", "identity": embedded[0]["identity"], "version": groprompt.__version__}
-    source = {"path": str(frames_dir / MANIFEST), "sha256": sha256_file(frames_dir / MANIFEST)}
-    write_manifest(out / MANIFEST, [{c: r[c] for c in COLUMNS} for r in embedded], {**identity, "frames_manifest": source})
-
-
-class PlainSession:
-    """Rank 0 of 1, no resume; keeps the trained model and the reported metrics."""
-
-    rank = 0
-    world = 1
-    device = torch.device("cpu")
-
-    def __init__(self) -> None:
-        self.reports: list[dict[str, float]] = []
-        self.model: GroPrompt | None = None
-
-    def latest_checkpoint(self) -> dict[str, Any] | None:
-        return None
-
-    def prepare(self, model: GroPrompt) -> GroPrompt:
-        self.model = model
-        return model
-
-    def report(self, metrics: dict[str, float], checkpoint_folder: str | None) -> None:
-        self.reports.append(dict(metrics))
-        print(f"    epoch {int(metrics['epoch'])}: {METRIC} {metrics[METRIC]:.3f}, loss {metrics['loss_total']:.2f}", flush=True)
-
-
-def box_iou_by_kind(config: Config, model: GroPrompt) -> dict[str, float]:
-    """Held-out box IoU per expression type (and ``all``): each expression's as validation and evaluation score it
-    (``groprompt.training.expression_box_ious``), then the mean over expressions."""
-    frozen = build_frozen(config.model)
-    pairs = shard_pairs(config.data, config.data.val_split, frozen.sam)
-    scores: dict[str, list[float]] = defaultdict(list)
-    for kind, iou in expression_box_ious(model, frozen, pairs, None, torch.device("cpu")).values():
-        scores[kind].append(iou)
-        scores["all"].append(iou)
-    return {kind: statistics.fmean(values) for kind, values in scores.items()}
 
 
 def spread(values: list[float]) -> str:
@@ -122,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [f"{key}={value}" for key, value in paths.items()] + fixed + args.overrides
         config = with_absolute_paths(load_config([REPO / "conf" / "demo.yaml"], overrides))
         spec = RefShapesSpec(videos=args.videos, frames=args.frames, size=config.data.max_side, seed=1000)
-        splits = write_refshapes(config.data.root, spec, valid_fraction=0.1, progress=False)
-        sam = FrozenSam.from_name(config.model.sam, seed=config.model.sam_seed)
-        for split in (config.data.split, config.data.val_split):
-            shard_and_embed(config, split, sam)
+        splits = prepare_refshapes(config, spec, valid_fraction=0.1)
         print(
             f"TAP-CL ablation: {len(splits['train'])} training / {len(splits['valid'])} held-out RefShapes videos of {args.frames} "
             f"frames, {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}, clip_len "
@@ -137,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                 variant = replace(config, **changes, **{"train.seed": seed})
                 session = PlainSession()
                 run_training(variant, session, run_id=None)
-                by_kind = box_iou_by_kind(variant, session.model)
-                for kind, value in by_kind.items():
+                held_out = model_box_iou(variant, session.model)
+                for kind, value in held_out.items():
                     results[name][kind].append(value)
                 print(
-                    f"  seed {seed} {name:17s} held-out box IoU {100 * by_kind['all']:5.1f}  (val_box_iou per epoch: "
+                    f"  seed {seed} {name:17s} held-out box IoU {100 * held_out['all']:5.1f}  (val_box_iou per epoch: "
                     f"{', '.join(f'{r[METRIC]:.3f}' for r in session.reports)}; {time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )

@@ -191,50 +191,17 @@ def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-MANIFEST_COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")  # as the shard and embed stages write
-
-
 def shard_and_embed(
     data: Path, split: str, shards: Path, embeddings: Path, sam: FrozenSam, window: int = 4, max_side: int = 128, shard_bytes: int = 60_000
 ) -> None:
-    """What the shard and embed stages do for one split, with the library functions and no Ray (by default small
-    shards of about two videos each; "valid" shards carry masks)."""
-    from dataclasses import asdict
-
-    import groprompt
-    from groprompt.data.embeddings import embed_shard
-    from groprompt.data.formats import read_videos
-    from groprompt.data.manifest import MANIFEST, write_manifest
-    from groprompt.data.shards import ShardSettings, plan_shards, write_shard
-    from groprompt.files import sha256_file
+    """What the shard and embed stages do for one RefShapes split, in this process (by default small shards of about
+    two videos each; "valid" shards carry masks)."""
+    from groprompt.data.shards import ShardSettings
+    from groprompt.data.stage_outputs import embed_here, shard_here
 
     settings = ShardSettings(window=window, max_side=max_side, shard_bytes=shard_bytes, with_masks=split == "valid")
-    videos = list(read_videos("refshapes", data, split, with_boxes=False))
-    frames_dir = shards / split
-    frames_dir.mkdir(parents=True)
-    records = [write_shard(plan, frames_dir, settings) for plan in plan_shards(videos, settings)]
-    metadata = {
-        "stage": "shard",
-        "format": "refshapes",
-        "dataset": videos[0].dataset,
-        "split": videos[0].split,
-        "root": str(data),
-        "settings": asdict(settings),
-        "rejected": [],
-        "version": groprompt.__version__,
-    }
-    write_manifest(frames_dir / MANIFEST, [{c: r[c] for c in MANIFEST_COLUMNS} for r in records], metadata)
-
-    out = embeddings / split
-    out.mkdir(parents=True)
-    embedded = [embed_shard(sam, frames_dir / r["shard"], r["sha256"], out, 4, "float16")[0] for r in records]
-    metadata = {
-        "stage": "embed",
-        "identity": embedded[0]["identity"],
-        "frames_manifest": {"path": str(frames_dir / MANIFEST), "sha256": sha256_file(frames_dir / MANIFEST)},
-        "version": groprompt.__version__,
-    }
-    write_manifest(out / MANIFEST, [{c: r[c] for c in MANIFEST_COLUMNS} for r in embedded], metadata)
+    shard_here("refshapes", data, split, shards / split, settings)
+    embed_here(shards / split, embeddings / split, sam, batch_size=4)
 
 
 class FakeSession:

@@ -11,17 +11,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import groprompt
 from groprompt.cluster import cluster_cpus, cluster_gpus
 from groprompt.config import Config
 from groprompt.data.embeddings import MANIFEST, embed_shard, storage_dtype
-from groprompt.data.manifest import read_manifest, write_manifest
+from groprompt.data.manifest import read_manifest
+from groprompt.data.stage_outputs import write_embedding_manifest
 from groprompt.encoder_pool import PoolPlan, encoder_bytes, plan_pool, prepare_encoder_process
 from groprompt.errors import ConfigError, DataError
-from groprompt.files import sha256_file
 from groprompt.models.encoder_options import EncoderOptions
 from groprompt.models.sam import SAM_CONFIGS, FrozenSam, require_weights
-from groprompt.stages.shard import MANIFEST_COLUMNS
 
 
 class ShardEmbedder:
@@ -126,15 +124,7 @@ def embed_shards(
         .take_all()
     )
     wall = time.perf_counter() - started
-    records = sorted((result["record"] for result in results), key=lambda record: record["shard"])
-    metadata = {
-        "stage": "embed",
-        "identity": records[0]["identity"],
-        "frames_manifest": {"path": str(frames_manifest), "sha256": sha256_file(frames_manifest)},
-        "version": groprompt.__version__,
-    }
-    manifest = out / MANIFEST
-    write_manifest(manifest, [{column: record[column] for column in MANIFEST_COLUMNS} for record in records], metadata)
+    manifest = write_embedding_manifest(out, frames_manifest, [result["record"] for result in results])
     print(f"wrote {manifest}: {summary(results, wall)}", flush=True)
     return manifest
 

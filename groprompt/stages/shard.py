@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
-import groprompt
 from groprompt.config import Config, DataConfig
 from groprompt.data.formats import read_videos
-from groprompt.data.manifest import MANIFEST, write_manifest
 from groprompt.data.shards import ShardSettings, plan_shards, write_shard
+from groprompt.data.stage_outputs import write_shard_manifest
 from groprompt.errors import DataError
-
-MANIFEST_COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")
 
 
 def shard_settings(data: DataConfig, with_masks: bool) -> ShardSettings:
@@ -44,20 +40,8 @@ def shard_dataset(format: str, root: str, split: str | None, out: str | Path, se
 
     dataset = ray.data.from_items([{"index": plan.index} for plan in plans], override_num_blocks=len(plans))
     records = sorted((row["record"] for row in dataset.map(write, num_cpus=1).take_all()), key=lambda record: record["shard"])
+    manifest = write_shard_manifest(out, format, root, videos, settings, records)
     rejected = [entry for record in records for entry in record["rejected"]]
-    rows = [{column: record[column] for column in MANIFEST_COLUMNS} for record in records]
-    metadata = {
-        "stage": "shard",
-        "format": format,
-        "dataset": videos[0].dataset,
-        "split": videos[0].split,
-        "root": str(root),
-        "settings": asdict(settings),
-        "rejected": rejected,
-        "version": groprompt.__version__,
-    }
-    manifest = out / MANIFEST
-    write_manifest(manifest, rows, metadata)
-    samples, frames = sum(r["n_samples"] for r in rows), sum(r["n_frames"] for r in rows)
+    samples, frames = sum(r["n_samples"] for r in records), sum(r["n_frames"] for r in records)
     print(f"wrote {manifest}: {samples} samples, {frames} frames, {len(rejected)} rejected videos", flush=True)
     return manifest

@@ -9,62 +9,23 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-import groprompt
 from groprompt.config import Config, ModelConfig, load_config, replace, to_dict
 from groprompt.data.clips import shard_pairs
-from groprompt.data.embeddings import embed_shard
-from groprompt.data.formats import read_videos
-from groprompt.data.manifest import MANIFEST, write_manifest
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
-from groprompt.data.shards import ShardSettings, plan_shards, write_shard
 from groprompt.errors import ConfigError, DataError
-from groprompt.files import sha256_file
 from groprompt.models.sam import FrozenSam
 from groprompt.stages.sweep import sweep
 from groprompt.stages.train import train
 from groprompt.training import require_validation_boxes, run_training
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, shard_and_embed
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)
-COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")
-
-
-def shard_and_embed(data: Path, split: str, shards: Path, embeddings: Path, sam: FrozenSam) -> None:
-    """The shard and embed stages' work for one split, with the library functions."""
-    settings = ShardSettings(window=4, max_side=128, shard_bytes=60_000, with_masks=split == "valid")
-    videos = list(read_videos("refshapes", data, split, with_boxes=False))
-    frames_dir, out = shards / split, embeddings / split
-    frames_dir.mkdir(parents=True)
-    out.mkdir(parents=True)
-    records = [write_shard(plan, frames_dir, settings) for plan in plan_shards(videos, settings)]
-    shard_meta = {
-        "stage": "shard",
-        "format": "refshapes",
-        "dataset": "refshapes",
-        "split": split,
-        "root": str(data),
-        "settings": asdict(settings),
-        "rejected": [],
-        "version": groprompt.__version__,
-    }
-    write_manifest(frames_dir / MANIFEST, [{c: r[c] for c in COLUMNS} for r in records], shard_meta)
-    embedded = [embed_shard(sam, frames_dir / r["shard"], r["sha256"], out, 4, "float16")[0] for r in records]
-    embed_meta = {
-        "stage": "embed",
-        "identity": embedded[0]["identity"],
-        "version": groprompt.__version__,
-        "frames_manifest": {"path": str(frames_dir / MANIFEST), "sha256": sha256_file(frames_dir / MANIFEST)},
-    }
-    write_manifest(out / MANIFEST, [{c: r[c] for c in COLUMNS} for r in embedded], embed_meta)
-
-
 def without_object_ids(data: Path) -> None:
     """The valid expressions lose their object ids, as in the Ref-YouTube-VOS valid meta."""
     meta = data / "meta_expressions" / "valid" / "meta_expressions.json"

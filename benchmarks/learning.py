@@ -1,0 +1,92 @@
+"""What the RefShapes learning benchmarks share: a generated set sharded and embedded in this process, the training
+loop run without Ray, and held-out box IoU per expression type beside the sentence-blind reference."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from groprompt.boxes import box_iou
+from groprompt.config import Config
+from groprompt.data.clips import referring_expressions, shard_pairs
+from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.data.shards import ShardSettings, read_shard
+from groprompt.data.stage_outputs import embed_here, shard_here
+from groprompt.evaluation.box_sources import SentenceBlindBoxes, ground_truth_boxes
+from groprompt.models.frozen import build_frozen
+from groprompt.models.groprompt import GroPrompt
+from groprompt.models.sam import FrozenSam
+from groprompt.training import expression_box_ious
+
+
+def prepare_refshapes(config: Config, spec: RefShapesSpec, valid_fraction: float) -> dict[str, list[str]]:
+    """Generate RefShapes at ``config.data.root`` and shard and embed its training and validation splits (masks in the
+    validation shards only); returns the video ids per split."""
+    splits = write_refshapes(config.data.root, spec, valid_fraction=valid_fraction, progress=False)
+    sam = FrozenSam.from_name(config.model.sam, seed=config.model.sam_seed)
+    for split in (config.data.split, config.data.val_split):
+        settings = ShardSettings(window=config.data.window, max_side=config.data.max_side, with_masks=split != config.data.split)
+        shard_here("refshapes", config.data.root, split, Path(config.data.shards) / split, settings)
+        embed_here(Path(config.data.shards) / split, Path(config.data.embeddings) / split, sam, 16, config.data.embed_dtype)
+    return splits
+
+
+class PlainSession:
+    """Rank 0 of 1 on the CPU, no resume; keeps the trained model and the reported metrics (``run_training``'s session)."""
+
+    rank = 0
+    world = 1
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, float]] = []
+        self.model: GroPrompt | None = None
+
+    def latest_checkpoint(self) -> None:
+        return None
+
+    def prepare(self, model: GroPrompt) -> GroPrompt:
+        self.model = model
+        return model
+
+    def report(self, metrics: dict[str, float], checkpoint_folder: str | None) -> None:
+        self.reports.append(dict(metrics))
+
+
+def by_kind(scores: list[tuple[str, float]]) -> dict[str, float]:
+    """Mean per expression type, and over all expressions (``all``), of (type, score) pairs."""
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for kind, score in scores:
+        grouped[kind].append(score)
+        grouped["all"].append(score)
+    return {kind: statistics.fmean(values) for kind, values in grouped.items()}
+
+
+def model_box_iou(config: Config, model: GroPrompt) -> dict[str, float]:
+    """Held-out box IoU of the model by expression type, each expression scored as validation and evaluation do."""
+    frozen = build_frozen(config.model)
+    pairs = shard_pairs(config.data, config.data.val_split, frozen.sam)
+    return by_kind(list(expression_box_ious(model, frozen, pairs, None, torch.device("cpu")).values()))
+
+
+def sentence_blind_box_iou(config: Config) -> dict[str, float]:
+    """Held-out box IoU by expression type of the sentence-blind reference (``SentenceBlindBoxes``: per frame, a random
+    present object's ground-truth box, whatever the sentence says): each expression's mean over its present frames."""
+    scores = []
+    for frames in sorted((Path(config.data.shards) / config.data.val_split).glob("*.tar")):
+        for sample in read_shard(frames, with_images=False):
+            expressions = referring_expressions(sample.meta)
+            if not expressions:
+                continue
+            drawn = SentenceBlindBoxes().prompts(sample.meta, expressions, None).boxes
+            for row, expression in enumerate(expressions):
+                truth = ground_truth_boxes(sample.meta, expression["obj_id"])
+                present = np.isfinite(truth).all(axis=1)
+                if present.any():
+                    iou = box_iou(torch.from_numpy(drawn[row][present]), torch.from_numpy(truth[present]))
+                    scores.append((expression["kind"], float(iou.mean())))
+    return by_kind(scores)
