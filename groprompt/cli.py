@@ -13,12 +13,26 @@ from groprompt.stages.cli import exit_code_of
 
 
 def _eval_masks(args: argparse.Namespace) -> int:
+    if args.task == "mevis":
+        return _eval_mevis(args)
     from groprompt.mask_eval import evaluate_folders, format_mean_row, write_csv
 
     scores = evaluate_folders(args.gt, args.pred, task=args.task)
     if args.csv:
         write_csv(scores, args.csv)
     print(format_mean_row(scores))
+    return 0
+
+
+def _eval_mevis(args: argparse.Namespace) -> int:
+    from groprompt.data.formats import read_videos
+    from groprompt.evaluation.mevis import format_means, score_videos, write_csv
+
+    gt = Path(args.gt).resolve()  # <root>/<split>
+    scores = score_videos(read_videos("mevis", gt.parent, gt.name, with_boxes=False), args.pred)
+    if args.csv:
+        write_csv(scores, args.csv)
+    print(format_means(scores))
     return 0
 
 
@@ -70,20 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groprompt", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("eval-masks", help="J, F and J&F of DAVIS-layout palette PNG folders")
-    p.add_argument("--gt", required=True, help="ground truth: <sequence>/<frame>.png")
-    p.add_argument("--pred", required=True, help="predictions in the same layout")
-    p.add_argument("--csv", help="write per-sequence scores here")
+    p = commands.add_parser("eval-masks", help="J, F and J&F of DAVIS-layout palette PNG folders, or of MeViS predictions")
+    p.add_argument("--gt", required=True, help="ground truth: <sequence>/<frame>.png; for mevis the split folder <root>/<split>")
+    p.add_argument("--pred", required=True, help="predictions in the same layout; for mevis <video>/<exp_id>/<frame>.png")
+    p.add_argument("--csv", help="write per-sequence scores here (mevis: per expression, columns video,exp_id,J,F)")
     p.add_argument(
         "--task",
         default="semi-supervised",
-        choices=("semi-supervised", "unsupervised"),
-        help="semi-supervised: match object ids; unsupervised: davis2017-evaluation's Hungarian matching on mean J&F",
+        choices=("semi-supervised", "unsupervised", "mevis"),
+        help="semi-supervised: match object ids; unsupervised: davis2017-evaluation's Hungarian matching on mean J&F; "
+        "mevis: henghuiding/MeViS tools/eval_mevis.py, per expression",
     )
     p.set_defaults(run=_eval_masks)
 
     p = commands.add_parser("inspect", help="count videos, expressions and frames of a benchmark")
-    p.add_argument("format", help="ref-youtube-vos | ref-davis17 | a2d-sentences | jhmdb-sentences | refshapes")
+    p.add_argument("format", help="ref-youtube-vos | ref-davis17 | a2d-sentences | jhmdb-sentences | mevis | refshapes")
     p.add_argument("root", help="the dataset folder (or annotation file for annotation-only counts)")
     p.add_argument("--split", default=None, help="default: the benchmark's evaluation split")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -99,7 +99,7 @@ class LossConfig:
 class DataConfig:
     """Where a dataset lives and how it is cut into shards and clips."""
 
-    format: str = "refshapes"  # ref-youtube-vos | ref-davis17 | a2d-sentences | jhmdb-sentences | refshapes
+    format: str = "refshapes"  # ref-youtube-vos | ref-davis17 | a2d-sentences | jhmdb-sentences | mevis | refshapes
     root: str = "data/refshapes"
     split: str | None = "train"  # the training split; null: an evaluation-only configuration (training and sweeps refused)
     val_split: str = "valid"  # validation during training (never a test split) and the default evaluation split

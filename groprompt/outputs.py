@@ -1,9 +1,10 @@
-"""Standard output formats: DAVIS palette PNGs, COCO RLE masks, the Ref-YouTube-VOS submission zip.
+"""Standard output formats: DAVIS palette PNGs, COCO RLE masks, the Ref-YouTube-VOS and MeViS submission zips.
 
 Layouts written here:
 - per expression: ``<root>/<video>/<exp_id>/<frame>.png``, palette PNGs with id 1 on the object;
 - per frame, all objects: ``<root>/<video>/<frame>.png`` id maps, what ``groprompt eval-masks`` reads;
-- submission: a zip of ``Annotations/<video>/<exp_id>/<frame>.png``, greyscale PNGs with values 0/255.
+- submission: a zip of ``Annotations/<video>/<exp_id>/<frame>.png`` (Ref-YouTube-VOS; MeViS: ``<video>/<exp_id>/<frame>.png``
+  at the top), greyscale PNGs with values 0/255.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,14 +137,29 @@ def write_object_pngs(root: str | Path, video: str, frames: Iterable[tuple[str, 
 SUBMISSION_ROOT = "Annotations"
 
 
+@dataclass(frozen=True)
+class SubmissionLayout:
+    """A benchmark's server submission: members ``<root>/<video>/<exp_id>/<frame>.png`` (``root`` "": at the top)."""
+
+    benchmark: str
+    root: str
+
+
+REF_YOUTUBE_VOS_SUBMISSION = SubmissionLayout("Ref-YouTube-VOS", SUBMISSION_ROOT)
+MEVIS_SUBMISSION = SubmissionLayout("MeViS", "")  # the video folders directly (MeViS README: sample_submission_valid.zip)
+
+
 def write_submission_zip(
-    path: str | Path, masks: Iterable[tuple[str, str, str, np.ndarray]], expected: Collection[tuple[str, str, str]] | None = None
+    path: str | Path,
+    masks: Iterable[tuple[str, str, str, np.ndarray]],
+    expected: Collection[tuple[str, str, str]] | None = None,
+    layout: SubmissionLayout = REF_YOUTUBE_VOS_SUBMISSION,
 ) -> int:
-    """Write a Ref-YouTube-VOS submission zip, atomically; returns the number of masks.
+    """Write a submission zip (Ref-YouTube-VOS unless ``layout`` says otherwise), atomically; returns the number of masks.
 
     ``masks`` yields (video, exp_id, frame name, (H, W) binary mask). Members are
-    ``Annotations/<video>/<exp_id>/<frame>.png``: 8-bit greyscale PNGs, 255 on the object and 0 elsewhere,
-    as the official CodaLab server's reference submissions (MTTR, ReferFormer) write them. Names must be
+    ``Annotations/<video>/<exp_id>/<frame>.png`` (``layout.root``): 8-bit greyscale PNGs, 255 on the object and 0
+    elsewhere, as the official CodaLab server's reference submissions (MTTR, ReferFormer) write them. Names must be
     plain path components (no separators, no ``.``/``..``) and unique. The server expects every frame of every
     expression of every video in the split: given ``expected`` (video, exp_id, frame) members, anything missing
     or extra is a DataError (``check_submission``) and no zip is written.
@@ -152,7 +169,7 @@ def write_submission_zip(
     written: set[tuple[str, str, str]] = set()
     with atomic_path(path) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for video, exp_id, frame, mask in masks:
-            name = submission_member(video, exp_id, frame)
+            name = submission_member(video, exp_id, frame, layout.root)
             if name in names:
                 raise ValueError(f"{name}: duplicate submission member")
             if mask.ndim != 2:
@@ -163,26 +180,33 @@ def write_submission_zip(
             Image.fromarray(mask.astype(bool).astype(np.uint8) * 255).save(buffer, format="PNG")
             archive.writestr(name, buffer.getvalue())
         if expected is not None:
-            check_submission(path, written, expected)
+            check_submission(path, written, expected, layout)
     return len(names)
 
 
-def submission_member(video: str, exp_id: str, frame: str) -> str:
-    """The zip member name of one mask: ``Annotations/<video>/<exp_id>/<frame>.png``."""
-    return "/".join([SUBMISSION_ROOT, _safe_name(video), _safe_name(exp_id), f"{_safe_name(frame)}.png"])
+def submission_member(video: str, exp_id: str, frame: str, root: str = SUBMISSION_ROOT) -> str:
+    """The zip member name of one mask: ``<root>/<video>/<exp_id>/<frame>.png`` (``<video>/...`` when ``root`` is "")."""
+    return "/".join([*([root] if root else []), _safe_name(video), _safe_name(exp_id), f"{_safe_name(frame)}.png"])
 
 
-def check_submission(path: str | Path, written: Collection[tuple[str, str, str]], expected: Collection[tuple[str, str, str]]) -> None:
+def check_submission(
+    path: str | Path,
+    written: Collection[tuple[str, str, str]],
+    expected: Collection[tuple[str, str, str]],
+    layout: SubmissionLayout = REF_YOUTUBE_VOS_SUBMISSION,
+) -> None:
     """DataError unless the (video, exp_id, frame) members ``written`` are exactly the ``expected`` ones; the message
     gives the counts and the first missing and extra members, by name."""
     missing, extra = sorted(set(expected) - set(written)), sorted(set(written) - set(expected))
     if not missing and not extra:
         return
     problems = (
-        [f"{len(missing)} of the {len(expected)} expected masks missing (first: {submission_member(*missing[0])})"] if missing else []
+        [f"{len(missing)} of the {len(expected)} expected masks missing (first: {submission_member(*missing[0], layout.root)})"]
+        if missing
+        else []
     )
-    problems += [f"{len(extra)} masks not in the split (first: {submission_member(*extra[0])})"] if extra else []
-    raise DataError(f"{path}: incomplete Ref-YouTube-VOS submission, {len(written)} masks written: {'; '.join(problems)}")
+    problems += [f"{len(extra)} masks not in the split (first: {submission_member(*extra[0], layout.root)})"] if extra else []
+    raise DataError(f"{path}: incomplete {layout.benchmark} submission, {len(written)} masks written: {'; '.join(problems)}")
 
 
 def _safe_name(name: str) -> str:

@@ -7,8 +7,8 @@
 One Ray task per group of frame shards holding whole videos (with their embedding shards when the boxes or the
 segmentor need them): for each referring expression, box source -> top box per frame -> segmentor -> J, F, box
 IoU; then the benchmark's own protocol (README, "Evaluation protocols": A2D/JHMDB-Sentences per frame sample,
-Ref-DAVIS17 per annotator, a Ref-YouTube-VOS submission complete against the split). Writes
-``<out>/metrics.parquet`` (one row per expression) and ``<out>/summary.json``; logs both to MLflow.
+Ref-DAVIS17 per annotator, MeViS per expression from its PNGs, a Ref-YouTube-VOS or MeViS submission complete against
+the split). Writes ``<out>/metrics.parquet`` (one row per expression) and ``<out>/summary.json``; logs both to MLflow.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     parser.add_argument("--out", required=True, help="folder for metrics.parquet and summary.json")
     parser.add_argument("--png-dir", default=None, help="also write DAVIS palette PNGs <dir>/<video>/<exp_id>/<frame>.png")
-    parser.add_argument("--submission", default=None, help="also write a Ref-YouTube-VOS submission zip")
+    parser.add_argument("--submission", default=None, help="also write the server's submission zip (Ref-YouTube-VOS, MeViS)")
     parser.add_argument("--run-id", default=None, help="log into this MLflow run (default: create one)")
     parser.add_argument("--run-name", default=None, help="name of the created MLflow run")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")

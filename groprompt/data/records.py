@@ -21,7 +21,8 @@ BoxXYXY = tuple[float, float, float, float]  # pixels, x1 y1 x2 y2, exclusive ri
 
 @dataclass(frozen=True)
 class Expression:
-    """One referring sentence. ``obj_id`` is None where the benchmark does not publish it."""
+    """One referring sentence. ``obj_id`` names its target: an object of the id maps, or, for a sentence that refers to
+    several objects (MeViS), a group of them (``Video.groups``); None where the benchmark does not publish it."""
 
     exp_id: str
     text: str
@@ -55,7 +56,11 @@ class MaskSource(Protocol):
 
 @dataclass(frozen=True)
 class Video:
-    """One video with its expressions; ``boxes[obj_id][t]`` is None where the object is absent."""
+    """One video with its expressions; ``boxes[obj_id][t]`` is None where the target is absent.
+
+    ``groups`` maps a group target (never an id in the masks) to the object ids it is made of: its mask in a frame is
+    the union of theirs, its box their union box. Empty for benchmarks whose sentences each refer to one object.
+    """
 
     dataset: str
     split: str
@@ -68,10 +73,11 @@ class Video:
     masks: MaskSource | None = None
     boxes: dict[int, tuple[BoxXYXY | None, ...]] = field(default_factory=dict)
     annotation_file: Path | None = None  # the file that lists the video and its sentences (named in errors)
+    groups: dict[int, tuple[int, ...]] = field(default_factory=dict)  # target id -> its objects (``target_mask``)
 
     @property
     def object_ids(self) -> tuple[int, ...]:
-        """Annotated objects, in ascending order."""
+        """Annotated targets (expressions' ``obj_id``: objects and groups), in ascending order."""
         return tuple(sorted({e.obj_id for e in self.expressions if e.obj_id is not None}))
 
     def describe(self) -> str:
@@ -101,14 +107,24 @@ def checked_mask(video: Video, index: int) -> np.ndarray | None:
     return ids
 
 
-def frame_boxes(ids: np.ndarray | None, object_ids: tuple[int, ...]) -> dict[int, BoxXYXY | None]:
-    """Each object's tight box in one id map; None everywhere for an unannotated frame (``ids`` None)."""
-    return {obj: None if ids is None else tight_box(ids == obj) for obj in object_ids}
+def target_mask(ids: np.ndarray, target: int, groups: Mapping[int, Sequence[int]]) -> np.ndarray:
+    """The pixels of ``target`` in an id map: a group's (an expression that refers to several objects, ``groups[target]``
+    its object ids) are the union of its objects' pixels; any other target is the object with that id."""
+    members = groups.get(target)
+    return ids == target if members is None else np.isin(ids, members)
+
+
+def frame_boxes(
+    ids: np.ndarray | None, object_ids: tuple[int, ...], groups: Mapping[int, Sequence[int]] | None = None
+) -> dict[int, BoxXYXY | None]:
+    """Each target's tight box in one id map (a group's: the union box of its objects, ``target_mask``); None
+    everywhere for an unannotated frame (``ids`` None)."""
+    return {obj: None if ids is None else tight_box(target_mask(ids, obj, groups or {})) for obj in object_ids}
 
 
 def boxes_from_masks(video: Video) -> dict[int, tuple[BoxXYXY | None, ...]]:
-    """Per-object, per-frame tight boxes read from the video's masks (``checked_mask``); None where the object is absent."""
-    per_frame = [frame_boxes(checked_mask(video, t), video.object_ids) for t in range(len(video.frame_names))]
+    """Per-target, per-frame tight boxes read from the video's masks (``checked_mask``); None where the target is absent."""
+    per_frame = [frame_boxes(checked_mask(video, t), video.object_ids, video.groups) for t in range(len(video.frame_names))]
     return {obj: tuple(boxes[obj] for boxes in per_frame) for obj in video.object_ids}
 
 

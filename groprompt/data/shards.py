@@ -1,7 +1,8 @@
 """WebDataset frame shards: planning, writing one shard atomically, checking and reading shards safely.
 
 A shard is a tar of samples; a sample is one window of one video, with members
-``<key>.json`` (expressions, object ids, types, per-frame boxes in original pixels),
+``<key>.json`` (expressions, object ids, types, per-frame boxes in original pixels; ``groups``, the objects of each
+group target, only for a video whose sentences refer to several objects: ``sample_groups``),
 ``<key>.<i>.jpg`` (frame i of the window, longest side capped) and, in evaluation shards only,
 ``<key>.<i>.png`` (the frame's object-id mask at original size). Member names never hold a path.
 
@@ -58,7 +59,8 @@ class ShardPlan:
 
     def fingerprint(self, settings: ShardSettings) -> str:
         content = [(v.dataset, v.split, v.video_id, v.frame_names[a:b], [asdict(e) for e in v.expressions]) for v, a, b in self.windows]
-        return fingerprint({"windows": content, "settings": asdict(settings)})
+        groups = [(v.video_id, sorted(v.groups.items())) for v, _, _ in self.windows if v.groups]  # only then: other plans keep theirs
+        return fingerprint({"windows": content, "settings": asdict(settings), **({"groups": groups} if groups else {})})
 
 
 @dataclass
@@ -214,7 +216,7 @@ def _video_members(video: Video, windows: list[tuple[int, int]], settings: Shard
     for t in range(len(video.frame_names)):
         jpeg = _checked_frame(video, t, settings, keep=t in wanted)
         ids = checked_mask(video, t)
-        found = frame_boxes(ids, video.object_ids)
+        found = frame_boxes(ids, video.object_ids, video.groups)
         for obj, box in found.items():
             boxes[obj].append(box)
         if t in wanted:
@@ -244,12 +246,19 @@ def _sample_members(video: Video, start: int, frames: list[_StoredFrame], settin
         "annotated": [frame.annotated for frame in frames],
         "has_masks": settings.with_masks,
     }
+    if video.groups:  # absent otherwise, so that the samples of other benchmarks stay as they were
+        meta["groups"] = {str(group): list(members) for group, members in video.groups.items()}
     yield f"{key}.json", json.dumps(meta, sort_keys=True).encode()
     for i, frame in enumerate(frames):
         yield f"{key}.{i:04d}.jpg", frame.jpeg
     if settings.with_masks:
         for i, frame in enumerate(frames):
             yield f"{key}.{i:04d}.png", frame.png
+
+
+def sample_groups(meta: Mapping[str, Any]) -> dict[int, tuple[int, ...]]:
+    """A sample's group targets and the object ids of each (``groprompt.data.records.target_mask``); {} when it has none."""
+    return {int(group): tuple(int(obj) for obj in members) for group, members in meta.get("groups", {}).items()}
 
 
 def _as_list(box: tuple[float, ...] | None) -> list[float] | None:

@@ -26,4 +26,9 @@ Protocols, each number by the benchmark's own:
   mean (``ref_davis``).
 - Ref-YouTube-VOS: the official server; the submission zip must hold every frame of every expression of the
   split's meta (``submission``, ``groprompt.outputs.write_submission_zip``).
+- MeViS (``mevis``; henghuiding/MeViS ``tools/eval_mevis.py``): every expression's PNGs of every frame, against the
+  union of its objects' masks, J and F averaged over all the video's frames, then over expressions; on "valid" the
+  server, from a zip of ``<video>/<exp_id>/<frame>.png`` (``submission.submission_layout``). An expression about
+  several objects is one target (``groprompt.data.records.Video.groups``): in the per-expression rows above its
+  ground truth is the union of its objects' masks too.
 """

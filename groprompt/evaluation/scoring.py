@@ -16,7 +16,8 @@ import torch
 from groprompt.boxes import box_iou
 from groprompt.data.clips import referring_expressions
 from groprompt.data.embeddings import read_embedding_shard
-from groprompt.data.shards import ShardSample, read_shard
+from groprompt.data.records import target_mask
+from groprompt.data.shards import ShardSample, read_shard, sample_groups
 from groprompt.errors import DataError
 from groprompt.evaluation.aggregate import SAMPLE_COLUMNS, SUM_COLUMNS
 from groprompt.evaluation.box_sources import BoxSource, ground_truth_boxes
@@ -146,6 +147,7 @@ def score_sample(
     truths = np.stack([ground_truth_boxes(meta, e["obj_id"]) for e in expressions])
     annotated = meta.get("annotated") or [True] * len(meta["frame_names"])
     rows = [_empty_partial(meta, expressions[i]) for i in scored]
+    groups = sample_groups(meta)  # an expression about several objects: the union of their masks
     for t, name in enumerate(meta["frame_names"]):
         score_frame = annotated[t] and bool(scored)
         if not (score_frame or outputs.wanted):
@@ -155,7 +157,7 @@ def score_sample(
         if score_frame:
             ids = sample.mask(t)
             for row, i in zip(rows, scored):
-                _add_frame(row, ids == expressions[i]["obj_id"], ids == VOID_ID, masks[i], truths[i, t], predicted[i, t])
+                _add_frame(row, target_mask(ids, expressions[i]["obj_id"], groups), ids == VOID_ID, masks[i], truths[i, t], predicted[i, t])
     return rows
 
 

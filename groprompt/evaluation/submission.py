@@ -1,5 +1,5 @@
-"""The Ref-YouTube-VOS submission: read back from an evaluation's per-expression PNGs, and the members the
-split's meta expects (every frame of every expression of every video)."""
+"""The server submissions (Ref-YouTube-VOS, MeViS): read back from an evaluation's per-expression PNGs, the members
+the split's meta expects (every frame of every expression of every video), and each benchmark's zip layout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from groprompt.data.records import Video
-from groprompt.outputs import read_index_png
+from groprompt.outputs import MEVIS_SUBMISSION, REF_YOUTUBE_VOS_SUBMISSION, SubmissionLayout, read_index_png
 
 
 def submission_masks(png_dir: str | Path) -> Iterator[tuple[str, str, str, np.ndarray]]:
@@ -22,3 +22,9 @@ def submission_masks(png_dir: str | Path) -> Iterator[tuple[str, str, str, np.nd
 def submission_members(videos: Iterable[Video]) -> set[tuple[str, str, str]]:
     """(video, exp_id, frame) of every frame of every expression of ``videos`` (a split read from its meta)."""
     return {(video.video_id, e.exp_id, frame) for video in videos for e in video.expressions for frame in video.frame_names}
+
+
+def submission_layout(format: str) -> SubmissionLayout:
+    """The zip layout of the server that scores ``format`` (a ``groprompt.data.formats`` name): MeViS's for mevis,
+    else Ref-YouTube-VOS's."""
+    return MEVIS_SUBMISSION if format == "mevis" else REF_YOUTUBE_VOS_SUBMISSION

@@ -1,7 +1,8 @@
 """The evaluate stage: one Ray Data task per group of frame shards holding whole videos scores a box source +
 segmentor; the driver merges the partial rows, writes ``<out>/metrics.parquet`` (one row per expression) and
 ``<out>/summary.json``, adds the benchmark's own protocol (Ref-DAVIS17: per annotator; A2D/JHMDB-Sentences: per
-frame sample), and logs both to MLflow (``groprompt.evaluation`` describes the protocols)."""
+frame sample; MeViS: per expression from its PNGs), and logs both to MLflow (``groprompt.evaluation`` describes the
+protocols)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ from typing import TYPE_CHECKING, Any
 from groprompt.checkpoints import TrainedWeights, load_trained, with_model_of
 from groprompt.config import Config, ModelConfig
 from groprompt.data.formats import read_videos
+from groprompt.data.formats.mevis import split_has_masks
 from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.shards import check_shard
 from groprompt.errors import ConfigError, DataError
 from groprompt.evaluation.aggregate import merge_partials, summarize
 from groprompt.evaluation.box_sources import BOX_SOURCES, REFERENCE_SOURCES, BoxSource, ModelBoxes
+from groprompt.evaluation.mevis import protocol_means, score_videos
 from groprompt.evaluation.ref_davis import score_annotators
 from groprompt.evaluation.scoring import evaluate_shards, whole_video_groups
-from groprompt.evaluation.submission import submission_masks, submission_members
+from groprompt.evaluation.submission import submission_layout, submission_masks, submission_members
 from groprompt.evaluation.tracking import eval_params, log_evaluation, unlogged_params
 from groprompt.files import atomic_path, write_json_atomic
 from groprompt.models.frozen import frozen_sam
@@ -105,11 +108,12 @@ def _evaluate_group(group: dict[str, Any], settings: dict[str, Any]) -> list[dic
     return partials
 
 
-def _output_paths(out_dir: str | Path, png_dir: str | Path | None, submission: str | Path | None) -> tuple[Path, Path | None]:
-    """The output folder (created) and the PNG folder: as given, else ``<out>/pngs`` when a submission needs PNGs."""
+def _output_paths(out_dir: str | Path, png_dir: str | Path | None, needs_pngs: bool) -> tuple[Path, Path | None]:
+    """The output folder (created) and the PNG folder: as given, else ``<out>/pngs`` when a submission or the MeViS
+    protocol needs PNGs."""
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if submission is not None and png_dir is None:
+    if needs_pngs and png_dir is None:
         png_dir = out / "pngs"
     return out, Path(png_dir).resolve() if png_dir is not None else None
 
@@ -168,7 +172,10 @@ def evaluate(
 
     Ref-DAVIS17 (``data.format``) also writes each annotator's merged PNGs under ``<out_dir>/ref-davis17-annotators``
     and scores them with the unsupervised protocol against ``<data.root>/<split>/Annotations``: the summary's
-    ``davis_unsupervised`` (``groprompt.evaluation.ref_davis.score_annotators``).
+    ``davis_unsupervised`` (``groprompt.evaluation.ref_davis.score_annotators``). MeViS, on a split with masks, scores
+    every expression's PNGs (``<out_dir>/pngs`` unless ``png_dir``) by the MeViS protocol against
+    ``<data.root>/<split>/mask_dict.json``: the summary's ``mevis`` (``groprompt.evaluation.mevis``); its submission
+    zip holds ``<video>/<exp_id>/<frame>.png`` at the top (``groprompt.evaluation.submission.submission_layout``).
     """
     check_choices(boxes, segmentor, checkpoint)
     config = with_tracking_uri(config)
@@ -180,7 +187,8 @@ def evaluate(
     if boxes == "model":
         weights = load_trained(str(checkpoint), config.runtime.tracking_uri)
         config = with_model_of(config, weights)
-    out, png_dir = _output_paths(out_dir, png_dir, submission)
+    mevis = config.data.format == "mevis" and split_has_masks(config.data.root, split)
+    out, png_dir = _output_paths(out_dir, png_dir, needs_pngs=submission is not None or mevis)
     print_segmentor_note(segmentor, config)
     rows = _shard_rows(config, split, need_embeddings=boxes == "model" or segmentor == "sam")
     if not rows:
@@ -201,12 +209,14 @@ def evaluate(
     if annotator_dir is not None:
         gt_dir = Path(config.data.root) / split / "Annotations"
         summary["davis_unsupervised"] = score_annotators(gt_dir, annotator_dir, sorted(set(table["video"])))
+    if mevis:
+        summary["mevis"] = protocol_means(score_videos(read_videos(config.data.format, config.data.root, split, with_boxes=False), png_dir))
     metrics_path = out / "metrics.parquet"
     with atomic_path(metrics_path) as temporary:
         table.to_parquet(temporary, index=False)
     if submission is not None:
         expected = submission_members(read_videos(config.data.format, config.data.root, split, with_boxes=False))
-        count = write_submission_zip(submission, submission_masks(png_dir), expected)
+        count = write_submission_zip(submission, submission_masks(png_dir), expected, submission_layout(config.data.format))
         print(f"wrote {submission}: {count} masks, every frame of every expression of split {split}", flush=True)
     summary.update(seconds=time.perf_counter() - started, metrics=str(metrics_path), **settings)
     _record(summary, out, config, run_id, track, run_name)
@@ -235,6 +245,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         davis = summary["davis_unsupervised"]
         lines.append(f"Ref-DAVIS17 unsupervised protocol, per annotator ({davis['n_sequences']} sequences, {davis['n_objects']} objects):")
         lines += [f"  {name:6} {scores(values)}" for name, values in davis.items() if isinstance(values, dict)]
+    if "mevis" in summary:
+        lines.append(f"MeViS protocol ({summary['mevis']['n_expressions']} expressions, all frames): {scores(summary['mevis'])}")
     for kind, values in summary.get("by_kind", {}).items():
         lines.append(f"  {kind}: {values['n_expressions']} expressions, J&F {pct(values['JF'])}, box IoU {pct(values['box_iou'])}")
     return "\n".join(lines)

@@ -3,11 +3,12 @@
     read_videos("ref-davis17", "data/ref-davis17")   # split None: the benchmark's evaluation split
     dataset_summary("a2d-sentences", "annotations/a2d_annotation.txt")
 
-Formats: ref-youtube-vos, ref-davis17, refshapes (the ReferFormer layout), a2d-sentences, jhmdb-sentences.
+Formats: ref-youtube-vos, ref-davis17, refshapes (the ReferFormer layout), a2d-sentences, jhmdb-sentences, mevis.
 ``root`` is the dataset folder as the standard preparation leaves it, or, for annotation-only counting, the
 annotation file itself (the meta_expressions.json, a2d_annotation.txt or the JHMDB samples metadata).
 Default splits (``split=None``): "valid" for the ReferFormer layout; "test" for A2D-Sentences ("all" when
-Release/videoset.csv is absent); JHMDB-Sentences is one evaluation set, labelled "test".
+Release/videoset.csv is absent); JHMDB-Sentences is one evaluation set, labelled "test"; "valid_u" for MeViS (whose
+``root`` is always the dataset folder).
 
 Every training split also has held-out parts by name (``train-fit``, ``train-holdout``: see
 ``groprompt.data.splits``); each format declares its test splits, which are never divided, trained on or
@@ -25,6 +26,8 @@ from groprompt.data.formats.a2d_sentences import TEST_SPLITS as A2D_TEST_SPLITS
 from groprompt.data.formats.a2d_sentences import read_a2d_sentences
 from groprompt.data.formats.jhmdb_sentences import SPLIT as JHMDB_SPLIT
 from groprompt.data.formats.jhmdb_sentences import count_samples, read_jhmdb_sentences
+from groprompt.data.formats.mevis import TEST_SPLITS as MEVIS_TEST_SPLITS
+from groprompt.data.formats.mevis import read_mevis
 from groprompt.data.formats.ref_davis17 import read_ref_davis17
 from groprompt.data.formats.ref_youtube_vos import read_ref_youtube_vos, read_refshapes
 from groprompt.data.records import Video
@@ -55,6 +58,7 @@ FORMATS: dict[str, Format] = {
         Format(
             "jhmdb-sentences", read_jhmdb_sentences, count_samples, test_splits=frozenset({JHMDB_SPLIT}), evaluates_model_of="a2d-sentences"
         ),
+        Format("mevis", read_mevis, test_splits=MEVIS_TEST_SPLITS),  # valid_u: the local numbers; valid: the server's
     )
 }
 

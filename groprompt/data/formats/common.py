@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -30,6 +32,20 @@ def _listing(folder: Path) -> set[str]:
         return set(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return set()
+
+
+def load_json(path: Path, expected: str) -> Any:
+    """The parsed JSON file; a ``DataError`` naming it when it is missing (``expected`` says what it should hold),
+    unreadable or not JSON."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (expected {expected})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: unreadable: {error}") from error
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: invalid JSON: {error}") from error
 
 
 def image_bytes(path: Path) -> bytes:

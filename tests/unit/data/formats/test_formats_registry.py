@@ -13,7 +13,7 @@ from groprompt.errors import DataError
 
 
 def test_registry_names():
-    assert set(FORMATS) == {"ref-youtube-vos", "ref-davis17", "refshapes", "a2d-sentences", "jhmdb-sentences"}
+    assert set(FORMATS) == {"ref-youtube-vos", "ref-davis17", "refshapes", "a2d-sentences", "jhmdb-sentences", "mevis"}
     assert get_format("ref-davis17").name == "ref-davis17"
     with pytest.raises(DataError, match="unknown dataset format 'davis'; known: ref-youtube-vos"):
         read_videos("davis", ".")
@@ -63,6 +63,7 @@ def test_test_splits_and_evaluation_only_formats():
         "refshapes": set(),
         "a2d-sentences": {"test", "all"},
         "jhmdb-sentences": {"test"},
+        "mevis": {"valid_u", "valid"},
     }
     assert {name: spec.evaluates_model_of for name, spec in FORMATS.items() if spec.evaluates_model_of} == {
         "ref-davis17": "ref-youtube-vos",
