@@ -14,7 +14,10 @@ Rows (each measured in this run; none is a constant):
           encoding frames on the fly (the pieces of ``benchmarks/train_throughput.py``);
   infer   frames/s on a long synthetic video through ``stages.infer.infer`` (Ray actors) and through its per-video
           work ``infer_video`` on the device, with peak GPU memory;
-  Grounding DINO  one fine-tuning step of the base-size detector generator in bf16 (GPU only; random weights).
+  Grounding DINO  one fine-tuning step of the base-size detector generator in bf16 (GPU only; random weights);
+  segment frames/s of the HQ-SAM (ViT-B, ViT-H) and SAM 2 (Hiera-B+) segmentors through the streams evaluation and
+          inference use, bf16 on the GPU, and SAM 2's GPU memory on a video 10x longer (GPU only: without one the
+          same code runs at toy size and the rows read "unmeasured", the toy figures in their notes).
 All weights are random: the compute (shapes, FLOPs, kernels) is the one of the released checkpoints, so speeds
 carry over; masks and boxes mean nothing. Without CUDA, or with ``--dry-run``, tiny SAMs stand in for ViT-B and
 ViT-H and the tiny generator for the paper's, on CPU, and GPU-only figures read "unmeasured".
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -61,8 +65,10 @@ from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import GroPrompt, build_model
 from groprompt.models.modalcon import ModalConHead
 from groprompt.models.sam import FrozenSam
+from groprompt.models.sam2_video import Sam2Segmentor, random_sam2
+from groprompt.models.sam_hq import SamHQSegmentor, random_sam_hq
 from groprompt.models.text import FrozenTextEncoder
-from groprompt.segmentors import build_segmentor
+from groprompt.segmentors import Segmentor, VideoSegmentor, build_segmentor, open_stream
 from groprompt.stages.embed import embed_shards
 from groprompt.stages.infer import infer
 from groprompt.stages.shard import shard_dataset
@@ -86,6 +92,12 @@ STAGE_TARGET = "target >= 80% of the bare encoder"
 BF16_CEILINGS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0))
 """Dense bf16 tensor-core peaks in TFLOP/s from the vendors' datasheets, by device-name fragment (first match)."""
 SENTENCES = ("the red square", "the moving object on the left", "the small box", "the background")
+LONGER = 10  # the long video of the memory row is this many times the short one
+SEGMENTOR_MODELS: dict[str, Callable[[str], Segmentor | VideoSegmentor]] = {
+    "sam-hq": lambda name: SamHQSegmentor(*random_sam_hq(name)),
+    "sam2": lambda name: Sam2Segmentor(*random_sam2(name)),
+}
+"""Segmentors with random weights by kind, from a configuration name (``SAM_HQ_CONFIGS``, ``SAM2_CONFIGS``)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,9 @@ class Scale:
     infer_size: int
     stage_infer_frames: int
     queries: int
+    segmentors: dict[str, tuple[str, str]]  # row label -> (segmentor, configuration of its random model)
+    segment_frames: int  # frames of the segmentor rows' video (the memory row's long one has LONGER times more)
+    segment_size: int  # their height (16:9)
 
 
 FULL = Scale(
@@ -125,6 +140,9 @@ FULL = Scale(
     infer_size=512,
     stage_infer_frames=200,
     queries=2,
+    segmentors={"sam-hq ViT-B": ("sam-hq", "vit_b"), "sam-hq ViT-H": ("sam-hq", "vit_h"), "sam2 Hiera-B+": ("sam2", "hiera_b+")},
+    segment_frames=30,
+    segment_size=720,
 )
 TOY = Scale(
     device=torch.device("cpu"),
@@ -142,6 +160,9 @@ TOY = Scale(
     infer_size=128,
     stage_infer_frames=6,
     queries=2,
+    segmentors={"sam-hq ViT-B": ("sam-hq", "tiny"), "sam-hq ViT-H": ("sam-hq", "tiny"), "sam2 Hiera-B+": ("sam2", "tiny")},
+    segment_frames=2,
+    segment_size=64,
 )
 
 
@@ -484,6 +505,65 @@ def grounding_dino_rows(run: Run) -> Iterator[Row]:
     yield Row("train: Grounding DINO (base) peak GPU memory", f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
 
 
+def segment_video(segmentor: Segmentor | VideoSegmentor, frames: int, scale: Scale) -> None:
+    """One stream of the scale's queries over ``frames`` random frames, as evaluation and inference open it: fixed
+    boxes whose confidences alternate above and below SAM 2's prompt score (box prompts, then memory alone)."""
+    generator = torch.Generator().manual_seed(0)
+    height, width = scale.segment_size, scale.segment_size * 16 // 9
+    step = width / (2 * scale.queries)
+    boxes = np.array([[step * i, height / 4, step * (i + 2), height * 3 / 4] for i in range(scale.queries)])
+    stream = open_stream(segmentor, scale.queries)
+    for t in range(frames):
+        frame = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=generator).numpy()
+        stream.step(frame, boxes, np.full(scale.queries, 0.9 if t % 2 == 0 else 0.2))
+
+
+def segmentor_rows(run: Run) -> Iterator[Row]:
+    """Frames/s of each segmentor (bf16 on a GPU), and SAM 2's memory on a 10x longer video; a run without a GPU
+    runs the same code at toy size on one CPU thread (toy models are many tiny ops, which two threads on a busy
+    machine slow down by waiting on each other), its figures in the notes."""
+    scale, device = run.scale, run.scale.device
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads if device.type == "cuda" else 1)
+    try:
+        for label, (kind, name) in scale.segmentors.items():
+            segmentor = SEGMENTOR_MODELS[kind](name)
+            segmentor.model.to(device, dtype)
+            segment_video(segmentor, 1, scale)  # warm-up
+            seconds, _ = timed(lambda: segment_video(segmentor, scale.segment_frames, scale), device)
+            fps = scale.segment_frames / seconds
+            where = f"{name}, {scale.queries} queries, {scale.segment_size} px frames, {str(dtype).removeprefix('torch.')} on {device}"
+            if device.type == "cuda":
+                yield Row(f"segment {label}: frames/s", f"{fps:.1f} frames/s", note=where)
+            else:
+                yield Row(f"segment {label}: frames/s", run.unmeasured, note=f"toy run: {fps:.1f} frames/s ({where})")
+            if isinstance(segmentor, VideoSegmentor):
+                yield sam2_memory_row(run, label, segmentor)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def sam2_memory_row(run: Run, label: str, segmentor: VideoSegmentor) -> Row:
+    """Peak and resident GPU memory (beyond the weights) of one stream over the short video and one 10x longer."""
+    scale, device = run.scale, run.scale.device
+    name, lengths = f"segment {label}: GPU memory, {LONGER}x longer video", (scale.segment_frames, LONGER * scale.segment_frames)
+    if device.type != "cuda":
+        for frames in lengths:
+            segment_video(segmentor, frames, scale)
+        return Row(name, run.unmeasured, "flat: <= 1.25x the short video's", note=f"toy run: streamed {lengths[0]} and {lengths[1]} frames")
+    peaks = []
+    for frames in lengths:
+        synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        segment_video(segmentor, frames, scale)
+        synchronize(device)
+        peaks.append((torch.cuda.max_memory_allocated(device) - base) / 2**20)
+    note = f"peak beyond the weights: {peaks[0]:.0f} MiB over {lengths[0]} frames, {peaks[1]:.0f} MiB over {lengths[1]}"
+    return Row(name, f"{peaks[1] / peaks[0]:.2f}x", "flat: <= 1.25x the short video's", note=note)
+
+
 def frame_shard_rows(run: Run) -> Iterator[Row]:
     """RefShapes videos written on the fly, cut into a few frame shards by the shard stage (``shard_dataset``)."""
     scale = run.scale
@@ -507,6 +587,7 @@ def sections(run: Run) -> Iterator[tuple[str, Callable[[], Iterator[Row]]]]:
     yield "train", lambda: train_rows(run)
     yield "infer", lambda: infer_rows(run)
     yield "Grounding DINO", lambda: grounding_dino_rows(run)
+    yield "segmentors", lambda: segmentor_rows(run)
 
 
 def bf16_ceiling(override: float | None) -> float | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from groprompt.config import Config, ModelConfig, load_config, replace, to_dict
+from groprompt.config import SEGMENTOR_KEYS, Config, ModelConfig, load_config, replace, to_dict
 from groprompt.errors import CheckpointError
 from groprompt.files import atomic_path, sha256_file
 
@@ -130,10 +130,12 @@ def _load_logged(run_id: str, tracking_uri: str) -> TrainedWeights:
 
 
 def with_model_of(config: Config, weights: TrainedWeights) -> Config:
-    """``config`` with the model section that built ``weights`` (when the source records one)."""
+    """``config`` with the model section that built ``weights`` (when the source records one); the segmentor keys
+    (``SEGMENTOR_KEYS``) stay ``config``'s own, as they do not build the trained model."""
     if weights.model_config is None:
         return config
-    return replace(config, model=to_dict(weights.model_config))
+    segmentor = {key: getattr(config.model, key) for key in SEGMENTOR_KEYS}
+    return replace(config, model={**to_dict(weights.model_config), **segmentor})
 
 
 def random_weights(seed: int) -> TrainedWeights:

@@ -59,6 +59,9 @@ class ModelConfig:
     proposal_weights: str | None = None  # grounding-dino: local save_pretrained folder (config, weights, tokenizer, processor)
     freeze: tuple[str, ...] = FREEZE_GROUPS  # grounding-dino parts kept frozen (run under no_grad): backbone, text, encoder
     proposal_image_size: int = 800  # grounding-dino: frames are resized to this square side (pixels)
+    segmentor_weights: str | None = None  # sam-hq / sam2 segmentor: local save_pretrained folder (config, weights, processor)
+    segmentor_dtype: str = "float32"  # sam-hq / sam2 segmentor weights and activations: float32 | bfloat16 | float16
+    sam2_prompt_score: float = 0.5  # sam2: a box prompts SAM 2 (over its memory) when the generator's confidence reaches this
 
     def __post_init__(self) -> None:
         _require(self.proposal in PROPOSALS, "model.proposal", f"must be one of {', '.join(PROPOSALS)}", self.proposal)
@@ -71,6 +74,13 @@ class ModelConfig:
         )
         _require(self.proposal_image_size >= 32, "model.proposal_image_size", "must be at least 32", self.proposal_image_size)
         _require(self.enhancer_layers >= 0, "model.enhancer_layers", "must be >= 0", self.enhancer_layers)
+        dtypes = f"must be one of {', '.join(EMBED_DTYPES)}"
+        _require(self.segmentor_dtype in EMBED_DTYPES, "model.segmentor_dtype", dtypes, self.segmentor_dtype)
+        _require(0 <= self.sam2_prompt_score <= 1, "model.sam2_prompt_score", "must be in [0, 1]", self.sam2_prompt_score)
+
+
+SEGMENTOR_KEYS = ("segmentor_weights", "segmentor_dtype", "sam2_prompt_score")
+"""ModelConfig keys that choose how boxes become masks, not the trained model: a run keeps its own (``with_model_of``)."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,7 @@ PATH_KEYS = (
     "model.sam_checkpoint",
     "model.text_encoder",
     "model.proposal_weights",
+    "model.segmentor_weights",
 )
 
 

@@ -1,24 +1,35 @@
 """Box -> mask backends behind one interface.
 
 - ``sam``: the method. The frozen SAM prompt encoder and mask decoder on the frame's cached image embedding.
+- ``sam-hq``: HQ-SAM's high-quality mask (the GroPrompt authors' segmentor), ``groprompt.models.sam_hq``.
+- ``sam2``: SAM 2 with its memory of the video's past frames, ``groprompt.models.sam2_video``.
 - ``grabcut``: OpenCV GrabCut initialised from the box; needs no weights (the offline stand-in for SAM).
 - ``box``: the box itself, filled; a floor for comparisons.
 
 Boxes are (N, 4) xyxy in frame pixels with exclusive right/bottom edges (``groprompt.data.records``); a pixel
 belongs to a box when its centre lies inside. Every backend returns bool masks (N, H, W).
+
+Evaluation and inference open one ``SegmentorStream`` per video (``open_stream``) with the video's N queries and
+step it frame by frame in order: a ``VideoSegmentor`` (``sam2``) keeps a memory there, a per-frame ``Segmentor``
+is wrapped in a ``FrameStream`` and sees each frame alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 import torch
 
+from groprompt.config import ModelConfig
 from groprompt.models.sam import FrozenSam
+
+if TYPE_CHECKING:
+    from groprompt.models.sam2_video import Sam2Segmentor
+    from groprompt.models.sam_hq import SamHQSegmentor
 
 _MIN_MARGIN = 8  # pixels of context around the box in GrabCut's crop, whatever the box size
 _MIN_SAMPLES = 25  # fewer pixels than this in the box or around it: too few for GrabCut's colour models
@@ -44,14 +55,90 @@ class Segmentor(Protocol):
         ...
 
 
-def _check_boxes(boxes: np.ndarray) -> np.ndarray:
+class SegmentorStream(Protocol):
+    """One video's masks, frame after frame in order; a frame's masks depend on frames up to it only (online)."""
+
+    @property
+    def stateful(self) -> bool:
+        """Whether it remembers past frames: then every frame must be stepped, in order; else frames may be skipped."""
+        ...
+
+    def step(
+        self,
+        frame: np.ndarray | None,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        embedding: torch.Tensor | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Bool masks (N, H, W) of the video's N objects on the next frame, from xyxy ``boxes`` (N, 4; a NaN row:
+        no box on this frame) and the boxes' confidences ``scores`` (N,) in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class VideoSegmentor(Protocol):
+    """A segmentor with a memory of the video: it opens one stream per video."""
+
+    @property
+    def needs_frame(self) -> bool: ...
+
+    @property
+    def needs_embedding(self) -> bool: ...
+
+    def open(self, objects: int) -> SegmentorStream:
+        """A stream over a new video with ``objects`` objects (queries)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FrameStream:
+    """A per-frame segmentor as a stream: each distinct finite box of a frame is segmented once, a NaN box gives an
+    empty mask, and the confidences are not read."""
+
+    segmentor: Segmentor
+
+    @property
+    def stateful(self) -> bool:
+        return False
+
+    def step(
+        self,
+        frame: np.ndarray | None,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        embedding: torch.Tensor | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        size = frame_size(frame, size)
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"expected xyxy boxes of shape (N, 4), got shape {boxes.shape}")
+        masks = np.zeros((len(boxes), *size), dtype=bool)
+        finite = np.isfinite(boxes).all(axis=1)
+        if finite.any():
+            unique, inverse = np.unique(boxes[finite], axis=0, return_inverse=True)
+            masks[finite] = self.segmentor.segment(frame, unique, embedding=embedding, size=size)[inverse.reshape(-1)]
+        return masks
+
+
+def open_stream(segmentor: Segmentor | VideoSegmentor, objects: int) -> SegmentorStream:
+    """A stream over a new video with ``objects`` objects: the segmentor's own, or a ``FrameStream``."""
+    if isinstance(segmentor, VideoSegmentor):
+        return segmentor.open(objects)
+    return FrameStream(segmentor)
+
+
+def check_boxes(boxes: np.ndarray) -> np.ndarray:
+    """``boxes`` as float64 (N, 4); ValueError unless they are finite and of that shape."""
     boxes = np.asarray(boxes, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
         raise ValueError(f"expected finite xyxy boxes of shape (N, 4), got shape {boxes.shape}")
     return boxes
 
 
-def _frame_size(frame: np.ndarray | None, size: tuple[int, int] | None) -> tuple[int, int]:
+def frame_size(frame: np.ndarray | None, size: tuple[int, int] | None) -> tuple[int, int]:
+    """The masks' (H, W): ``size`` (which must agree with the frame's when both are given), else the frame's."""
     if size is not None:
         if frame is not None and tuple(frame.shape[:2]) != tuple(size):
             raise ValueError(f"size {size} differs from the frame's {frame.shape[:2]}")
@@ -101,8 +188,8 @@ class BoxSegmentor:
         embedding: torch.Tensor | None = None,
         size: tuple[int, int] | None = None,
     ) -> np.ndarray:
-        size = _frame_size(frame, size)
-        return _stack([box_mask(box, size) for box in _check_boxes(boxes)], size)
+        size = frame_size(frame, size)
+        return _stack([box_mask(box, size) for box in check_boxes(boxes)], size)
 
 
 @dataclass(frozen=True)
@@ -129,7 +216,7 @@ class SamSegmentor:
     ) -> np.ndarray:
         if embedding is None:
             raise ValueError("the sam segmentor needs the frame's image embedding")
-        masks, _ = self.sam.decode(embedding, _check_boxes(boxes), _frame_size(frame, size), self.multimask)
+        masks, _ = self.sam.decode(embedding, check_boxes(boxes), frame_size(frame, size), self.multimask)
         return masks.cpu().numpy()
 
 
@@ -181,8 +268,8 @@ class GrabCutSegmentor:
     ) -> np.ndarray:
         if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError("the grabcut segmentor needs the HxWx3 uint8 frame")
-        size = _frame_size(frame, size)
-        return _stack([self._one(frame, box) for box in _check_boxes(boxes)], size)
+        size = frame_size(frame, size)
+        return _stack([self._one(frame, box) for box in check_boxes(boxes)], size)
 
     def _one(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
         size = (frame.shape[0], frame.shape[1])
@@ -235,22 +322,51 @@ class GrabCutSegmentor:
         return ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.uint8)
 
 
-def _build_sam(sam: FrozenSam | None, **options: Any) -> Segmentor:
+def _build_sam(sam: FrozenSam | None, config: ModelConfig, **options: Any) -> Segmentor:
     if sam is None:
         raise ValueError("the sam segmentor needs a FrozenSam")
     return SamSegmentor(sam, **options)
 
 
-SEGMENTORS: dict[str, Callable[..., Segmentor]] = {
+def _build_sam_hq(sam: FrozenSam | None, config: ModelConfig, **options: Any) -> SamHQSegmentor:
+    from groprompt.models.sam_hq import load_sam_hq
+
+    return load_sam_hq(config, **options)
+
+
+def _build_sam2(sam: FrozenSam | None, config: ModelConfig, **options: Any) -> Sam2Segmentor:
+    from groprompt.models.sam2_video import load_sam2
+
+    return load_sam2(config, **options)
+
+
+SEGMENTORS: dict[str, Callable[..., Segmentor | VideoSegmentor]] = {
     "sam": _build_sam,
-    "grabcut": lambda sam=None, **options: GrabCutSegmentor(**options),
-    "box": lambda sam=None, **options: BoxSegmentor(**options),
+    "sam-hq": _build_sam_hq,
+    "sam2": _build_sam2,
+    "grabcut": lambda sam=None, config=None, **options: GrabCutSegmentor(**options),
+    "box": lambda sam=None, config=None, **options: BoxSegmentor(**options),
 }
-"""Builders by name: ``builder(sam, **options)``; only ``sam`` uses the model."""
+"""Builders by name: ``builder(sam, config, **options)``; ``sam`` uses the FrozenSam, ``sam-hq`` and ``sam2`` load the
+folder ``config.segmentor_weights`` names."""
+FOLDER_MODEL_TYPES = {"sam-hq": "sam_hq", "sam2": "sam2_video"}
+"""Segmentors whose weights come from the ``model.segmentor_weights`` folder, and the model type it must hold."""
 
 
-def build_segmentor(name: str, sam: FrozenSam | None = None, **options: Any) -> Segmentor:
-    """The named segmentor; ``options`` go to its constructor (``sam`` is ignored by the weight-free ones)."""
+def build_segmentor(
+    name: str, sam: FrozenSam | None = None, config: ModelConfig | None = None, **options: Any
+) -> Segmentor | VideoSegmentor:
+    """The named segmentor; ``options`` go to its constructor (``sam`` is read by ``sam`` only, ``config`` by
+    ``sam-hq`` and ``sam2``)."""
     if name not in SEGMENTORS:
         raise ValueError(f"unknown segmentor {name!r}; known: {sorted(SEGMENTORS)}")
-    return SEGMENTORS[name](sam, **options)
+    return SEGMENTORS[name](sam, config or ModelConfig(), **options)
+
+
+def check_segmentor_weights(name: str, config: ModelConfig) -> None:
+    """ConfigError naming the folder unless a folder segmentor's ``model.segmentor_weights`` holds its model type
+    (read without loading weights, so that a stage's driver refuses it before any worker starts)."""
+    if name in FOLDER_MODEL_TYPES:
+        from groprompt.models.pretrained import folder_model_type
+
+        folder_model_type(config.segmentor_weights, name, FOLDER_MODEL_TYPES[name])

@@ -2,7 +2,7 @@
 
     python pipelines/infer.py --config conf/tiny.yaml --videos videos/ --queries queries.csv --out work/infer --random-model
     python pipelines/infer.py --config conf/base.yaml --videos videos/ --queries queries.csv --out work/infer
-        --checkpoint mlflow:<run_id> [--segmentor sam|grabcut|box] [--png] [--overlay gif|mp4] model.sam_checkpoint=sam.pth
+        --checkpoint mlflow:<run_id> [--segmentor sam|sam-hq|sam2|grabcut|box] [--png] [--overlay gif|mp4] model.sam_checkpoint=sam.pth
 
 ``--videos`` is a folder of video files (MP4 and whatever else PyAV reads) and/or frame folders (JPEG/PNG), a
 ``.txt`` list of paths, or several paths. ``--queries`` is a CSV (``video,query``) or JSONL

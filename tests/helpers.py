@@ -27,6 +27,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DAVIS_VIDEOS = ("blackswan", "libby")
 
 
+def save_pretrained(model: Any, processor: Any, folder: Path) -> Path:
+    """``folder`` holding a ``transformers`` model and its processor in ``save_pretrained`` layout."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def shared_data_dir() -> Path:
     """``../shared/data`` beside the checkout (override with GROPROMPT_SHARED_DATA)."""
     return Path(os.environ.get("GROPROMPT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

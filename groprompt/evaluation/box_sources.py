@@ -1,5 +1,6 @@
 """Where the prompt boxes come from: the trained proposal generator (model), the ground truth (oracle), or a random
-object's ground truth whatever the sentence says (sentence-blind)."""
+object's ground truth whatever the sentence says (sentence-blind); each box with its confidence (the generator's,
+1 for a ground-truth box)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,22 @@ if TYPE_CHECKING:
     from groprompt.models.groprompt import GroPrompt
 
 
+@dataclass(frozen=True)
+class Prompts:
+    """A sample's prompts: boxes (E, T, 4) xyxy in original-frame pixels, NaN rows where the source gives no box, and
+    their confidences (E, T) in [0, 1] (a segmentor with memory weighs a box by it, ``groprompt.segmentors``)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+
+
+def certain(boxes: np.ndarray) -> Prompts:
+    """Boxes that are sure where they exist: confidence 1 for a box, 0 for a NaN row."""
+    return Prompts(boxes, np.isfinite(boxes).all(axis=-1).astype(np.float64))
+
+
 class BoxSource(Protocol):
-    """Per-frame prompt boxes of a sample's expressions."""
+    """Per-frame prompt boxes of a sample's expressions, with their confidences."""
 
     @property
     def needs_embeddings(self) -> bool: ...
@@ -33,14 +48,14 @@ class BoxSource(Protocol):
         """Whether ``boxes`` reads the sample's RGB frames (a proposal generator that reads pixels)."""
         ...
 
-    def boxes(
+    def prompts(
         self,
         meta: dict[str, Any],
         expressions: list[dict[str, Any]],
         embeddings: np.ndarray | None,
         frames: Sequence[np.ndarray] | None = None,
-    ) -> np.ndarray:
-        """(E, T, 4) xyxy boxes in original-frame pixels; NaN rows where the source gives no box."""
+    ) -> Prompts:
+        """The expressions' boxes on the sample's T frames and their confidences."""
         ...
 
 
@@ -66,14 +81,14 @@ class FromGroundTruth:
 class OracleBoxes(FromGroundTruth):
     """The ground-truth boxes (the upper bound of a box-prompted segmentor)."""
 
-    def boxes(
+    def prompts(
         self,
         meta: dict[str, Any],
         expressions: list[dict[str, Any]],
         embeddings: np.ndarray | None,
         frames: Sequence[np.ndarray] | None = None,
-    ) -> np.ndarray:
-        return np.stack([ground_truth_boxes(meta, e["obj_id"]) for e in expressions])
+    ) -> Prompts:
+        return certain(np.stack([ground_truth_boxes(meta, e["obj_id"]) for e in expressions]))
 
 
 @dataclass(frozen=True)
@@ -84,17 +99,17 @@ class SentenceBlindBoxes(FromGroundTruth):
 
     seed: int = 0
 
-    def boxes(
+    def prompts(
         self,
         meta: dict[str, Any],
         expressions: list[dict[str, Any]],
         embeddings: np.ndarray | None,
         frames: Sequence[np.ndarray] | None = None,
-    ) -> np.ndarray:
+    ) -> Prompts:
         objects = [ground_truth_boxes(meta, int(obj_id)) for obj_id in sorted(meta["boxes"], key=int)]
         per_frame = [self._drawn_box(meta["video_id"], name, [boxes[t] for boxes in objects]) for t, name in enumerate(meta["frame_names"])]
         chosen = np.array(per_frame, dtype=np.float64).reshape(-1, 4)
-        return np.repeat(chosen[None], len(expressions), axis=0)
+        return certain(np.repeat(chosen[None], len(expressions), axis=0))
 
     def _drawn_box(self, video: str, frame: str, candidates: list[np.ndarray]) -> np.ndarray:
         """One of the present (finite) ``candidates``, drawn from a generator seeded by ``seed``, video and frame."""
@@ -111,9 +126,10 @@ BOX_SOURCES = ("model", *REFERENCE_SOURCES)
 
 
 class ModelBoxes:
-    """The trained proposal generator's top box per frame, online over a whole video: frame t sees frames <= t
-    only, and the state carries over from one sample of a video to the next (the same boxes as inference gives),
-    so a video's samples must come in order (``groprompt.evaluation.scoring.evaluate_shards``)."""
+    """The trained proposal generator's top box per frame and its confidence (``FrameOutput.top_scores``), online
+    over a whole video: frame t sees frames <= t only, and the state carries over from one sample of a video to the
+    next (the same boxes as inference gives), so a video's samples must come in order
+    (``groprompt.evaluation.scoring.evaluate_shards``)."""
 
     def __init__(self, model: GroPrompt, frozen: FrozenEncoders) -> None:
         self.model, self.frozen = model.eval(), frozen
@@ -135,13 +151,13 @@ class ModelBoxes:
         return self.model.proposal.pixel_size is not None
 
     @torch.no_grad()
-    def boxes(
+    def prompts(
         self,
         meta: dict[str, Any],
         expressions: list[dict[str, Any]],
         embeddings: np.ndarray | None,
         frames: Sequence[np.ndarray] | None = None,
-    ) -> np.ndarray:
+    ) -> Prompts:
         if embeddings is None:
             raise ValueError("model boxes need the sample's SAM embeddings")
         if self.needs_frames and frames is None:
@@ -152,7 +168,8 @@ class ModelBoxes:
         height, width = meta["height"], meta["width"]
         size = self.model.proposal.pixel_size
         pixels = [frame_pixels(frame, size) for frame in frames] if frames is not None else [None] * len(embeddings)
-        steps = (self._online.step(torch.from_numpy(e).float(), p) for e, p in zip(embeddings, pixels))
-        per_frame = [frame_boxes(output.top_boxes(), height, width) for output in steps]
+        outputs = [self._online.step(torch.from_numpy(e).float(), p) for e, p in zip(embeddings, pixels)]
+        boxes = np.stack([frame_boxes(output.top_boxes(), height, width) for output in outputs], axis=1)
+        scores = np.stack([output.top_scores().float().cpu().numpy() for output in outputs], axis=1)
         self._continues_at = (meta["video_id"], int(meta["start"]) + len(embeddings), exp_ids)
-        return np.stack(per_frame, axis=1).astype(np.float64)
+        return Prompts(boxes.astype(np.float64), scores.astype(np.float64))

@@ -17,7 +17,7 @@ from groprompt.data.clips import referring_expressions, shard_pairs
 from groprompt.data.shards import ShardSample
 from groprompt.evaluation.box_sources import BoxSource, ModelBoxes, ground_truth_boxes
 from groprompt.evaluation.scoring import paired_samples, sample_frames, segment_boxes
-from groprompt.segmentors import Segmentor, build_segmentor
+from groprompt.segmentors import Segmentor, VideoSegmentor, build_segmentor, open_stream
 from groprompt.tracking import with_tracking_uri
 from groprompt.viz import Color, captioned, overlay, write_video
 
@@ -37,21 +37,25 @@ def overlay_frame(frame: np.ndarray, sentence: str, mask: np.ndarray, predicted:
 
 
 def expression_frames(
-    samples: Iterable[Embedded], expression: dict[str, Any], boxes: BoxSource, segmentor: Segmentor
+    samples: Iterable[Embedded], expression: dict[str, Any], boxes: BoxSource, segmentor: Segmentor | VideoSegmentor
 ) -> Iterator[np.ndarray]:
     """The pictures of one expression over a video's samples (in order), at the size the shards store the frames."""
+    stream = open_stream(segmentor, 1)
     for sample, embedding in samples:
-        predicted = boxes.boxes(sample.meta, [expression], embedding, sample_frames(sample) if boxes.needs_frames else None)[0]
+        prompts = boxes.prompts(sample.meta, [expression], embedding, sample_frames(sample) if boxes.needs_frames else None)
+        predicted = prompts.boxes[0]
         truth = ground_truth_boxes(sample.meta, expression["obj_id"])
         for t in range(len(sample.meta["frame_names"])):
-            mask = segment_boxes(segmentor, sample, t, predicted[t : t + 1], embedding)[0]
+            mask = segment_boxes(segmentor, stream, sample, t, predicted[t : t + 1], prompts.scores[0, t : t + 1], embedding)[0]
             frame = sample.frame(t)
             scale = np.array([frame.shape[1] / sample.meta["width"], frame.shape[0] / sample.meta["height"]] * 2)
             stored_mask = cv2.resize(mask.astype(np.uint8), (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
             yield overlay_frame(frame, expression["text"], stored_mask, predicted[t] * scale, truth[t] * scale)
 
 
-def write_video_gifs(samples: list[Embedded], boxes: BoxSource, segmentor: Segmentor, out_dir: Path, fps: int) -> list[Path]:
+def write_video_gifs(
+    samples: list[Embedded], boxes: BoxSource, segmentor: Segmentor | VideoSegmentor, out_dir: Path, fps: int
+) -> list[Path]:
     """``<out_dir>/<video>__<exp_id>.gif`` for each referring expression of one video, given its samples in order."""
     paths = []
     for expression in referring_expressions(samples[0][0].meta):
@@ -83,7 +87,7 @@ def write_overlays(
     weights = load_trained(checkpoint, config.runtime.tracking_uri)
     config = with_model_of(config, weights)
     boxes = ModelBoxes.load(config.model, weights)
-    box_segmentor = build_segmentor(segmentor, sam=boxes.frozen.sam if segmentor == "sam" else None)
+    box_segmentor = build_segmentor(segmentor, sam=boxes.frozen.sam if segmentor == "sam" else None, config=config.model)
     pairs = shard_pairs(config.data, split or config.data.val_split, boxes.frozen.sam)
     samples = (item for pair in pairs for item in paired_samples(pair.frames, pair.embeddings))
     out = Path(out_dir)

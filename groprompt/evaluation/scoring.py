@@ -24,7 +24,7 @@ from groprompt.evaluation.box_sources import BoxSource, ground_truth_boxes
 from groprompt.evaluation.ref_davis import write_annotator_frame
 from groprompt.metrics import j_and_f, mask_intersection_union
 from groprompt.outputs import VOID_ID, write_expression_pngs
-from groprompt.segmentors import Segmentor
+from groprompt.segmentors import Segmentor, SegmentorStream, VideoSegmentor, open_stream
 
 ShardPaths = tuple[str | Path, str | Path | None]  # a frame shard and its embedding shard (None when not needed)
 
@@ -69,33 +69,53 @@ def sample_frames(sample: ShardSample) -> list[np.ndarray]:
     return [sample.frame(t) for t in range(len(sample.meta["frame_names"]))]
 
 
-def segment_boxes(segmentor: Segmentor, sample: ShardSample, t: int, boxes: np.ndarray, embedding: np.ndarray | None) -> np.ndarray:
-    """Bool masks (N, H, W) at the original frame size of xyxy boxes (N, 4) on frame t; a NaN box gives an empty mask.
+class VideoStreams:
+    """The segmentor's stream for each sample in turn: the samples of a video, in order, continue one stream (the memory
+    of a ``VideoSegmentor`` runs through the whole video, as in inference); any other sample opens a new one."""
 
-    Each distinct box is segmented once (expressions of one object share ground-truth boxes), and all of
-    them go to the segmentor in one call (SAM decodes them as one batch).
-    """
+    def __init__(self, segmentor: Segmentor | VideoSegmentor) -> None:
+        self.segmentor = segmentor
+        self._stream: SegmentorStream | None = None
+        self._continues_at: tuple[str, int, tuple[str, ...]] | None = None  # (video, next frame, exp ids) of the stream
+
+    def stream(self, meta: dict[str, Any], expressions: list[dict[str, Any]]) -> SegmentorStream:
+        """The stream that segments this sample's frames of ``expressions``."""
+        exp_ids = tuple(str(e["exp_id"]) for e in expressions)
+        if self._stream is None or self._continues_at != (meta["video_id"], int(meta["start"]), exp_ids):
+            self._stream = open_stream(self.segmentor, len(expressions))
+        self._continues_at = (meta["video_id"], int(meta["start"]) + len(meta["frame_names"]), exp_ids)
+        return self._stream
+
+
+def segment_boxes(
+    segmentor: Segmentor | VideoSegmentor,
+    stream: SegmentorStream,
+    sample: ShardSample,
+    t: int,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    embedding: np.ndarray | None,
+) -> np.ndarray:
+    """Bool masks (N, H, W) at the original frame size of the stream's N objects on frame t, from xyxy boxes (N, 4) (a
+    NaN box: none; a per-frame segmentor gives an empty mask) and their confidences (N,). A per-frame segmentor is
+    called once for all distinct boxes (expressions of one object share ground-truth boxes; SAM decodes one batch)."""
     size = (int(sample.meta["height"]), int(sample.meta["width"]))
-    masks = np.zeros((len(boxes), *size), dtype=bool)
-    finite = np.isfinite(boxes).all(axis=1)
-    if not finite.any():
-        return masks
-    unique, inverse = np.unique(boxes[finite], axis=0, return_inverse=True)
+    if not stream.stateful and not np.isfinite(boxes).all(axis=1).any():
+        return np.zeros((len(boxes), *size), dtype=bool)
     if segmentor.needs_frame:
-        segmented = _segment_on_frame(segmentor, sample.frame(t), unique, size)
-    else:
-        tensor = torch.from_numpy(np.asarray(embedding[t])).float() if embedding is not None and segmentor.needs_embedding else None
-        segmented = segmentor.segment(None, unique, embedding=tensor, size=size)
-    masks[finite] = segmented[inverse.reshape(-1)]
-    return masks
+        return _segment_on_frame(stream, sample.frame(t), boxes, scores, size)
+    tensor = torch.from_numpy(np.asarray(embedding[t])).float() if embedding is not None and segmentor.needs_embedding else None
+    return stream.step(None, boxes, scores, embedding=tensor, size=size)
 
 
-def _segment_on_frame(segmentor: Segmentor, frame: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _segment_on_frame(
+    stream: SegmentorStream, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
     """Masks (N, H, W) at ``size`` (H, W); a frame stored downscaled is segmented at its size, the masks upsampled."""
     if frame.shape[:2] == size:
-        return segmentor.segment(frame, boxes)
+        return stream.step(frame, boxes, scores)
     scale = np.array([frame.shape[1] / size[1], frame.shape[0] / size[0]] * 2)
-    small = segmentor.segment(frame, boxes * scale)
+    small = stream.step(frame, boxes * scale, scores)
     return np.stack([cv2.resize(m.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0 for m in small])
 
 
@@ -133,13 +153,17 @@ def score_sample(
     expressions: list[dict[str, Any]],
     embedding: np.ndarray | None,
     box_source: BoxSource,
-    segmentor: Segmentor,
+    segmentor: Segmentor | VideoSegmentor,
     outputs: MaskOutputs = MaskOutputs(),
+    streams: VideoStreams | None = None,
 ) -> list[dict[str, Any]]:
     """Partial rows of the sample's expressions that name an annotated object; every expression's masks of every
-    frame also go to ``outputs`` when it wants them (otherwise only annotated frames are segmented)."""
+    frame also go to ``outputs`` when it wants them (otherwise only annotated frames are segmented, unless the
+    segmentor remembers past frames). ``streams`` continues the segmentor's stream of the video (default: a new one)."""
     meta = sample.meta
-    predicted = box_source.boxes(meta, expressions, embedding, sample_frames(sample) if box_source.needs_frames else None)  # (E, T, 4)
+    prompts = box_source.prompts(meta, expressions, embedding, sample_frames(sample) if box_source.needs_frames else None)
+    predicted = prompts.boxes  # (E, T, 4)
+    stream = (streams or VideoStreams(segmentor)).stream(meta, expressions)
     referring = referring_expressions(meta)
     scored = [i for i, e in enumerate(expressions) if e in referring]
     if scored and not sample.masks:
@@ -150,9 +174,9 @@ def score_sample(
     groups = sample_groups(meta)  # an expression about several objects: the union of their masks
     for t, name in enumerate(meta["frame_names"]):
         score_frame = annotated[t] and bool(scored)
-        if not (score_frame or outputs.wanted):
+        if not (score_frame or outputs.wanted or stream.stateful):
             continue
-        masks = segment_boxes(segmentor, sample, t, predicted[:, t], embedding)
+        masks = segment_boxes(segmentor, stream, sample, t, predicted[:, t], prompts.scores[:, t], embedding)
         outputs.write(meta["video_id"], name, expressions, masks)
         if score_frame:
             ids = sample.mask(t)
@@ -165,9 +189,10 @@ def evaluate_shard(
     frames: str | Path,
     embeddings: str | Path | None,
     box_source: BoxSource,
-    segmentor: Segmentor,
+    segmentor: Segmentor | VideoSegmentor,
     png_dir: str | Path | None = None,
     annotator_dir: str | Path | None = None,
+    streams: VideoStreams | None = None,
 ) -> list[dict[str, Any]]:
     """Partial metric rows (one per sample and expression with a ground truth) of one evaluation shard.
 
@@ -175,8 +200,9 @@ def evaluate_shard(
     them. With ``png_dir``, every frame's mask of every expression (those without a ground truth too: a
     Ref-YouTube-VOS submission) is written as ``<png_dir>/<video>/<exp_id>/<frame>.png``; with ``annotator_dir``,
     every frame's masks merged per Ref-DAVIS17 annotator (``MaskOutputs``); otherwise only annotated frames are
-    segmented.
+    segmented. ``streams`` continues the segmentor's stream of a video from a previous shard.
     """
+    streams = streams or VideoStreams(segmentor)
     need_embeddings = box_source.needs_embeddings or segmentor.needs_embedding
     if need_embeddings and embeddings is None:
         raise ValueError("this box source or segmentor needs the SAM embeddings of the shard")
@@ -186,7 +212,7 @@ def evaluate_shard(
         expressions = sample.meta["expressions"] if outputs.png_dir is not None else referring_expressions(sample.meta)
         if expressions:
             try:
-                rows += score_sample(sample, expressions, embedding, box_source, segmentor, outputs)
+                rows += score_sample(sample, expressions, embedding, box_source, segmentor, outputs, streams)
             except DataError as error:
                 raise DataError(f"{frames}: {error}") from error
     return rows
@@ -195,14 +221,18 @@ def evaluate_shard(
 def evaluate_shards(
     shards: Sequence[ShardPaths],
     box_source: BoxSource,
-    segmentor: Segmentor,
+    segmentor: Segmentor | VideoSegmentor,
     png_dir: str | Path | None = None,
     annotator_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """``evaluate_shard`` over consecutive shards in order, with one box source: given the shards that hold whole
-    videos (``whole_video_groups``), the model's online state runs through each video, as in inference."""
+    """``evaluate_shard`` over consecutive shards in order, with one box source and one segmentor: given the shards
+    that hold whole videos (``whole_video_groups``), the model's online state and the segmentor's memory run through
+    each video, as in inference."""
+    streams = VideoStreams(segmentor)
     return [
-        row for frames, embeddings in shards for row in evaluate_shard(frames, embeddings, box_source, segmentor, png_dir, annotator_dir)
+        row
+        for frames, embeddings in shards
+        for row in evaluate_shard(frames, embeddings, box_source, segmentor, png_dir, annotator_dir, streams)
     ]
 
 

@@ -11,7 +11,7 @@ from groprompt.config import ModelConfig
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
     from groprompt.models.groprompt import GroPrompt
-    from groprompt.segmentors import Segmentor
+    from groprompt.segmentors import Segmentor, VideoSegmentor
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Predictor:
 
     frozen: FrozenEncoders
     model: GroPrompt
-    segmentor: Segmentor
+    segmentor: Segmentor | VideoSegmentor
     segmentor_name: str
     model_id: str  # names the weights in fingerprints: checkpoint sha256, mlflow:<run>, random:<seed>
 
@@ -34,7 +34,7 @@ def build_predictor(model_config: ModelConfig, weights: TrainedWeights, segmento
     return Predictor(
         frozen=frozen,
         model=model,
-        segmentor=build_segmentor(segmentor, sam=frozen.sam),
+        segmentor=build_segmentor(segmentor, sam=frozen.sam, config=model_config),
         segmentor_name=segmentor,
         model_id=weights.model_id,
     )

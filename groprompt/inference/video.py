@@ -26,6 +26,7 @@ from groprompt.inference.predictor import Predictor
 from groprompt.inference.queries import InputError, Query
 from groprompt.inference.sources import VideoSource, iter_frames, video_fps
 from groprompt.outputs import mask_to_rle, write_expression_pngs
+from groprompt.segmentors import open_stream
 from groprompt.viz import overlay
 
 METADATA_KEY = b"groprompt_infer"
@@ -153,10 +154,12 @@ def predict_video(
 ) -> Iterator[FramePrediction]:
     """Stream every frame's predictions for all queries at once.
 
-    Online: frame t is predicted from frames <= t; the proposal generator's batch is the queries.
+    Online: frame t is predicted from frames <= t; the proposal generator's batch is the queries, and the segmentor
+    turns their boxes into masks through one stream over the video (``groprompt.segmentors.open_stream``).
     """
     with torch.inference_mode():
         online = predictor.model.proposal.stream(predictor.frozen, list(sentences))
+        segmenting = open_stream(predictor.segmentor, len(sentences))
         pixel_size = predictor.model.proposal.pixel_size
         index = 0
         for batch in _batched(frames, encode_batch):
@@ -166,7 +169,7 @@ def predict_video(
                 output = online.step(embedding, frame_pixels(frame, pixel_size))
                 boxes = frame_boxes(output.top_boxes(), height, width)
                 scores = output.top_scores().float().cpu().numpy()
-                masks = predictor.segmentor.segment(frame, boxes, embedding=embedding, size=(height, width))
+                masks = segmenting.step(frame, boxes, scores, embedding=embedding, size=(height, width))
                 yield FramePrediction(index, name, frame, boxes, scores, np.asarray(masks, dtype=bool))
                 index += 1
 

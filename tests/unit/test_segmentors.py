@@ -1,13 +1,31 @@
-"""Box -> mask backends: the filled box exactly, GrabCut on a synthetic disc, SAM equal to FrozenSam.decode."""
+"""Box -> mask backends: the filled box exactly, GrabCut on a synthetic disc, SAM equal to FrozenSam.decode; per-frame
+segmentors as streams; the folder segmentors' refusals."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
+from groprompt.config import ModelConfig
+from groprompt.errors import ConfigError
 from groprompt.metrics import region_similarity
 from groprompt.models.sam import FrozenSam
-from groprompt.segmentors import GrabCutSegmentor, box_mask, build_segmentor
+from groprompt.models.sam_hq import SamHQSegmentor
+from groprompt.segmentors import (
+    BoxSegmentor,
+    FrameStream,
+    GrabCutSegmentor,
+    box_mask,
+    build_segmentor,
+    check_segmentor_weights,
+    open_stream,
+)
 
 SIZE = (160, 200)
 CENTRE, RADIUS = (90, 110), 35  # (row, col)
@@ -125,3 +143,54 @@ def test_build_segmentor_errors() -> None:
         build_segmentor("sam")
     with pytest.raises(ValueError, match="unknown segmentor"):
         build_segmentor("dino")
+
+
+def test_a_per_frame_segmentor_streams_each_distinct_box_once_and_nan_boxes_empty() -> None:
+    calls: list[np.ndarray] = []
+
+    class Counting(BoxSegmentor):
+        def segment(
+            self, frame: np.ndarray | None, boxes: np.ndarray, embedding: torch.Tensor | None = None, size: tuple[int, int] | None = None
+        ) -> np.ndarray:
+            calls.append(np.array(boxes))
+            return super().segment(frame, boxes, embedding, size)
+
+    stream = open_stream(Counting(), 3)
+    assert isinstance(stream, FrameStream) and not stream.stateful
+    boxes = np.array([[2, 3, 7, 9], [np.nan] * 4, [2, 3, 7, 9]])
+    masks = stream.step(None, boxes, np.array([0.9, 0.1, 0.2]), size=(10, 12))
+    assert [len(c) for c in calls] == [1]  # one distinct finite box
+    np.testing.assert_array_equal(masks, np.stack([box_mask(boxes[0], (10, 12)), np.zeros((10, 12), bool), box_mask(boxes[0], (10, 12))]))
+    assert not stream.step(None, np.full((3, 4), np.nan), np.zeros(3), size=(10, 12)).any() and len(calls) == 1
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_folder_segmentors_refuse_a_missing_mismatched_or_weightless_folder(sam_hq_folder: Path, sam2_folder: Path, tmp_path: Path) -> None:
+    def config(folder: Path | None, **keys: object) -> ModelConfig:
+        return ModelConfig(segmentor_weights=None if folder is None else str(folder), **keys)
+
+    with pytest.raises(ConfigError, match="model.segmentor_weights: segmentor sam2 needs a local save_pretrained folder"):
+        check_segmentor_weights("sam2", config(None))
+    with pytest.raises(ConfigError, match=f"{re.escape(str(tmp_path / 'missing'))}: segmentor sam-hq weights folder not found"):
+        check_segmentor_weights("sam-hq", config(tmp_path / "missing"))
+    with pytest.raises(
+        ConfigError, match=f"{re.escape(str(sam2_folder))}: holds a 'sam2_video' model, segmentor sam-hq needs a 'sam_hq' model"
+    ):
+        build_segmentor("sam-hq", config=config(sam2_folder))
+    check_segmentor_weights("grabcut", config(tmp_path / "missing"))  # weight-free: no folder read
+
+    weightless = tmp_path / "weightless"
+    shutil.copytree(sam_hq_folder, weightless, ignore=shutil.ignore_patterns("model.safetensors"))
+    check_segmentor_weights("sam-hq", config(weightless))  # the folder is right; its weights are looked for on load
+    with pytest.raises(ConfigError, match=f"{re.escape(str(weightless))}: no weights .* model.allow_random_weights=true"):
+        build_segmentor("sam-hq", config=config(weightless))
+    random = build_segmentor("sam-hq", config=config(weightless, allow_random_weights=True, segmentor_dtype="bfloat16"))
+    assert isinstance(random, SamHQSegmentor) and random.model.dtype == torch.bfloat16
+
+    unfit = tmp_path / "unfit"
+    shutil.copytree(sam_hq_folder, unfit)
+    layout = json.loads((unfit / "config.json").read_text())
+    layout["mask_decoder_config"]["iou_head_hidden_dim"] *= 2
+    (unfit / "config.json").write_text(json.dumps(layout))
+    with pytest.raises(ConfigError, match=f"{re.escape(str(unfit))}: cannot load segmentor sam-hq"):
+        build_segmentor("sam-hq", config=config(unfit))

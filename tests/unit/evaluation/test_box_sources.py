@@ -21,13 +21,14 @@ from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, plan_shards, read_shard, write_shard
 from groprompt.errors import CheckpointError
 from groprompt.evaluation.aggregate import merge_partials
-from groprompt.evaluation.box_sources import BOX_SOURCES, ModelBoxes, SentenceBlindBoxes
+from groprompt.evaluation.box_sources import BOX_SOURCES, ModelBoxes, Prompts, SentenceBlindBoxes
 from groprompt.evaluation.scoring import evaluate_shard, evaluate_shards, whole_video_groups
 from groprompt.inference.predictor import Predictor
 from groprompt.inference.sources import iter_frames
 from groprompt.inference.video import predict_video
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import GroPrompt, build_model
+from groprompt.outputs import read_index_png
 from groprompt.segmentors import build_segmentor
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)
@@ -67,25 +68,31 @@ def test_model_weights_load_from_a_checkpoint_folder_or_file(tmp_path: Path, fro
 
 
 class RecordingBoxes(ModelBoxes):
-    """Model boxes that keep what they returned: (video, frame) -> (E, 4), and each video's sentences."""
+    """Model boxes that keep what they returned: (video, frame) -> ((E, 4) boxes, (E,) scores), and each video's sentences."""
 
     def __init__(self, model: GroPrompt, frozen: FrozenEncoders) -> None:
         super().__init__(model, frozen)
-        self.returned: dict[tuple[str, str], np.ndarray] = {}
+        self.returned: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self.sentences: dict[str, list[str]] = {}
 
-    def boxes(
+    def prompts(
         self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None, frames: list[np.ndarray] | None = None
-    ) -> np.ndarray:
-        boxes = super().boxes(meta, expressions, embeddings, frames)
+    ) -> Prompts:
+        prompts = super().prompts(meta, expressions, embeddings, frames)
         self.sentences[meta["video_id"]] = [e["text"] for e in expressions]
-        self.returned.update({(meta["video_id"], frame): boxes[:, t] for t, frame in enumerate(meta["frame_names"])})
-        return boxes
+        self.returned.update(
+            {(meta["video_id"], frame): (prompts.boxes[:, t], prompts.scores[:, t]) for t, frame in enumerate(meta["frame_names"])}
+        )
+        return prompts
 
 
-def test_model_boxes_of_evaluation_equal_inference_over_windows_and_shards(tmp_path: Path, frozen: FrozenEncoders) -> None:
+@pytest.mark.usefixtures("one_torch_thread")
+def test_model_boxes_and_sam2_masks_of_evaluation_equal_inference_over_windows_and_shards(
+    tmp_path: Path, frozen: FrozenEncoders, sam2_folder: Path
+) -> None:
     # Two 5-frame videos in windows of 2 (3 samples each), packed two windows a shard: the first video is cut
-    # between two shards. Embeddings stored as float32, so that evaluation sees what inference computes.
+    # between two shards. Embeddings stored as float32, so that evaluation sees what inference computes. SAM 2's
+    # memory, like the generator's state, runs on through a video's samples and shards.
     write_refshapes(tmp_path / "shapes", RefShapesSpec(videos=2, frames=5, size=128, seed=1), valid_fraction=0.5, progress=False)
     videos = {split: list(read_videos("refshapes", tmp_path / "shapes", split, with_boxes=False)) for split in ("train", "valid")}
     settings = ShardSettings(window=2, shard_bytes=40_000, with_masks=True)
@@ -99,18 +106,24 @@ def test_model_boxes_of_evaluation_equal_inference_over_windows_and_shards(tmp_p
     model = build_model(MODEL, frozen)
 
     evaluated = RecordingBoxes(model, frozen)
+    sam2 = build_segmentor("sam2", config=ModelConfig(segmentor_weights=str(sam2_folder)))
     groups = whole_video_groups(records)
     assert len(groups) < len(records)  # a video spans two shards
     for group in groups:
         shards = [(tmp_path / "frames" / r["shard"], tmp_path / "embeddings" / r["shard"]) for r in group]
-        evaluate_shards(shards, evaluated, build_segmentor("box"))
+        evaluate_shards(shards, evaluated, sam2, png_dir=tmp_path / "png")
 
-    predictor = Predictor(frozen, model, build_segmentor("box"), "box", "random:0")
+    predictor = Predictor(frozen, model, sam2, "sam2", "random:0")
     for split, split_videos in videos.items():
         for video in split_videos:
             frames = iter_frames(tmp_path / "shapes" / split / "JPEGImages" / video.video_id)
+            exp_ids = [str(e.exp_id) for e in video.expressions]
             for prediction in predict_video(predictor, frames, evaluated.sentences[video.video_id]):
-                np.testing.assert_allclose(evaluated.returned[video.video_id, prediction.name], prediction.boxes, atol=1e-4, rtol=0)
+                pngs = [read_index_png(tmp_path / "png" / video.video_id / exp_id / f"{prediction.name}.png") == 1 for exp_id in exp_ids]
+                np.testing.assert_array_equal(np.stack(pngs), prediction.masks, err_msg=f"{video.video_id} {prediction.name}")
+                boxes, scores = evaluated.returned[video.video_id, prediction.name]
+                np.testing.assert_allclose(boxes, prediction.boxes, atol=1e-4, rtol=0)
+                np.testing.assert_allclose(scores, prediction.scores, atol=1e-5, rtol=0)
 
     # what a fresh state at each sample (the old behaviour) gives on the second window differs
     first = sorted(evaluated.sentences)[0]
@@ -119,8 +132,8 @@ def test_model_boxes_of_evaluation_equal_inference_over_windows_and_shards(tmp_p
         e for r in records for e in read_embedding_shard(tmp_path / "embeddings" / r["shard"]) if e[0] == second_window.key
     )
     expressions = referring_expressions(second_window.meta)
-    restarted = ModelBoxes(model, frozen).boxes(second_window.meta, expressions, embedding)
-    assert np.abs(restarted[:, 0] - evaluated.returned[first, second_window.meta["frame_names"][0]]).max() > 1e-2
+    restarted = ModelBoxes(model, frozen).prompts(second_window.meta, expressions, embedding).boxes
+    assert np.abs(restarted[:, 0] - evaluated.returned[first, second_window.meta["frame_names"][0]][0]).max() > 1e-2
 
 
 def two_objects_meta(frames: int) -> dict[str, Any]:
@@ -144,8 +157,10 @@ def test_sentence_blind_boxes_are_a_random_objects_ground_truth_whatever_the_sen
     ]
     source = SentenceBlindBoxes(seed=3)
     assert not source.needs_embeddings and "sentence-blind" in BOX_SOURCES
-    boxes = source.boxes(meta, expressions, None)
+    prompts = source.prompts(meta, expressions, None)
+    boxes = prompts.boxes
     assert boxes.shape == (2, 402, 4)
+    np.testing.assert_array_equal(prompts.scores, np.isfinite(boxes[..., 0]).astype(float))  # a ground-truth box is certain
     np.testing.assert_array_equal(boxes[0], boxes[1])  # the sentence plays no part
     first, second = np.array(meta["boxes"]["1"][:400]), np.array(meta["boxes"]["2"][:400])
     picked_first = (boxes[0, :400] == first).all(axis=1)
@@ -153,12 +168,13 @@ def test_sentence_blind_boxes_are_a_random_objects_ground_truth_whatever_the_sen
     assert 0.4 < picked_first.mean() < 0.6  # each object about half the time
     np.testing.assert_array_equal(boxes[0, 400], meta["boxes"]["2"][400])  # the one object present
     assert np.isnan(boxes[:, 401]).all()  # no object present: no box
-    np.testing.assert_array_equal(SentenceBlindBoxes(seed=3).boxes(meta, expressions[::-1], None), boxes)  # deterministic
-    assert not np.array_equal(SentenceBlindBoxes(seed=4).boxes(meta, expressions, None)[0], boxes[0])  # the seed draws
+    np.testing.assert_array_equal(SentenceBlindBoxes(seed=3).prompts(meta, expressions[::-1], None).boxes, boxes)  # deterministic
+    assert not np.array_equal(SentenceBlindBoxes(seed=4).prompts(meta, expressions, None).boxes[0], boxes[0])  # the seed draws
 
 
 def test_sentence_blind_boxes_do_not_depend_on_the_window() -> None:
     meta = two_objects_meta(40)
-    whole = SentenceBlindBoxes().boxes(meta, [{"exp_id": "0", "text": "x", "obj_id": 1}], None)[0]
+    whole = SentenceBlindBoxes().prompts(meta, [{"exp_id": "0", "text": "x", "obj_id": 1}], None).boxes[0]
     window = {**meta, "frame_names": meta["frame_names"][10:20], "boxes": {k: v[10:20] for k, v in meta["boxes"].items()}}
-    np.testing.assert_array_equal(SentenceBlindBoxes().boxes(window, [{"exp_id": "0", "text": "x", "obj_id": 1}], None)[0], whole[10:20])
+    windowed = SentenceBlindBoxes().prompts(window, [{"exp_id": "0", "text": "x", "obj_id": 1}], None).boxes[0]
+    np.testing.assert_array_equal(windowed, whole[10:20])

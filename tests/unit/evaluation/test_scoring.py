@@ -19,7 +19,7 @@ from groprompt.data.formats import read_videos
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSample, ShardSettings, plan_shards, read_shard
 from groprompt.evaluation.aggregate import merge_partials, summarize
-from groprompt.evaluation.box_sources import OracleBoxes
+from groprompt.evaluation.box_sources import OracleBoxes, Prompts, certain
 from groprompt.evaluation.scoring import evaluate_shard, score_sample, video_of_sample, whole_video_groups
 from groprompt.mask_eval import evaluate_folders, global_means
 from groprompt.models.sam import FrozenSam
@@ -122,10 +122,10 @@ class FixedBoxes:
     def needs_frames(self) -> bool:
         return False
 
-    def boxes(
+    def prompts(
         self, meta: dict[str, Any], expressions: list[dict[str, Any]], embeddings: np.ndarray | None, frames: list[np.ndarray] | None = None
-    ) -> np.ndarray:
-        return np.stack([self.per_frame] * len(expressions))
+    ) -> Prompts:
+        return certain(np.stack([self.per_frame] * len(expressions)))
 
 
 def test_a2d_frame_samples_leave_out_frames_where_the_instance_is_absent() -> None:
