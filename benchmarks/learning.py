@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from groprompt.boxes import box_iou
-from groprompt.config import Config
+from groprompt.config import Config, load_config, with_absolute_paths
 from groprompt.data.clips import referring_expressions, shard_pairs
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, read_shard
@@ -21,6 +21,16 @@ from groprompt.models.frozen import build_frozen
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.sam import FrozenSam
 from groprompt.training import expression_box_ious
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def work_config(work: Path, threads: int, overrides: list[str]) -> Config:
+    """``conf/demo.yaml`` with its data under ``work``, RefShapes' own ``valid`` as the held-out split, ``threads``
+    torch threads, then ``overrides``."""
+    paths = {"data.root": work / "data", "data.shards": work / "shards", "data.embeddings": work / "embeddings"}
+    fixed = [f"train.cpus_per_worker={threads}", "data.split=train", "data.val_split=valid"]
+    return with_absolute_paths(load_config([REPO / "conf" / "demo.yaml"], [f"{k}={v}" for k, v in paths.items()] + fixed + overrides))
 
 
 def prepare_refshapes(config: Config, spec: RefShapesSpec, valid_fraction: float) -> dict[str, list[str]]:

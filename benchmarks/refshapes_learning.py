@@ -20,13 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from learning import PlainSession, model_box_iou, prepare_refshapes, sentence_blind_box_iou  # benchmarks/, the script's folder
+from learning import PlainSession, model_box_iou, prepare_refshapes, sentence_blind_box_iou, work_config  # benchmarks/, the script's folder
 
-from groprompt.config import load_config, with_absolute_paths
 from groprompt.data.refshapes import RefShapesSpec
 from groprompt.training import run_training
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        paths = {"data.root": work / "data", "data.shards": work / "shards", "data.embeddings": work / "embeddings"}
-        fixed = [f"train.cpus_per_worker={args.threads}", "data.split=train", "data.val_split=valid"]  # RefShapes' own valid
-        overrides = [f"{key}={value}" for key, value in paths.items()] + fixed + args.overrides
-        config = with_absolute_paths(load_config([REPO / "conf" / "demo.yaml"], overrides))
+        config = work_config(work, args.threads, args.overrides)
         spec = RefShapesSpec(videos=args.videos, frames=args.frames, size=config.data.max_side, seed=args.seed)
         splits = prepare_refshapes(config, spec, valid_fraction=0.1)
         prepared = time.perf_counter()

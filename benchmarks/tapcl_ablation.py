@@ -21,13 +21,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from learning import PlainSession, model_box_iou, prepare_refshapes  # benchmarks/, the script's folder
+from learning import PlainSession, model_box_iou, prepare_refshapes, work_config  # benchmarks/, the script's folder
 
-from groprompt.config import load_config, replace, with_absolute_paths
+from groprompt.config import replace
 from groprompt.data.refshapes import RefShapesSpec
 from groprompt.training import run_training
 
-REPO = Path(__file__).resolve().parents[1]
 METRIC = "val_box_iou"
 VARIANTS = {
     "L_box only": {"loss.textcon": False, "loss.modalcon": False},
@@ -54,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in VARIANTS}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        paths = {"data.root": work / "data", "data.shards": work / "shards", "data.embeddings": work / "embeddings"}
-        fixed = [f"train.cpus_per_worker={args.threads}", "data.split=train", "data.val_split=valid"]  # its own generated valid
-        overrides = [f"{key}={value}" for key, value in paths.items()] + fixed + args.overrides
-        config = with_absolute_paths(load_config([REPO / "conf" / "demo.yaml"], overrides))
+        config = work_config(work, args.threads, args.overrides)
         spec = RefShapesSpec(videos=args.videos, frames=args.frames, size=config.data.max_side, seed=1000)
         splits = prepare_refshapes(config, spec, valid_fraction=0.1)
         print(

@@ -137,6 +137,13 @@ def check_boxes(boxes: np.ndarray) -> np.ndarray:
     return boxes
 
 
+def rgb_frame(frame: np.ndarray | None, segmentor: str) -> np.ndarray:
+    """``frame`` when it is an HxWx3 uint8 image; a ``ValueError`` naming the ``segmentor`` that needs one otherwise."""
+    if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"the {segmentor} segmentor needs the HxWx3 uint8 frame")
+    return frame
+
+
 def frame_size(frame: np.ndarray | None, size: tuple[int, int] | None) -> tuple[int, int]:
     """The masks' (H, W): ``size`` (which must agree with the frame's when both are given), else the frame's."""
     if size is not None:
@@ -266,8 +273,7 @@ class GrabCutSegmentor:
         embedding: torch.Tensor | None = None,
         size: tuple[int, int] | None = None,
     ) -> np.ndarray:
-        if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError("the grabcut segmentor needs the HxWx3 uint8 frame")
+        frame = rgb_frame(frame, "grabcut")
         size = frame_size(frame, size)
         return _stack([self._one(frame, box) for box in check_boxes(boxes)], size)
 

@@ -59,7 +59,9 @@ def shard_here(format: str, root: str | Path, split: str, out: Path, settings: S
     if not videos:
         raise DataError(f"{root}: no videos for format {format}, split {split}")
     out.mkdir(parents=True, exist_ok=True)
-    return write_shard_manifest(out, format, root, videos, settings, [write_shard(plan, out, settings) for plan in plan_shards(videos, settings)])
+    return write_shard_manifest(
+        out, format, root, videos, settings, [write_shard(plan, out, settings) for plan in plan_shards(videos, settings)]
+    )
 
 
 def embed_here(shards_dir: Path, out: Path, sam: FrozenSam, batch_size: int = 16, dtype: str = "float16") -> Path:

@@ -28,7 +28,7 @@ import torch
 
 from groprompt.config import ModelConfig
 from groprompt.models.pretrained import load_frozen
-from groprompt.segmentors import FOLDER_MODEL_TYPES, frame_size
+from groprompt.segmentors import FOLDER_MODEL_TYPES, frame_size, rgb_frame
 
 MEMORY_KEYS = ("maskmem_features", "maskmem_pos_enc")  # what memory attention reads of a recent frame
 POINTER_KEY = "object_pointer"  # what it reads of the frames within the object-pointer window
@@ -151,8 +151,7 @@ class Sam2Stream:
         embedding: torch.Tensor | None = None,
         size: tuple[int, int] | None = None,
     ) -> np.ndarray:
-        if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError("the sam2 segmentor needs the HxWx3 uint8 frame")
+        frame = rgb_frame(frame, "sam2")
         size = frame_size(frame, size)
         boxes, scores = np.asarray(boxes, dtype=np.float64), np.asarray(scores, dtype=np.float64)
         if boxes.shape != (self.objects, 4) or scores.shape != (self.objects,):

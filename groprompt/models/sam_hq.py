@@ -17,7 +17,7 @@ import torch
 
 from groprompt.config import ModelConfig
 from groprompt.models.pretrained import load_frozen
-from groprompt.segmentors import FOLDER_MODEL_TYPES, check_boxes, frame_size
+from groprompt.segmentors import FOLDER_MODEL_TYPES, check_boxes, frame_size, rgb_frame
 
 _TINY_SIDE, _TINY_PATCH, _TINY_DIM = 64, 8, 32
 SAM_HQ_CONFIGS: dict[str, dict[str, Any]] = {
@@ -91,8 +91,7 @@ class SamHQSegmentor:
         embedding: torch.Tensor | None = None,
         size: tuple[int, int] | None = None,
     ) -> np.ndarray:
-        if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError("the sam-hq segmentor needs the HxWx3 uint8 frame")
+        frame = rgb_frame(frame, "sam-hq")
         size, boxes = frame_size(frame, size), check_boxes(boxes)
         if len(boxes) == 0:
             return np.zeros((0, *size), dtype=bool)

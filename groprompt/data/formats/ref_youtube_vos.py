@@ -19,11 +19,10 @@ Its valid masks are not public, so training validates on held-out "train" videos
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from groprompt.data.formats.common import ImageFolderFrames, IndexPngMasks, attach_boxes
+from groprompt.data.formats.common import ImageFolderFrames, IndexPngMasks, attach_boxes, load_json
 from groprompt.data.records import Expression, Video
 from groprompt.errors import DataError
 
@@ -49,15 +48,7 @@ def _obj_id(value: object, where: str) -> int | None:
 
 def load_meta(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[Expression, ...]]]:
     """Parse a meta_expressions.json: video id -> (frame names, expressions), in file order."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing (expected the meta expressions file)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: unreadable: {error}") from error
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: invalid JSON: {error}") from error
+    data = load_json(path, "the meta expressions file")
     if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
         raise DataError(f'{path}: expected an object with a "videos" object')
     videos = {}
