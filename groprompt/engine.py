@@ -34,7 +34,7 @@ def compute_losses(
     size = len(batch.sentences)
     targets = torch.cat([batch.boxes, batch.negative_boxes])
     valid = torch.cat([batch.valid, batch.negative_valid])
-    outputs, sentence_features = proposal.run(frozen, batch.embeddings, batch.pixels, batch.sentences + batch.negatives)
+    outputs, sentence_features = proposal.run(frozen, batch.embeddings, batch.pixels, batch.sentences + batch.negatives, batch.previous)
     terms = box_loss_terms(outputs, targets, valid, config)
 
     if config.textcon or config.modalcon:

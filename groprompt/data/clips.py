@@ -50,6 +50,7 @@ class ClipBatch:
     same_video: torch.Tensor  # (B,) bool
     input_sizes: torch.Tensor  # (B, 2)
     pixels: torch.Tensor | None = None  # (B, T, 3, S, S) uint8 frames, for a generator that reads pixels
+    previous: torch.Tensor | None = None  # (B, C, g, g) the embedding of the frame before each clip (motion input)
 
     def to(self, device: torch.device | str) -> ClipBatch:
         """The batch with its tensors on ``device`` (sentences as they are)."""
@@ -79,6 +80,7 @@ class ClipItem:
     same_video: bool  # S_j names another object of the same video
     input_size: tuple[int, int]
     pixels: np.ndarray | None = None  # (T, 3, S, S) uint8
+    previous: np.ndarray | None = None  # (C, g, g) the frame before the clip in its sample (its first frame at the start)
 
 
 def shard_pairs(data: DataConfig, split: str, sam: FrozenSam) -> list[ShardPair]:
@@ -164,8 +166,9 @@ def sample_items(
     pixels: np.ndarray | None = None,
 ) -> Iterator[ClipItem]:
     """The ``wanted`` items of one sample (see ``clip_refs``), each with a negative: another object's expression of
-    the video, or another video's sentence when the video has one object (and the clip's frames when the sample's
-    ``pixels`` (W, 3, S, S) are given)."""
+    the video, or another video's sentence when the video has one object; with the embedding of the frame before the
+    clip (the motion input of its first frame: a clip sees its past as the online stream does), and the clip's frames
+    when the sample's ``pixels`` (W, 3, S, S) are given."""
     expressions = referring_expressions(meta)
     for ref in clip_refs(meta, clip_len):
         if ref not in wanted:
@@ -192,6 +195,7 @@ def sample_items(
             same_video=bool(others),
             input_size=input_size,
             pixels=None if pixels is None else pixels[frames.start : frames.stop],
+            previous=embeddings[max(frames.start - 1, 0)],
         )
 
 
@@ -300,6 +304,7 @@ def collate(items: list[ClipItem]) -> ClipBatch:
         same_video=torch.tensor([item.same_video for item in items]),
         input_sizes=torch.tensor([item.input_size for item in items]),
         pixels=None if items[0].pixels is None else stack("pixels"),
+        previous=None if items[0].previous is None else stack("previous").float(),
     )
 
 

@@ -44,10 +44,16 @@ class Generator(Protocol):
         ...
 
     def run(
-        self, frozen: FrozenEncoders, embeddings: torch.Tensor, pixels: torch.Tensor | None, sentences: list[str]
+        self,
+        frozen: FrozenEncoders,
+        embeddings: torch.Tensor,
+        pixels: torch.Tensor | None,
+        sentences: list[str],
+        previous: torch.Tensor | None = None,
     ) -> tuple[list[FrameOutput], torch.Tensor]:
         """Clips: embeddings (P, T, C, g, g) and pixels (P, T, 3, S, S) uint8 or None; B sentences -> outputs per frame,
-        (B, D).
+        (B, D). ``previous`` (P, C, g, g): the embedding of the frame before each clip, for a generator that reads motion
+        (None: the clips start their videos).
 
         P divides B and sentence b reads clip b mod P: clips that several sentences share (a clip's sentence and its
         negative, a video's expressions) are given once."""

@@ -180,10 +180,15 @@ class GroundingDinoGenerator(nn.Module):
         return {key: value.to(device) for key, value in encoded.items() if key in ("input_ids", "attention_mask", "token_type_ids")}
 
     def run(
-        self, frozen: FrozenEncoders, embeddings: torch.Tensor, pixels: torch.Tensor | None, sentences: list[str]
+        self,
+        frozen: FrozenEncoders,
+        embeddings: torch.Tensor,
+        pixels: torch.Tensor | None,
+        sentences: list[str],
+        previous: torch.Tensor | None = None,
     ) -> tuple[list[FrameOutput], torch.Tensor]:
         """Clips of pixels (P, T, 3, S, S) uint8 and B sentences, P dividing B (sentence b reads clip b mod P) -> one
-        output per frame and sentence features (B, D).
+        output per frame and sentence features (B, D); ``previous`` is not read (frames are independent here).
 
         The B x T rows go through the detector as one batch (frames are independent); the image backbone sees each of
         the P x T frames once."""

@@ -260,28 +260,36 @@ class ProposalGenerator(nn.Module):
         return config
 
     def run(
-        self, frozen: FrozenEncoders, embeddings: torch.Tensor, pixels: torch.Tensor | None, sentences: list[str]
+        self,
+        frozen: FrozenEncoders,
+        embeddings: torch.Tensor,
+        pixels: torch.Tensor | None,
+        sentences: list[str],
+        previous: torch.Tensor | None = None,
     ) -> tuple[list[FrameOutput], torch.Tensor]:
         """Clips (P, T, C, g, g) and B sentences, P dividing B (sentence b reads clip b mod P) -> one output per frame and
-        the pooled sentence features (B, D)."""
+        the pooled sentence features (B, D); ``previous`` (P, C, g, g): the frame before each clip (None: none)."""
         text = frozen.text(sentences)
-        return self(embeddings, text), text.pooled
+        return self(embeddings, text, previous), text.pooled
 
     def stream(self, frozen: FrozenEncoders, sentences: list[str]) -> ProposalStream:
         return ProposalStream(self, frozen, sentences)
 
-    def forward(self, embeddings: torch.Tensor, text: TextFeatures) -> list[FrameOutput]:
+    def forward(self, embeddings: torch.Tensor, text: TextFeatures, previous: torch.Tensor | None = None) -> list[FrameOutput]:
         """Run P clips (P, T, C, g, g) online for B sentences, P dividing B (sentence b reads clip b mod P); returns one
-        output per frame. What needs no past frame runs for all frames at once, the visual projection once per clip
-        (not per sentence); the decoder then steps frame by frame."""
+        output per frame. ``previous`` (P, C, g, g), the embedding of the frame before each clip, is the first frame's
+        motion input (None: the clip starts its video, no motion). What needs no past frame runs for all frames at once,
+        the visual projection once per clip (not per sentence); the decoder then steps frame by frame."""
         projected = self.project_text(text)
         clips, frames = embeddings.shape[:2]
         batch = projected.tokens.shape[0]
         if batch % clips:
             raise ValueError(f"{batch} sentences over {clips} clips: the clips must repeat a whole number of times")
-        previous = torch.cat([embeddings[:, :1], embeddings[:, :-1]], dim=1)  # frame 0 is its own past: no motion
-        visual = self.project_visual(self.visual_input(embeddings, previous).flatten(0, 1))  # (P * T, N, d)
-        rows = ((torch.arange(batch, device=visual.device) % clips)[:, None] * frames + torch.arange(frames, device=visual.device)).flatten()
+        first = embeddings[:, :1] if previous is None else previous[:, None]  # without a past, frame 0 is its own
+        visual = self.project_visual(self.visual_input(embeddings, torch.cat([first, embeddings[:, :-1]], dim=1)).flatten(0, 1))
+        rows = (
+            (torch.arange(batch, device=visual.device) % clips)[:, None] * frames + torch.arange(frames, device=visual.device)
+        ).flatten()
         clip = self.encode_tokens(visual[rows], projected.repeat_interleave(frames))
         memories = [[_frames(x, frames) for x in layer.image_memory(clip.tokens)] for layer in self.layers]
         per_frame = [_frames(x, frames) for x in (clip.tokens, clip.logits, clip.boxes)]

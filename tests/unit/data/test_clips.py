@@ -109,6 +109,7 @@ def test_an_epoch_shows_every_clip_once_across_the_workers(five_shards, shards: 
                 for row, sentence in enumerate(batch.sentences):
                     video, start = frame_of[batch.embeddings[row, 0].numpy().tobytes()]
                     seen[(video, sentence, start)] += 1
+                    assert frame_of[batch.previous[row].numpy().tobytes()] == (video, max(start - 1, 0))  # the frame before
         assert len(steps) == 1  # every rank runs the same number of steps
         assert seen == expected_items(used, clip_len)
 

@@ -73,6 +73,15 @@ def test_motion_input_is_the_difference_from_the_previous_frame(generator: Propo
     assert torch.allclose(first, zero_motion.logits, atol=1e-6)
 
 
+def test_a_clip_reads_the_frame_before_it_as_its_first_frame_s_past(generator: ProposalGenerator) -> None:
+    """A training clip cut from inside a video sees the motion from the frame before it, as the online stream does."""
+    clip, text = torch.randn(1, 3, 16, 8, 8), random_text(1)
+    whole = generator(clip, text)[1].token_logits  # frame 1 of the whole clip: its past is frame 0
+    cut = generator(clip[:, 1:], text, previous=clip[:, 0])[0].token_logits
+    assert torch.allclose(whole, cut, atol=1e-6)
+    assert not torch.allclose(whole, generator(clip[:, 1:], text)[0].token_logits, atol=1e-4)  # without it: no motion
+
+
 def test_language_guided_selection_depends_on_the_text(generator: ProposalGenerator) -> None:
     clip = torch.randn(1, 1, 16, 8, 8)
     a = generator(clip, random_text(1))[0].token_logits
