@@ -49,8 +49,8 @@ class ModelConfig:
     propagate: bool = True  # online query propagation from frame t-1
     enhancer_layers: int = 1  # feature enhancer: self-attention over a frame's text-fused visual tokens (position is relative)
     frame_difference: bool = True  # each visual token also sees its embedding minus frame t-1's (motion); zero on frame 0
-    sentence_film: bool = False  # the pooled sentence scales and shifts every visual token (FiLM) before the text fusion
-    enhancer_text_attention: bool = False  # each enhancer layer also cross-attends from the tokens to the sentence's tokens
+    sentence_film: bool = True  # the pooled sentence scales and shifts every visual token (FiLM) before the text fusion
+    enhancer_text_attention: bool = True  # each enhancer layer also cross-attends from the tokens to the sentence's tokens
     encoder_dtype: str = "float32"  # frozen SAM image and text encoders: float32 | bfloat16 (autocast; in the embedding identity)
     encoder_sdpa: bool = False  # SAM image-encoder attention through scaled_dot_product_attention (same result)
     encoder_channels_last: bool = False  # channels-last convolutions in the SAM image encoder
@@ -93,7 +93,7 @@ class LossConfig:
     lambda_v: float = 0.1
     lambda_conf: float = 1.0  # confidence head (trained here since no detector supplies it)
     lambda_select: float = 1.0  # language-guided query-selection scores
-    selection: str = "bce"  # the selection loss: bce (balanced, per token) | softmax (over the frame's tokens, onto those in the box)
+    selection: str = "softmax"  # the selection loss: bce (balanced, per token) | softmax (over the frame's tokens, onto those in the box)
     margin: float = 0.0  # triplet margin; the paper uses none
     textcon: bool = True
     modalcon: bool = True

@@ -70,8 +70,11 @@ def test_box_terms_use_the_top_confidence_proposal_of_the_final_level() -> None:
     # deep supervision of level 0: 5 * 0.5 + 2 * 0.75 (level 0 has no confidence loss); the tokens' own proposals
     # all equal the target: no dense term
     assert terms["aux"].item() == pytest.approx(4.0)
-    # selection: 2x2 grid centres at 0.25/0.75, all on the target box's border -> all positive, logits 0
-    assert terms["select"].item() == pytest.approx(math.log(2))
+    # selection: 2x2 grid centres at 0.25/0.75, all on the target box's border -> all positive, logits 0; the softmax
+    # over the 4 tokens onto all 4 gives log 4, the balanced BCE log 2
+    assert terms["select"].item() == pytest.approx(math.log(4))
+    bce = box_loss_terms([output], target, torch.tensor([[True]]), LossConfig(selection="bce"))
+    assert bce["select"].item() == pytest.approx(math.log(2))
 
 
 def test_absent_frames_and_rows_without_a_box_do_not_count() -> None:

@@ -26,6 +26,8 @@ from groprompt.training import require_validation_boxes, run_training
 from tests.helpers import REPO_ROOT, shard_and_embed
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)
+
+
 def without_object_ids(data: Path) -> None:
     """The valid expressions lose their object ids, as in the Ref-YouTube-VOS valid meta."""
     meta = data / "meta_expressions" / "valid" / "meta_expressions.json"

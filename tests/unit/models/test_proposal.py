@@ -114,7 +114,7 @@ def test_clips_shared_by_several_sentences_equal_the_clips_repeated(generator: P
 def test_sentence_film_starts_as_the_identity_and_then_reads_the_pooled_sentence() -> None:
     torch.manual_seed(0)
     film = ProposalGenerator(replace(TINY, sentence_film=True), image_dim=16, grid=8, text_dim=24).eval()
-    plain = ProposalGenerator(TINY, image_dim=16, grid=8, text_dim=24).eval()
+    plain = ProposalGenerator(replace(TINY, sentence_film=False), image_dim=16, grid=8, text_dim=24).eval()
     plain.load_state_dict({k: v for k, v in film.state_dict().items() if not k.startswith("film.")})
     text, clip = random_text(2), torch.randn(2, 2, 16, 8, 8)
     assert torch.allclose(film(clip, text)[1].boxes, plain(clip, text)[1].boxes)  # zero-initialised: scale 1, shift 0
