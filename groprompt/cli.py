@@ -47,7 +47,14 @@ def _inspect(args: argparse.Namespace) -> int:
 def _make_refshapes(args: argparse.Namespace) -> int:
     from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 
-    spec = RefShapesSpec(videos=args.videos, frames=args.frames, size=args.size, seed=args.seed)
+    spec = RefShapesSpec(
+        videos=args.videos,
+        frames=args.frames,
+        size=args.size,
+        seed=args.seed,
+        multi_object_share=args.multi_object_share,
+        leaves_frame_share=args.leaves_frame_share,
+    )
     write_refshapes(args.out, spec, valid_fraction=args.valid_fraction)
     print(f"wrote RefShapes to {args.out}")
     return 0
@@ -111,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--valid-fraction", type=float, default=0.25)
+    p.add_argument("--multi-object-share", type=float, default=0.0, help="chance of a sentence about several objects per video")
+    p.add_argument("--leaves-frame-share", type=float, default=0.0, help="chance of a sentence about an object leaving the frame")
     p.set_defaults(run=_make_refshapes)
 
     p = commands.add_parser("report", help="the loss ablation report (cf. GroPrompt Table 6) of evaluation summaries")

@@ -9,6 +9,11 @@
 ``obj_id`` is absent from the Ref-YouTube-VOS valid meta (``Expression.obj_id`` is then None); ``type`` is an
 optional tag (RefShapes) that becomes ``Expression.kind``. Ref-DAVIS17 and RefShapes use this reader.
 
+RefShapes alone may give a sentence about several objects: ``"obj_id": ["1", "3"]``. Its target is a group
+(``Video.groups``), numbered after the highest object id the video's sentences name (RefShapes names every object of
+its masks), one per distinct set of objects in meta order, as the MeViS reader numbers them; its mask is the union of
+its objects', its box their union box.
+
 The Ref-YouTube-VOS "valid" meta lists the valid (202) and the test (305) videos together; as in ReferFormer's
 ``inference_ytvos.py``, the videos of ``meta_expressions/test`` are dropped from "valid", and a dataset root without
 that file is refused for "valid" (its submission would hold the test videos). Only an annotation file given alone
@@ -46,8 +51,30 @@ def _obj_id(value: object, where: str) -> int | None:
     return obj_id
 
 
-def load_meta(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[Expression, ...]]]:
-    """Parse a meta_expressions.json: video id -> (frame names, expressions), in file order."""
+def _object_ids(value: object, where: str, several: bool) -> tuple[int, ...]:
+    """An expression's objects: none, one, or (only where ``several`` objects are allowed) a list of two or more ids."""
+    if not (several and isinstance(value, list)):
+        obj_id = _obj_id(value, where)
+        return () if obj_id is None else (obj_id,)
+    ids = [_obj_id(item, where) for item in value]
+    if len(ids) < 2 or None in ids or len(set(ids)) < len(ids):
+        raise DataError(f"{where}: an obj_id list must name two or more distinct objects, got {value!r}")
+    return tuple(sorted(obj for obj in ids if obj is not None))
+
+
+def _group_ids(targets: list[tuple[int, ...]]) -> dict[tuple[int, ...], int]:
+    """A group id for each distinct set of two or more objects, numbered after the highest object id named."""
+    first = max((obj for objects in targets for obj in objects), default=0) + 1
+    sets = dict.fromkeys(objects for objects in targets if len(objects) > 1)
+    return {objects: first + k for k, objects in enumerate(sets)}
+
+
+Meta = dict[str, tuple[tuple[str, ...], tuple[Expression, ...], dict[int, tuple[int, ...]]]]
+
+
+def load_meta(path: Path, several_objects: bool = False) -> Meta:
+    """Parse a meta_expressions.json: video id -> (frame names, expressions, groups), in file order; an ``obj_id`` list
+    (a sentence about several objects) is read only with ``several_objects``."""
     data = load_json(path, "the meta expressions file")
     if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
         raise DataError(f'{path}: expected an object with a "videos" object')
@@ -62,7 +89,7 @@ def load_meta(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[Expression, 
         expressions = entry.get("expressions")
         if not isinstance(expressions, dict):
             raise DataError(f'{where}: has no "expressions" object')
-        parsed = []
+        parsed = []  # (exp_id, sentence, objects, type)
         for exp_id, expression in expressions.items():
             exp_where = f"{where}, expression {exp_id!r}"
             if not isinstance(expression, dict) or not isinstance(expression.get("exp"), str):
@@ -73,15 +100,11 @@ def load_meta(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[Expression, 
             kind = expression.get("type", "")
             if not isinstance(kind, str):
                 raise DataError(f'{exp_where}: "type" must be a string')
-            parsed.append(
-                Expression(
-                    exp_id=str(exp_id),
-                    text=text,
-                    obj_id=_obj_id(expression.get("obj_id"), exp_where),
-                    kind=kind,
-                )
-            )
-        videos[str(video_id)] = (tuple(frames), tuple(parsed))
+            parsed.append((str(exp_id), text, _object_ids(expression.get("obj_id"), exp_where, several_objects), kind))
+        group_of = _group_ids([objects for _, _, objects, _ in parsed])
+        targets = [group_of.get(objects, objects[0] if objects else None) for _, _, objects, _ in parsed]
+        described = tuple(Expression(exp_id, text, target, kind) for (exp_id, text, _, kind), target in zip(parsed, targets))
+        videos[str(video_id)] = (tuple(frames), described, {group: objects for objects, group in group_of.items()})
     return videos
 
 
@@ -108,10 +131,12 @@ def read_referformer_layout(
     dataset: str,
     default_split: str = "valid",
     drop_test_from_valid: bool = False,
+    several_objects: bool = False,
 ) -> Iterator[Video]:
-    """Videos of a benchmark in the ReferFormer layout. The meta file is parsed now; frames lazily."""
+    """Videos of a benchmark in the ReferFormer layout (``obj_id`` lists only with ``several_objects``). The meta file
+    is parsed now; frames lazily."""
     meta, data_root, split = _locate(Path(root), split, default_split)
-    videos = load_meta(meta)
+    videos = load_meta(meta, several_objects)
     if drop_test_from_valid and split == "valid" and data_root is not None:
         test_meta = meta_path(data_root, "test")
         if not test_meta.is_file():
@@ -124,8 +149,8 @@ def read_referformer_layout(
     return _videos(videos, meta, data_root, split, dataset, with_boxes)
 
 
-def _videos(videos: dict, meta: Path, data_root: Path | None, split: str, dataset: str, with_boxes: bool) -> Iterator[Video]:
-    for video_id, (names, expressions) in videos.items():
+def _videos(videos: Meta, meta: Path, data_root: Path | None, split: str, dataset: str, with_boxes: bool) -> Iterator[Video]:
+    for video_id, (names, expressions, groups) in videos.items():
         frames = masks = None
         height = width = 0
         if data_root is not None:
@@ -147,6 +172,7 @@ def _videos(videos: dict, meta: Path, data_root: Path | None, split: str, datase
             frames=frames,
             masks=masks,
             annotation_file=meta,
+            groups=groups,
         )
         yield attach_boxes(video) if with_boxes else video
 
@@ -157,5 +183,6 @@ def read_ref_youtube_vos(root: str | Path, split: str | None = None, with_boxes:
 
 
 def read_refshapes(root: str | Path, split: str | None = None, with_boxes: bool = True) -> Iterator[Video]:
-    """The synthetic RefShapes benchmark (written in this layout, masks for every split, type tags)."""
-    return read_referformer_layout(root, split, with_boxes, dataset="refshapes")
+    """The synthetic RefShapes benchmark (written in this layout, masks for every split, type tags, sentences about
+    several objects)."""
+    return read_referformer_layout(root, split, with_boxes, dataset="refshapes", several_objects=True)

@@ -1,8 +1,9 @@
 """RefShapes: a synthetic referring-video benchmark, written in the Ref-YouTube-VOS layout.
 
 Videos show flat-coloured shapes moving on straight paths (``scene``); their expressions come from templates,
-carry a type tag (appearance, position, motion, appearance+motion) and are checked to be true of, and unique to,
-their object (``sentences``). ``make_video`` builds one video in memory (``video``); ``write_refshapes`` writes
+carry a type tag (appearance, position, motion, appearance+motion; in a share of the videos also multi-object, about a
+group of objects, and leaves-frame, about an object that leaves the frame) and are checked to be true of, and unique
+to, their target (``sentences``). ``make_video`` builds one video in memory (``video``); ``write_refshapes`` writes
 a whole benchmark to disk (``writer``), from a ``RefShapesSpec`` (``spec``).
 """
 

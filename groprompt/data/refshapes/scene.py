@@ -1,8 +1,9 @@
 """The RefShapes scene: flat-coloured shapes on straight paths over a textured, noisy background.
 
 Each scene holds 2-4 objects moving at constant speed; later objects occlude earlier ones and objects may leave
-the frame. Every scene holds at least one pair of objects that look identical and differ only in motion, so
-some sentences can be resolved only over time.
+the frame (a scene asked for a leaver sends one object, at random, wholly out of view by the last frame). Every scene
+holds at least one pair of objects that look identical and differ only in motion, so some sentences can be resolved
+only over time.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ MOTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (
 
 SPEED_RANGE = (2.0, 6.0)  # pixels per frame at 256 pixels; scales with the frame side
 EXIT_PROBABILITY = 0.35  # chance that a moving object is placed so that it leaves the frame
+LEAVER_SPEED_SLACK = 1.25  # a leaver moves at least this factor above the least speed that lets it leave
 CROSSING_PROBABILITY = 0.5  # chance that a video sends one moving object across another one
 FIRST_FRAME_VISIBLE = 0.8  # least visible fraction of every object in the first frame
 NOISE_AMPLITUDE = 10  # per-frame pixel noise, uniform in [-10, 10]
@@ -92,6 +94,16 @@ class ShapeObject:
         """The (K, 2) polygon (x, y) of the object in frame ``t``."""
         return UNIT_OUTLINES[self.shape] * self.radius + np.asarray(self.centre(t))
 
+    def in_view(self, t: int, size: int) -> bool:
+        """Whether the whole object lies inside a ``size``-pixel frame in frame ``t``, off its border pixels."""
+        outline = self.outline(t)
+        return bool(((outline >= 1) & (outline <= size - 2)).all())
+
+    def out_of_view(self, t: int, size: int) -> bool:
+        """Whether the object lies wholly beyond an edge of a ``size``-pixel frame in frame ``t``: none of it is drawn."""
+        outline = self.outline(t)
+        return bool((outline.max(axis=0) < -1).any() or (outline.min(axis=0) > size).any())
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -101,33 +113,36 @@ class Scene:
     ids: np.ndarray
 
 
-def sample_scene(rng: np.random.Generator, spec: RefShapesSpec, count: int) -> Scene | None:
-    """``count`` random objects and where they are visible; None when the draw fails ``_scene_is_valid``."""
-    objects = _sample_objects(rng, spec, count)
+def sample_scene(rng: np.random.Generator, spec: RefShapesSpec, count: int, leaver: bool = False) -> Scene | None:
+    """``count`` random objects and where they are visible, one of them sent out of the frame when ``leaver`` (and the
+    video has at least three frames); None when the draw fails ``_scene_is_valid``."""
+    objects = _sample_objects(rng, spec, count, leaver and spec.frames > 2)
     silhouettes = np.stack([[_silhouette(obj, t, spec.size) for t in range(spec.frames)] for obj in objects])
     ids = _id_maps(objects, silhouettes)
     return Scene(objects, ids) if _scene_is_valid(objects, silhouettes, ids) else None
 
 
-def _sample_objects(rng: np.random.Generator, spec: RefShapesSpec, count: int) -> tuple[ShapeObject, ...]:
-    """``count`` objects in random drawing order, two of which look identical."""
+def _sample_objects(rng: np.random.Generator, spec: RefShapesSpec, count: int, leaver: bool) -> tuple[ShapeObject, ...]:
+    """``count`` objects in random drawing order, two of which look identical; with ``leaver``, a random one of them
+    moves and leaves the frame (no crossing moves it)."""
     looks = [_random_look(rng)] * 2 + [_random_look(rng) for _ in range(count - 2)]
     order = rng.permutation(count)
+    leaving = int(rng.integers(1, count + 1)) if leaver else None
     objects = []
     for obj_id, slot in enumerate(order, start=1):
         shape, colour, size = looks[slot]
-        motion = str(rng.choice(list(MOTIONS)))
+        motion = str(rng.choice([m for m in MOTIONS if m != "still"] if obj_id == leaving else list(MOTIONS)))
         radius = SIZES[size] * spec.size
-        start, velocity = _path(rng, motion, radius, spec)
+        start, velocity = _path(rng, motion, radius, spec, leaves=obj_id == leaving)
         objects.append(ShapeObject(obj_id, shape, colour, size, motion, radius, start, velocity))
     if rng.random() < CROSSING_PROBABILITY:
-        return _with_crossing(rng, tuple(objects), spec.frames)
+        return _with_crossing(rng, tuple(objects), spec.frames, leaving)
     return tuple(objects)
 
 
-def _with_crossing(rng: np.random.Generator, objects: tuple[ShapeObject, ...], frames: int) -> tuple[ShapeObject, ...]:
-    """Move one moving object's path so that it passes over another object at a random frame."""
-    moving = [obj for obj in objects if obj.motion != "still"]
+def _with_crossing(rng: np.random.Generator, objects: tuple[ShapeObject, ...], frames: int, keep: int | None) -> tuple[ShapeObject, ...]:
+    """Move one moving object's path (never object ``keep``'s) so that it passes over another object at a random frame."""
+    moving = [obj for obj in objects if obj.motion != "still" and obj.obj_id != keep]
     if not moving:
         return objects
     mover = moving[int(rng.integers(len(moving)))]
@@ -147,20 +162,25 @@ def _random_look(rng: np.random.Generator) -> tuple[str, str, str]:
     return (str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(rng.choice(list(SIZES))))
 
 
-def _path(rng: np.random.Generator, motion: str, radius: float, spec: RefShapesSpec) -> tuple[tuple[float, float], tuple[float, float]]:
-    """A start inside the frame and a constant velocity; some moving objects are placed to leave the frame."""
+def _path(
+    rng: np.random.Generator, motion: str, radius: float, spec: RefShapesSpec, leaves: bool = False
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A start inside the frame and a constant velocity; some moving objects are placed to leave the frame, and one that
+    ``leaves`` always is, as fast as it must be to be gone by the last frame (given at least three frames)."""
     size = spec.size
     x, y = rng.uniform(radius, size - radius, 2)
     dx, dy = MOTIONS[motion]
     if motion == "still":
         return (float(x), float(y)), (0.0, 0.0)
     speed = rng.uniform(*SPEED_RANGE) * size / 256
+    if leaves:
+        speed = max(speed, LEAVER_SPEED_SLACK * (2 * radius + 1) / (spec.frames - 2))  # exit_lo < exit_hi below
     travel = speed * (spec.frames - 1)
     # ``ahead``: first-frame distance from the centre to the edge the object moves towards. The object is
     # whole in frames 0 and 1 once ahead >= radius + speed, and gone by the last frame if ahead < travel - radius.
     exit_lo, exit_hi = radius + speed, min(travel - radius - 1, size - radius)
     stay_lo, stay_hi = radius + travel, size - radius
-    if rng.random() < EXIT_PROBABILITY and exit_lo < exit_hi:
+    if (leaves or rng.random() < EXIT_PROBABILITY) and exit_lo < exit_hi:
         ahead = rng.uniform(exit_lo, exit_hi)
     elif stay_lo < stay_hi:
         ahead = rng.uniform(stay_lo, stay_hi)
@@ -203,7 +223,7 @@ def _scene_is_valid(objects: tuple[ShapeObject, ...], silhouettes: np.ndarray, i
         if visible[0] < FIRST_FRAME_VISIBLE * silhouette[0].sum():
             return False
         others = np.delete(silhouettes, index, axis=0).any(axis=0)
-        inside = [bool(((outline >= 1) & (outline <= size - 2)).all()) for outline in map(obj.outline, range(len(ids)))]
+        inside = [obj.in_view(t, size) for t in range(len(ids))]
         apart = [inside[t] and not (_grow(silhouette[t]) & others[t]).any() for t in range(len(ids))]
         if not inside[0] or sum(apart) < 2:
             return False

@@ -4,6 +4,8 @@
 <out>/<split>/Annotations/<video>/<frame>.png      DAVIS palette, object ids 1..n
 <out>/<split>/meta.json                            objects, their look and the frames they appear in
 <out>/meta_expressions/<split>/meta_expressions.json
+                                                   sentences, "obj_id" (["1", "3"]: a sentence about several objects)
+                                                   and "type"
 <out>/refshapes.json                               the spec; written last, it marks the output complete
 """
 
@@ -25,7 +27,7 @@ from groprompt.files import atomic_path, write_text_atomic
 from groprompt.outputs import write_index_png
 
 SPEC_FILE = "refshapes.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: multi-object (list-valued obj_id) and leaves-frame expressions
 JPEG_QUALITY = 90
 
 
@@ -117,11 +119,17 @@ def _meta_entry(video: SyntheticVideo) -> dict[str, Any]:
 
 
 def _expressions_entry(video: SyntheticVideo) -> dict[str, Any]:
-    """The ``meta_expressions.json`` entry of one video."""
+    """The ``meta_expressions.json`` entry of one video: a group target is written as the list of its objects' ids."""
     return {
-        "expressions": {e.exp_id: {"exp": e.text, "obj_id": str(e.obj_id), "type": e.kind} for e in video.expressions},
+        "expressions": {e.exp_id: {"exp": e.text, "obj_id": _written_obj_id(video, e.obj_id), "type": e.kind} for e in video.expressions},
         "frames": list(video.frame_names),
     }
+
+
+def _written_obj_id(video: SyntheticVideo, target: int | None) -> str | list[str]:
+    """An expression's ``obj_id`` in the meta: its object's id, or the ids of a group's objects."""
+    members = video.groups.get(target)
+    return str(target) if members is None else [str(obj) for obj in members]
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -29,7 +29,12 @@ ShardPairs = list[tuple[Path, Path]]
 def make_eval_shards(root: Path, max_side: int = 1024) -> tuple[Path, Path]:
     """Three 4-frame 128-pixel RefShapes videos in windows of 2 (two samples per video), with masks and tiny-SAM
     embeddings; manifests as the shard and embed stages write them. Returns (frames dir, embeddings dir)."""
-    write_refshapes(root / "refshapes", RefShapesSpec(videos=3, frames=4, size=128, seed=0), valid_fraction=0.25, progress=False)
+    write_refshapes(
+        root / "refshapes",
+        RefShapesSpec(videos=3, frames=4, size=128, seed=0, multi_object_share=0.5, leaves_frame_share=0.5),
+        valid_fraction=0.25,
+        progress=False,
+    )
     videos = [v for split in ("train", "valid") for v in read_videos("refshapes", root / "refshapes", split, with_boxes=False)]
     settings = ShardSettings(window=2, max_side=max_side, shard_bytes=40_000, with_masks=True)
     frames_dir, embeddings_dir = root / "frames", root / "embeddings"

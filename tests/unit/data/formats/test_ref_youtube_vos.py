@@ -136,6 +136,36 @@ def test_valid_drops_the_test_videos_and_refuses_without_the_test_meta(tmp_path)
     assert len(list(read_videos("refshapes", tmp_path))) == 3  # only Ref-YouTube-VOS mixes test into valid
 
 
+def test_refshapes_reads_a_sentence_about_several_objects_as_a_group(tmp_path):
+    """Objects 1-3; [3, 1] and [1, 3] are one group, numbered after object 3; [1, 2] the next one."""
+    expressions = {
+        "0": {"exp": "the square", "obj_id": "1", "type": "appearance"},
+        "1": {"exp": "the two red shapes", "obj_id": ["3", "1"], "type": "multi-object"},
+        "2": {"exp": "the circle", "obj_id": "3", "type": "appearance"},
+        "3": {"exp": "the red shapes", "obj_id": [1, 3], "type": "multi-object"},
+        "4": {"exp": "the squares", "obj_id": ["1", "2"], "type": "multi-object"},
+    }
+    videos = {"v": {"expressions": expressions, "frames": ["00000", "00001"]}}
+    masks = {"v": [box_map({1: (2, 3, 6, 5), 2: (8, 8, 10, 10), 3: (20, 10, 24, 14)}), box_map({2: (8, 8, 10, 10)})]}
+    write_dataset(tmp_path, "train", videos, masks)
+    (video,) = read_videos("refshapes", tmp_path, "train")
+    assert [e.obj_id for e in video.expressions] == [1, 4, 3, 4, 5]
+    assert video.groups == {4: (1, 3), 5: (1, 2)} and video.object_ids == (1, 3, 4, 5)
+    assert video.boxes[4] == ((2.0, 3.0, 24.0, 14.0), None)  # the union box; neither object in frame 1
+    assert video.boxes[5] == ((2.0, 3.0, 10.0, 10.0), (8.0, 8.0, 10.0, 10.0))  # object 2 alone in frame 1
+    write_dataset(tmp_path, "valid", videos, {})  # Ref-YouTube-VOS has no such sentences: a list is refused
+    with pytest.raises(DataError, match=r"expression '1': obj_id \['3', '1'\] is not an integer"):
+        list(read_videos("ref-youtube-vos", tmp_path / "meta_expressions" / "valid" / "meta_expressions.json"))
+
+
+@pytest.mark.parametrize("obj_id", [["1"], ["1", "1"], ["1", None], []])
+def test_refshapes_refuses_an_obj_id_list_of_fewer_than_two_distinct_objects(tmp_path, obj_id):
+    path = _meta(tmp_path, json.dumps({"videos": {"v": {"frames": ["0"], "expressions": {"3": {"exp": "x", "obj_id": obj_id}}}}}))
+    with pytest.raises(DataError, match="expression '3': an obj_id list must name two or more distinct objects") as error:
+        read_videos("refshapes", path)
+    assert str(path) in str(error.value)
+
+
 def _meta(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "meta.json"
     path.write_text(text)

@@ -17,10 +17,15 @@ def centroid(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.mean(), ys.mean()])
 
 
+def touches_border(mask: np.ndarray) -> bool:
+    """Whether a mask has a pixel in the frame's first or last row or column."""
+    return bool(mask[[0, -1]].any() or mask[:, [0, -1]].any())
+
+
 def stands_apart(ids: np.ndarray, obj_id: int) -> bool:
     """Whether an object is wholly in view: present, off the border, and touching no other object."""
     mask = ids == obj_id
-    if not mask.any() or mask[[0, -1]].any() or mask[:, [0, -1]].any():
+    if not mask.any() or touches_border(mask):
         return False
     ring = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~mask
     return not ids[ring].any()

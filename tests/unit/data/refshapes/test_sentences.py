@@ -1,4 +1,5 @@
-"""The expressions: every object has two, every type occurs, and each is true and unique by an independent check."""
+"""The expressions: every object has two, every type occurs, and each is true and unique by an independent check
+(a multi-object one of exactly its group's objects, a leaves-frame one of the only object of its look that leaves)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from groprompt.data.refshapes.scene import COLOURS, SHAPES, SIZES
 from groprompt.data.refshapes.sentences import KINDS
 from groprompt.data.refshapes.spec import RefShapesSpec
 from groprompt.data.refshapes.video import SyntheticVideo
-from tests.unit.data.refshapes.pixels import centroid, measured_motion
+from tests.unit.data.refshapes.pixels import centroid, measured_motion, touches_border
 
 MOTION_WORDS = {"left": "left", "right": "right", "up": "up", "upwards": "up", "down": "down", "downwards": "down"}
+COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5}
+LEAVING_WORDS = ("leaves the frame", "out of the frame", "out of view")
 POSITION_WORDS = {
     "left": "left",
     "leftmost": "left",
@@ -21,18 +24,31 @@ POSITION_WORDS = {
 }
 
 
-def parse(text: str) -> dict[str, str | None]:
-    """What a sentence names: a position ("on the left", "the highest ...") or else a motion, and a look."""
-    words = text.split()
+def singular(word: str) -> str:
+    """``circles`` -> ``circle``, ``crosses`` -> ``cross``, ``objects`` -> ``object``; other words as they are."""
+    for ending in ("es", "s"):
+        if word.endswith(ending) and word[: -len(ending)] in (*SHAPES, "object", "shape"):
+            return word[: -len(ending)]
+    return word
+
+
+def parse(text: str) -> dict[str, str | int | bool | None]:
+    """What a sentence names: leaving the frame, a position ("on the left", "the highest ...") or else a motion, a look,
+    and whether it speaks of several objects (a plural noun) and how many (a number word)."""
+    words = [singular(word) for word in text.split()]
     pick = lambda vocabulary: next((w for w in words if w in vocabulary), None)  # noqa: E731
+    leaves = any(phrase in text for phrase in LEAVING_WORDS)
     placed = " on the " in text or " at the " in text or bool({"leftmost", "rightmost", "highest", "lowest"} & set(words))
     still = "still" in words or "not" in words
     return {
         "shape": pick(SHAPES),
         "colour": pick(COLOURS),
         "size": pick(SIZES),
-        "motion": None if placed else "still" if still else MOTION_WORDS.get(pick(MOTION_WORDS) or ""),
+        "motion": None if placed or leaves else "still" if still else MOTION_WORDS.get(pick(MOTION_WORDS) or ""),
         "position": POSITION_WORDS.get(pick(POSITION_WORDS) or "") if placed else None,
+        "leaves": leaves,
+        "plural": words != text.split(),
+        "count": COUNT_WORDS.get(pick(COUNT_WORDS) or ""),
     }
 
 
@@ -56,6 +72,7 @@ def test_every_expression_is_true_and_unique_by_an_independent_check(spec: RefSh
                 (False, True, False): "motion",
                 (True, True, False): "appearance+motion",
             }.get((names_look, words["motion"] is not None, words["position"] is not None), "position")
+            expected_kind = "multi-object" if words["plural"] else "leaves-frame" if words["leaves"] else expected_kind
             assert expression.kind == expected_kind, expression
             candidates = [
                 obj
@@ -63,6 +80,18 @@ def test_every_expression_is_true_and_unique_by_an_independent_check(spec: RefSh
                 if all(words[name] in (None, getattr(obj, name)) for name in ("shape", "colour", "size"))
                 and (words["motion"] is None or motion[obj.obj_id] == words["motion"])
             ]
+            if words["plural"]:
+                members = [obj.obj_id for obj in candidates]
+                assert list(video.groups[expression.obj_id]) == members and 2 <= len(members) < len(video.objects), expression
+                assert words["count"] in (None, len(members)), expression
+                continue
+            if words["leaves"]:
+                masks = [[ids == obj.obj_id for ids in video.ids] for obj in candidates]
+                leaving = [any(touches_border(m[t]) and not m[-1].any() for t in range(spec.frames)) for m in masks]
+                never_at_the_border = [not any(map(touches_border, m)) for m in masks]
+                assert [obj.obj_id for obj, gone in zip(candidates, leaving) if gone] == [expression.obj_id], expression
+                assert sum(never_at_the_border) == len(candidates) - 1, expression
+                continue
             if words["position"] is None:
                 assert [obj.obj_id for obj in candidates] == [expression.obj_id], expression
                 continue

@@ -1,4 +1,5 @@
-"""Writing to disk: the Ref-YouTube-VOS layout, byte-for-byte determinism, resuming, and refusing another spec."""
+"""Writing to disk: the Ref-YouTube-VOS layout (a multi-object expression's obj_id lists its objects), read back with
+its groups, byte-for-byte determinism, resuming, and refusing another spec."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from groprompt.data.formats import read_videos
 from groprompt.data.refshapes.sentences import KINDS
 from groprompt.data.refshapes.spec import RefShapesSpec
 from groprompt.data.refshapes.video import make_video
@@ -38,7 +40,11 @@ def test_written_layout_matches_ref_youtube_vos(tmp_path: Path, small_spec: RefS
             assert sorted(objects_meta[vid]["objects"]) == [str(obj.obj_id) for obj in video.objects]
             for expression in entry["expressions"].values():
                 assert set(expression) == {"exp", "obj_id", "type"} and expression["type"] in KINDS
-                assert expression["obj_id"] in objects_meta[vid]["objects"]
+                several = isinstance(expression["obj_id"], list)
+                assert several == (expression["type"] == "multi-object")
+                named = expression["obj_id"] if several else [expression["obj_id"]]
+                assert set(named) <= set(objects_meta[vid]["objects"]) and len(set(named)) == len(named)
+                assert (len(named) >= 2) == several
             for t, name in enumerate(entry["frames"]):
                 with Image.open(tmp_path / split / "JPEGImages" / vid / f"{name}.jpg") as image:
                     assert image.format == "JPEG" and image.size == (small_spec.size, small_spec.size)
@@ -46,6 +52,23 @@ def test_written_layout_matches_ref_youtube_vos(tmp_path: Path, small_spec: RefS
                 assert np.array_equal(ids, video.ids[t])
     assert json.loads((tmp_path / SPEC_FILE).read_text())["spec"]["seed"] == small_spec.seed
     assert not list(tmp_path.rglob(".*")), "no temporary files are left behind"
+
+
+def test_read_back_a_multi_object_expression_targets_the_union_of_its_objects(tmp_path: Path, small_spec: RefShapesSpec) -> None:
+    write_refshapes(tmp_path, small_spec, valid_fraction=0.25, progress=False)
+    read = {v.video_id: v for split in ("train", "valid") for v in read_videos("refshapes", tmp_path, split)}
+    grouped = 0
+    for index in range(small_spec.videos):
+        video = make_video(small_spec, index)
+        back = read[video.video_id]
+        assert back.expressions == video.expressions and back.groups == video.groups
+        for group, members in video.groups.items():
+            grouped += 1
+            for t, ids in enumerate(video.ids):  # the union box of the members' pixels, None where none is in view
+                ys, xs = np.nonzero(np.isin(ids, members))
+                expected = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else None
+                assert back.boxes[group][t] == expected
+    assert grouped > 0
 
 
 def test_writing_is_deterministic_resumable_and_refuses_another_spec(tmp_path: Path, small_spec: RefShapesSpec) -> None:
