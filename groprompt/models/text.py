@@ -91,12 +91,11 @@ class FrozenTextEncoder(nn.Module):
 
     @torch.inference_mode()
     def _encode_into_cache(self, sentences: list[str]) -> None:
-        batch = self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
-        with encoder_autocast(self.device.type, self.compute_dtype):
-            hidden = self.model(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].bool()
-        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # mean pooling, as MiniLM is trained
-        pooled = nn.functional.normalize(pooled, dim=-1)
-        for i, sentence in enumerate(sentences):
-            n = int(mask[i].sum())
-            self._cache[sentence] = (hidden[i, :n].clone(), pooled[i].clone())
+        """Encode each sentence alone: its features then do not depend on which sentences first came with it (padding
+        to a batch's longest sentence changes the float rounding), so a resumed run sees the features it had."""
+        for sentence in sentences:
+            tokens = self.tokenizer([sentence], truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            with encoder_autocast(self.device.type, self.compute_dtype):
+                hidden = self.model(**tokens).last_hidden_state.float()[0]
+            pooled = nn.functional.normalize(hidden.mean(0), dim=-1)  # mean pooling, as MiniLM is trained
+            self._cache[sentence] = (hidden.clone(), pooled.clone())

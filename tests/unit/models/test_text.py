@@ -38,3 +38,13 @@ def test_frozen_and_stays_in_eval(encoder: FrozenTextEncoder) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         FrozenTextEncoder(tmp_path)
+
+
+def test_a_sentences_features_do_not_depend_on_the_sentences_first_encoded_with_it() -> None:
+    """Each sentence is encoded alone, so a run resumed with an empty cache sees exactly the features it had."""
+    sentence = "the red circle"
+    first, second = FrozenTextEncoder(), FrozenTextEncoder()
+    alone = first([sentence])
+    together = second(["a dog jumping over the fence on the left", sentence])
+    assert torch.equal(together.pooled[1], alone.pooled[0])
+    assert torch.equal(together.tokens[1, : int(together.mask[1].sum())], alone.tokens[0])
