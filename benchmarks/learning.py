@@ -92,7 +92,7 @@ def sentence_blind_box_iou(config: Config) -> dict[str, float]:
             expressions = referring_expressions(sample.meta)
             if not expressions:
                 continue
-            drawn = SentenceBlindBoxes().prompts(sample.meta, expressions, None).boxes
+            drawn = SentenceBlindBoxes().prompts(sample.meta, expressions, None).union_boxes()
             for row, expression in enumerate(expressions):
                 truth = ground_truth_boxes(sample.meta, expression["obj_id"])
                 present = np.isfinite(truth).all(axis=1)

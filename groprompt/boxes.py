@@ -11,6 +11,22 @@ def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
 
 
+def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4) corner boxes to centre-size boxes."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
+
+
+def union_box(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4) the box around the finite boxes of (..., K, 4) xyxy boxes (rows with a NaN are left out); all NaN
+    where none is finite."""
+    finite = torch.isfinite(boxes).all(-1, keepdim=True)
+    low = torch.where(finite, boxes, torch.inf).amin(-2)
+    high = torch.where(finite, boxes, -torch.inf).amax(-2)
+    union = torch.cat([low[..., :2], high[..., 2:]], dim=-1)
+    return torch.where(finite.any(-2), union, torch.nan)
+
+
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """Area of (..., 4) xyxy boxes (zero for degenerate ones)."""
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)

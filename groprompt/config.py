@@ -62,6 +62,8 @@ class ModelConfig:
     segmentor_weights: str | None = None  # sam-hq / sam2 segmentor: local save_pretrained folder (config, weights, processor)
     segmentor_dtype: str = "float32"  # sam-hq / sam2 segmentor weights and activations: float32 | bfloat16 | float16
     sam2_prompt_score: float = 0.5  # sam2: a box prompts SAM 2 (over its memory) when the generator's confidence reaches this
+    multi_object: bool = False  # set mode: a box per object a sentence names (Hungarian-matched); off: one box, the union's
+    set_score_threshold: float = 0.5  # set mode: the boxes whose confidence reaches this are kept and their masks unioned
 
     def __post_init__(self) -> None:
         _require(self.proposal in PROPOSALS, "model.proposal", f"must be one of {', '.join(PROPOSALS)}", self.proposal)
@@ -77,9 +79,10 @@ class ModelConfig:
         dtypes = f"must be one of {', '.join(EMBED_DTYPES)}"
         _require(self.segmentor_dtype in EMBED_DTYPES, "model.segmentor_dtype", dtypes, self.segmentor_dtype)
         _require(0 <= self.sam2_prompt_score <= 1, "model.sam2_prompt_score", "must be in [0, 1]", self.sam2_prompt_score)
+        _require(0 <= self.set_score_threshold <= 1, "model.set_score_threshold", "must be in [0, 1]", self.set_score_threshold)
 
 
-SEGMENTOR_KEYS = ("segmentor_weights", "segmentor_dtype", "sam2_prompt_score")
+SEGMENTOR_KEYS = ("segmentor_weights", "segmentor_dtype", "sam2_prompt_score", "set_score_threshold")
 """ModelConfig keys that choose how boxes become masks, not the trained model: a run keeps its own (``with_model_of``)."""
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from groprompt.boxes import cxcywh_to_xyxy
+from groprompt.boxes import cxcywh_to_xyxy, union_box, xyxy_to_cxcywh
 from groprompt.config import LossConfig
 from groprompt.data.clips import ClipBatch
-from groprompt.losses import box_loss_terms, modalcon_loss, textcon_loss, total_loss
+from groprompt.losses import box_loss_terms, modalcon_loss, set_loss_terms, textcon_loss, total_loss
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.generator import Generator
 from groprompt.models.modalcon import ModalConHead
@@ -21,9 +21,13 @@ def to_prompt_coordinates(boxes: torch.Tensor, input_sizes: torch.Tensor) -> tor
 
 
 def compute_losses(
-    proposal: Generator, modalcon: ModalConHead, frozen: FrozenEncoders, batch: ClipBatch, config: LossConfig
+    proposal: Generator, modalcon: ModalConHead, frozen: FrozenEncoders, batch: ClipBatch, config: LossConfig, multi_object: bool = False
 ) -> dict[str, torch.Tensor]:
     """All loss terms of paper eq. 1-4 for a batch, plus ``total``, with the weights that apply to the generator.
+
+    ``multi_object`` (the set mode) trains a box per object a sentence names (``set_loss_terms``) instead of one box
+    per sentence, the union's (``box_loss_terms``); TextCon's positive is then, per frame, the sentence's object
+    nearest its top box, so that both contrastive terms still compare the one top box per frame.
 
     Both sentences of each pair run through the proposal generator as one batch of 2B: each is the
     other's negative (TextCon, ModalCon) when both name objects of the same video (``batch.same_video``), and each
@@ -35,7 +39,13 @@ def compute_losses(
     targets = torch.cat([batch.boxes, batch.negative_boxes])
     valid = torch.cat([batch.valid, batch.negative_valid])
     outputs, sentence_features = proposal.run(frozen, batch.embeddings, batch.pixels, batch.sentences + batch.negatives, batch.previous)
-    terms = box_loss_terms(outputs, targets, valid, config)
+    if multi_object:
+        members, present = batch.target_sets()
+        annotated = torch.ones_like(valid) if batch.annotated is None else torch.cat([batch.annotated, batch.annotated])
+        about_clip = torch.cat([torch.ones_like(batch.same_video), batch.same_video])  # another video's sentence: no say
+        terms = set_loss_terms(outputs, members, present, annotated & about_clip[:, None], config)
+    else:
+        terms = box_loss_terms(outputs, targets, valid, config)
 
     if config.textcon or config.modalcon:
         sizes = torch.cat([batch.input_sizes, batch.input_sizes])
@@ -46,6 +56,8 @@ def compute_losses(
         # its own object is in the clip (TextCon's positive is its ground-truth box).
         rows = valid.any(1) & torch.cat([batch.same_video, batch.same_video])
         if config.textcon:
+            if multi_object:
+                targets = nearest_members(predicted, members, present)
             ground_truth = _embed(frozen, to_prompt_coordinates(targets, sizes))
             terms["textcon"] = textcon_loss(prompts, ground_truth, prompts.roll(size, 0), valid, rows, config.margin)
         if config.modalcon:
@@ -56,6 +68,13 @@ def compute_losses(
     return terms
 
 
+def nearest_members(boxes: torch.Tensor, members: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(R, T, 4) per row and frame, the present member box (members (R, T, M, 4), present (R, T, M)) with the least
+    L1 distance to ``boxes`` (R, T, 4); any where none is present."""
+    distance = (members - boxes[:, :, None, :].detach()).abs().sum(-1).masked_fill(~present, float("inf"))
+    return members.gather(2, distance.argmin(-1)[..., None, None].expand(-1, -1, 1, 4))[:, :, 0]
+
+
 def _embed(frozen: FrozenEncoders, boxes: torch.Tensor) -> torch.Tensor:
     """(N, T, 4) prompt-space xyxy boxes to (N, T, 2, C) prompt-encoder embeddings."""
     n, t = boxes.shape[:2]
@@ -64,12 +83,22 @@ def _embed(frozen: FrozenEncoders, boxes: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_boxes(
-    proposal: Generator, frozen: FrozenEncoders, embeddings: torch.Tensor, sentences: list[str], pixels: torch.Tensor | None = None
+    proposal: Generator,
+    frozen: FrozenEncoders,
+    embeddings: torch.Tensor,
+    sentences: list[str],
+    pixels: torch.Tensor | None = None,
+    set_threshold: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-confidence boxes (B, T, 4) normalised cxcywh and their confidences (B, T) of B sentences over P clips
     (``embeddings`` (P, T, C, g, g); ``pixels`` (P, T, 3, S, S) uint8 for a generator that reads them), online over
-    frames; P divides B and sentence b reads clip b mod P."""
+    frames; P divides B and sentence b reads clip b mod P. In the set mode (``set_threshold``) each frame's box is the
+    union box of the kept boxes (NaN where none is kept) and its confidence the highest."""
     outputs, _ = proposal.run(frozen, embeddings, pixels, sentences)
-    boxes = torch.stack([output.top_boxes() for output in outputs], dim=1)
-    scores = torch.stack([output.top_scores() for output in outputs], dim=1)
-    return boxes, scores
+    if set_threshold is None:
+        return torch.stack([output.top_boxes() for output in outputs], dim=1), torch.stack(
+            [output.top_scores() for output in outputs], dim=1
+        )
+    kept = [output.kept_boxes(set_threshold) for output in outputs]
+    boxes = torch.stack([xyxy_to_cxcywh(union_box(cxcywh_to_xyxy(frame_boxes))) for frame_boxes, _ in kept], dim=1)
+    return boxes, torch.stack([scores.amax(-1) for _, scores in kept], dim=1)

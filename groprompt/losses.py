@@ -8,6 +8,7 @@ from torch import nn
 
 from groprompt.boxes import cxcywh_to_xyxy, generalized_box_iou
 from groprompt.config import LossConfig
+from groprompt.matching import hungarian_match, matching_cost
 from groprompt.models.proposal import FrameOutput
 
 
@@ -56,6 +57,84 @@ def _confidence_loss(boxes: torch.Tensor, target: torch.Tensor, logits: torch.Te
     return torch.cat([torch.zeros_like(per_level[:1]), per_level[1:]])
 
 
+def set_loss_terms(
+    outputs: list[FrameOutput], members: torch.Tensor, present: torch.Tensor, scored: torch.Tensor, config: LossConfig
+) -> dict[str, torch.Tensor]:
+    """The set mode's (``model.multi_object``) version of ``box_loss_terms``: every object a sentence names has its box.
+
+    members (R, T, M, 4) normalised cxcywh boxes of each sentence's objects, present (R, T, M) where they exist;
+    scored (R, T) the frames whose confidences are trained (annotated frames of a sentence about the clip's video:
+    there, no present object means that no query should be confident). Per frame and level, queries are matched one
+    to one to the present objects (``hungarian_match``: lambda_r L1 + lambda_g (1 - GIoU) - lambda_conf confidence):
+    - ``l1``, ``giou``: of the final level's matched queries, averaged over the frame's objects;
+    - ``conf``: a sigmoid focal loss (Grounding DINO's) on every query of the final level, matched ones positive,
+      summed and divided by the number of objects (at least one), so that how many boxes to keep is learned;
+    - ``aux``: the same box and confidence terms on the earlier levels (level 0: boxes only), and the dense loss on
+      the own proposals of the tokens inside an object's box (each token against the object nearest its centre);
+    - ``select``: tokens inside any object's box are the positives of query selection.
+    Box terms are averaged over the rows with an object in some frame, ``conf`` over the rows with a scored frame.
+    """
+    sums = {name: members.new_zeros(members.shape[0]) for name in ("l1", "giou", "conf", "select", "aux")}
+    for t, output in enumerate(outputs):
+        targets, exists = members[:, t], present[:, t]  # (R, M, 4), (R, M)
+        boxed, count = exists.any(-1).float(), exists.sum(-1).clamp(min=1).float()
+        l1, giou, confidence = _matched_terms(output.boxes, output.logits, targets, exists, config)  # (L, R) each
+        sums["l1"] += l1[-1] / count * boxed
+        sums["giou"] += giou[-1] / count * boxed
+        sums["conf"] += confidence[-1] / count * scored[:, t].float()
+        earlier = (config.lambda_r * l1[:-1] + config.lambda_g * giou[:-1]) / count * boxed + config.lambda_conf * confidence[
+            :-1
+        ] / count * scored[:, t].float()
+        inside, nearest = _inside_members(output.token_centres, targets, exists)
+        dense = _token_targets_loss(output.token_boxes, targets.gather(1, nearest[..., None].expand(-1, -1, 4)), inside, config)
+        sums["aux"] += earlier.sum(0) + dense * boxed
+        first = targets.gather(1, exists.float().argmax(-1)[:, None, None].expand(-1, 1, 4))[:, 0, :2]
+        if output.token_logits.shape[-1]:
+            sums["select"] += _selection_loss(output.token_logits, output.token_centres, inside, first, config.selection) * boxed
+    has_box = present.flatten(1).any(1)
+    terms = {name: masked_mean(value, has_box) for name, value in sums.items() if name != "conf"}
+    return {**terms, "conf": masked_mean(sums["conf"], scored.any(1))}
+
+
+def _matched_terms(
+    boxes: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, exists: torch.Tensor, config: LossConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(L, R) summed L1, summed (1 - GIoU) of the matched queries and the focal confidence loss of every query, per
+    level, of boxes (L, R, Q, 4) and logits (L, R, Q) against the present ``targets`` (R, M, 4); level 0 has no
+    confidence head (its confidence loss is zero and its matching uses boxes only)."""
+    levels = boxes.shape[0]
+    probabilities = torch.sigmoid(logits)
+    scale = torch.tensor([0.0] + [config.lambda_conf] * (levels - 1), device=boxes.device)[:, None, None]
+    cost = matching_cost(boxes, targets[None].expand(levels, -1, -1, -1), probabilities * scale, config.lambda_r, config.lambda_g, 1.0)
+    matched = hungarian_match(cost, exists[None].expand(levels, -1, -1))  # (L, R, Q)
+    assigned = matched >= 0
+    picked = targets[None].expand(levels, -1, -1, -1).gather(2, matched.clamp(min=0)[..., None].expand(-1, -1, -1, 4))
+    l1 = ((boxes - picked).abs().sum(-1) * assigned).sum(-1)
+    giou = ((1 - generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(picked))) * assigned).sum(-1)
+    focal = sigmoid_focal_loss(logits, assigned.to(logits.dtype)).sum(-1)
+    return l1, giou, torch.cat([torch.zeros_like(focal[:1]), focal[1:]])
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Element-wise focal loss (Lin et al.) of sigmoid confidences against 0/1 targets, as Deformable DETR and
+    Grounding DINO train their confidences."""
+    probabilities = torch.sigmoid(logits)
+    cross_entropy = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    miss = probabilities * (1 - targets) + (1 - probabilities) * targets
+    return (alpha * targets + (1 - alpha) * (1 - targets)) * cross_entropy * miss**gamma
+
+
+def _inside_members(centres: torch.Tensor, targets: torch.Tensor, exists: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, N) 1.0 where token n's centre lies in a present object's box (targets (R, M, 4), exists (R, M)), and
+    (R, N) the index of the present object whose centre is nearest among those whose box holds it."""
+    inside = (
+        torch.stack([inside_box(centres, targets[:, m]) for m in range(targets.shape[1])], dim=1) * exists[..., None].float()
+    )  # (R, M, N)
+    distance = (centres[None, None] - targets[:, :, None, :2]).square().sum(-1)  # (R, M, N)
+    nearest = distance.masked_fill(inside == 0, float("inf")).argmin(1)
+    return inside.amax(1), nearest
+
+
 def masked_mean(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """The mean of ``values`` over the rows where ``rows`` is True (0 when there are none)."""
     rows = rows.to(values.dtype)
@@ -73,10 +152,14 @@ def inside_box(centres: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def token_box_loss(token_boxes: torch.Tensor, centres: torch.Tensor, target: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """(B,) lambda_r L1 + lambda_g GIoU of the own proposals (B, N, 4) of the tokens inside the target box, averaged
     over them (0 where none is inside, or the generator has no per-token proposals)."""
-    inside = inside_box(centres, target)
-    expanded = target[:, None, :].expand_as(token_boxes)
-    l1 = (token_boxes - expanded).abs().sum(-1)
-    giou = 1 - generalized_box_iou(cxcywh_to_xyxy(token_boxes), cxcywh_to_xyxy(expanded))
+    return _token_targets_loss(token_boxes, target[:, None, :].expand_as(token_boxes), inside_box(centres, target), config)
+
+
+def _token_targets_loss(token_boxes: torch.Tensor, targets: torch.Tensor, inside: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """(B,) lambda_r L1 + lambda_g GIoU of each token's own proposal (B, N, 4) against its target (B, N, 4), averaged
+    over the tokens where ``inside`` (B, N) is 1."""
+    l1 = (token_boxes - targets).abs().sum(-1)
+    giou = 1 - generalized_box_iou(cxcywh_to_xyxy(token_boxes), cxcywh_to_xyxy(targets))
     return ((config.lambda_r * l1 + config.lambda_g * giou) * inside).sum(1) / inside.sum(1).clamp(min=1)
 
 
@@ -90,9 +173,16 @@ def selection_loss(token_logits: torch.Tensor, centres: torch.Tensor, target: to
     """
     if token_logits.shape[-1] == 0:  # a generator without token scores (Grounding DINO keeps its own selection)
         return token_logits.new_zeros(token_logits.shape[0])
-    inside = inside_box(centres, target)
+    return _selection_loss(token_logits, centres, inside_box(centres, target), target[:, :2], kind)
+
+
+def _selection_loss(
+    token_logits: torch.Tensor, centres: torch.Tensor, inside: torch.Tensor, fallback: torch.Tensor, kind: str
+) -> torch.Tensor:
+    """``selection_loss`` with the positives given (B, N), and the point (B, 2) whose nearest token is the positive
+    where there are none (softmax)."""
     if kind == "softmax":
-        nearest = (centres[None] - target[:, None, :2]).square().sum(-1).argmin(-1)
+        nearest = (centres[None] - fallback[:, None, :]).square().sum(-1).argmin(-1)
         fallback = nn.functional.one_hot(nearest, centres.shape[0]).to(inside.dtype)
         wanted = torch.where(inside.sum(1, keepdim=True) > 0, inside, fallback)
         wanted = wanted / wanted.sum(1, keepdim=True)

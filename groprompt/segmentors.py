@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from groprompt.config import ModelConfig
+from groprompt.errors import ConfigError
 from groprompt.models.sam import FrozenSam
 
 if TYPE_CHECKING:
@@ -127,6 +128,26 @@ def open_stream(segmentor: Segmentor | VideoSegmentor, objects: int) -> Segmento
     if isinstance(segmentor, VideoSegmentor):
         return segmentor.open(objects)
     return FrameStream(segmentor)
+
+
+def step_sets(
+    stream: SegmentorStream,
+    frame: np.ndarray | None,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    embedding: torch.Tensor | None = None,
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Bool masks (N, H, W) of N objects on the stream's next frame, each prompted by K xyxy boxes (N, K, 4; a NaN row:
+    no box) with confidences (N, K): the union of its boxes' masks (the set mode, ``model.multi_object``). With K = 1
+    this is ``stream.step``; several boxes per object need a stream without memory (SAM 2 tracks one box per object)."""
+    n, slots = boxes.shape[:2]
+    if slots == 1:
+        return stream.step(frame, boxes[:, 0], scores[:, 0], embedding=embedding, size=size)
+    if stream.stateful:
+        raise ValueError("a segmentor with memory takes one box per object, not a set")
+    masks = stream.step(frame, boxes.reshape(-1, 4), scores.reshape(-1), embedding=embedding, size=size)
+    return masks.reshape(n, slots, *masks.shape[1:]).any(axis=1)
 
 
 def check_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -367,6 +388,17 @@ def build_segmentor(
     if name not in SEGMENTORS:
         raise ValueError(f"unknown segmentor {name!r}; known: {sorted(SEGMENTORS)}")
     return SEGMENTORS[name](sam, config or ModelConfig(), **options)
+
+
+def check_segmentor(name: str, config: ModelConfig) -> None:
+    """ConfigError, before any worker starts, unless the segmentor can turn this model's boxes into masks: its weights
+    (``check_segmentor_weights``), and one box per sentence for SAM 2 (the set mode gives several)."""
+    if name == "sam2" and config.multi_object:
+        raise ConfigError(
+            "model.multi_object: the set mode gives several boxes per sentence and frame, in no fixed order, and SAM 2's "
+            "memory tracks one box per object; use --segmentor sam, sam-hq, grabcut or box"
+        )
+    check_segmentor_weights(name, config)
 
 
 def check_segmentor_weights(name: str, config: ModelConfig) -> None:

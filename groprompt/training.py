@@ -101,8 +101,8 @@ def expression_box_ious(
     model: GroPrompt, frozen: FrozenEncoders, pairs: list[ShardPair], keys: Container[str] | None, device: torch.device
 ) -> dict[tuple[str, str], tuple[str, float]]:
     """(video, exp_id) -> (expression type, box IoU) of every expression with a box in the samples of ``keys`` (all
-    samples when None): the mean IoU of its top box, clipped to the frame, over the frames where the referred
-    object is present, as evaluation's ``box_iou``.
+    samples when None): the mean IoU of its top box (set mode: the union box of its kept boxes, 0 where it keeps none),
+    clipped to the frame, over the frames where the referred object is present, as evaluation's ``box_iou``.
 
     Each sample of the shards runs as one online clip, its inputs on ``device``. A generator that reads pixels gets
     the sample's frames once for all its expressions (read and decoded only for the samples in ``keys``).
@@ -121,12 +121,12 @@ def expression_box_ious(
             pixels = sample_pixels(sample, pixel_size)
             if pixels is not None:
                 pixels = torch.from_numpy(pixels)[None].to(device)
-            predicted, _ = predict_boxes(model.proposal, frozen, clip, [e["text"] for e in expressions], pixels)
+            predicted, _ = predict_boxes(model.proposal, frozen, clip, [e["text"] for e in expressions], pixels, model.set_threshold)
             predicted = predicted.cpu()
             for row, expression in enumerate(expressions):
                 boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
                 target = cxcywh_to_xyxy(torch.from_numpy(boxes[valid]))
-                ious = box_iou(cxcywh_to_xyxy(predicted[row][torch.from_numpy(valid)]).clamp(0, 1), target)
+                ious = box_iou(cxcywh_to_xyxy(predicted[row][torch.from_numpy(valid)]).clamp(0, 1), target).nan_to_num(0.0)
                 per_expression.setdefault((meta["video_id"], expression["exp_id"]), (expression["kind"], []))[1].extend(ious.tolist())
     return {key: (kind, sum(ious) / len(ious)) for key, (kind, ious) in per_expression.items() if ious}
 

@@ -23,7 +23,7 @@ from groprompt.config import DataConfig
 from groprompt.data.embeddings import check_embeddings, embedding_identity, read_embedding_shard
 from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.pixels import resized_pixels
-from groprompt.data.shards import ShardSample, check_shard, read_shard
+from groprompt.data.shards import ShardSample, check_shard, read_shard, sample_groups
 from groprompt.errors import DataError
 from groprompt.files import sha256_file
 from groprompt.models.sam import FrozenSam
@@ -34,7 +34,11 @@ class ClipBatch:
     """B clips of T frames, each with a referring sentence S_i and a negative sentence S_j.
 
     Boxes are normalised cxcywh of the frame; ``*_valid`` is False where the object is absent (and
-    everywhere for a negative sentence taken from another video). ``same_video`` (B,) is True where S_j names
+    everywhere for a negative sentence taken from another video). A sentence about several objects (a group target)
+    has their union box in ``boxes`` and each object's own box in ``members`` (B, T, M, 4; one member for a sentence
+    about one object, padded with invalid members to the batch's largest group): the set mode trains on those
+    (``model.multi_object``). ``annotated`` (B, T) is False on frames without annotation, where an absent object
+    says nothing. ``same_video`` (B,) is True where S_j names
     another object of the clip's own video (whether or not that object is in the clip): only such pairs are
     contrastive. ``input_sizes`` (B, 2) are the (h, w) of the frames inside SAM's input, to place boxes in its
     prompt coordinates.
@@ -51,6 +55,17 @@ class ClipBatch:
     input_sizes: torch.Tensor  # (B, 2)
     pixels: torch.Tensor | None = None  # (B, T, 3, S, S) uint8 frames, for a generator that reads pixels
     previous: torch.Tensor | None = None  # (B, C, g, g) the embedding of the frame before each clip (motion input)
+    members: torch.Tensor | None = None  # (B, T, M, 4); None: every sentence is about one object (``boxes``)
+    members_valid: torch.Tensor | None = None  # (B, T, M)
+    negative_members: torch.Tensor | None = None  # (B, T, M, 4)
+    negative_members_valid: torch.Tensor | None = None  # (B, T, M)
+    annotated: torch.Tensor | None = None  # (B, T) bool; None: every frame is annotated
+
+    def target_sets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The member boxes (2B, T, M, 4) and where they exist (2B, T, M) of the B sentences, then of their B negatives."""
+        if self.members is None:
+            return torch.cat([self.boxes, self.negative_boxes])[:, :, None], torch.cat([self.valid, self.negative_valid])[:, :, None]
+        return torch.cat([self.members, self.negative_members]), torch.cat([self.members_valid, self.negative_members_valid])
 
     def to(self, device: torch.device | str) -> ClipBatch:
         """The batch with its tensors on ``device`` (sentences as they are)."""
@@ -79,6 +94,11 @@ class ClipItem:
     negative_valid: np.ndarray
     same_video: bool  # S_j names another object of the same video
     input_size: tuple[int, int]
+    members: np.ndarray  # (T, M, 4) the boxes of the sentence's objects (one for a sentence about one object)
+    members_valid: np.ndarray  # (T, M)
+    negative_members: np.ndarray  # (T, M', 4)
+    negative_members_valid: np.ndarray  # (T, M')
+    annotated: np.ndarray  # (T,) bool
     pixels: np.ndarray | None = None  # (T, 3, S, S) uint8
     previous: np.ndarray | None = None  # (C, g, g) the frame before the clip in its sample (its first frame at the start)
 
@@ -122,6 +142,19 @@ def normalised_boxes(meta: dict[str, Any], obj_id: int | None, frames: range) ->
         boxes[row] = ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h)
         valid[row] = True
     return boxes, valid
+
+
+def member_boxes(meta: dict[str, Any], obj_id: int | None, frames: range) -> tuple[np.ndarray, np.ndarray]:
+    """(T, M, 4) normalised cxcywh boxes of the M objects a target is made of (a group's objects, or the object
+    itself) over some frames of a sample, and (T, M) where they exist; M = 0 without a target."""
+    if obj_id is None:
+        return np.zeros((len(frames), 0, 4), np.float32), np.zeros((len(frames), 0), bool)
+    members = sample_groups(meta).get(int(obj_id), (int(obj_id),))
+    missing = [obj for obj in members if str(obj) not in meta["boxes"]]
+    if missing:
+        raise DataError(f"sample {meta['key']}: no boxes of object(s) {missing} of target {obj_id}; re-shard with pipelines/shard.py")
+    boxes, valid = zip(*(normalised_boxes(meta, obj, frames) for obj in members))
+    return np.stack(boxes, axis=1), np.stack(valid, axis=1)
 
 
 def clip_ranges(n_frames: int, clip_len: int) -> list[range]:
@@ -177,13 +210,12 @@ def sample_items(
         expression = expressions[ref.expression]
         boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
         others = [e for e in expressions if e["obj_id"] != expression["obj_id"]]
-        if others:
-            negative = rng.choice(others)
-            negative_text = negative["text"]
-            negative_boxes, negative_valid = normalised_boxes(meta, negative["obj_id"], frames)
-        else:
-            negative_text = rng.choice(other_sentences) if other_sentences else ""
-            negative_boxes, negative_valid = np.zeros_like(boxes), np.zeros_like(valid)
+        negative = rng.choice(others) if others else None
+        negative_text = negative["text"] if negative else (rng.choice(other_sentences) if other_sentences else "")
+        negative_target = negative["obj_id"] if negative else None
+        negative_boxes, negative_valid = normalised_boxes(meta, negative_target, frames)
+        annotated = meta.get("annotated") or [True] * len(meta["frame_names"])
+        members, negative_members = member_boxes(meta, expression["obj_id"], frames), member_boxes(meta, negative_target, frames)
         yield ClipItem(
             embeddings=embeddings[frames.start : frames.stop],
             sentence=expression["text"],
@@ -194,6 +226,11 @@ def sample_items(
             negative_valid=negative_valid,
             same_video=bool(others),
             input_size=input_size,
+            members=members[0],
+            members_valid=members[1],
+            negative_members=negative_members[0],
+            negative_members_valid=negative_members[1],
+            annotated=np.array([bool(annotated[t]) for t in frames]),
             pixels=None if pixels is None else pixels[frames.start : frames.stop],
             previous=embeddings[max(frames.start - 1, 0)],
         )
@@ -293,6 +330,13 @@ def collate(items: list[ClipItem]) -> ClipBatch:
     def stack(name: str) -> torch.Tensor:
         return torch.from_numpy(np.stack([getattr(item, name) for item in items]))
 
+    width = max(max(item.members.shape[1], item.negative_members.shape[1]) for item in items)
+
+    def padded(name: str) -> torch.Tensor:
+        """Member arrays (T, M, ...) padded with zeros (invalid members) to ``width`` members, then stacked."""
+        arrays = [getattr(item, name) for item in items]
+        return torch.from_numpy(np.stack([np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays]))
+
     return ClipBatch(
         embeddings=stack("embeddings").float(),
         sentences=[item.sentence for item in items],
@@ -303,6 +347,11 @@ def collate(items: list[ClipItem]) -> ClipBatch:
         negative_valid=stack("negative_valid"),
         same_video=torch.tensor([item.same_video for item in items]),
         input_sizes=torch.tensor([item.input_size for item in items]),
+        members=padded("members"),
+        members_valid=padded("members_valid"),
+        negative_members=padded("negative_members"),
+        negative_members_valid=padded("negative_members_valid"),
+        annotated=stack("annotated"),
         pixels=None if items[0].pixels is None else stack("pixels"),
         previous=None if items[0].previous is None else stack("previous").float(),
     )

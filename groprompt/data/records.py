@@ -80,6 +80,13 @@ class Video:
         """Annotated targets (expressions' ``obj_id``: objects and groups), in ascending order."""
         return tuple(sorted({e.obj_id for e in self.expressions if e.obj_id is not None}))
 
+    @property
+    def boxed_ids(self) -> tuple[int, ...]:
+        """The targets and the objects of their groups, in ascending order: whose boxes a shard keeps (a group's own
+        objects' boxes are what the set mode trains on, ``model.multi_object``)."""
+        members = {obj for target in self.object_ids for obj in self.groups.get(target, ())}
+        return tuple(sorted(set(self.object_ids) | members))
+
     def describe(self) -> str:
         """``<annotation file>: video '<id>'``, how errors about the video as a whole name it."""
         where = f"video {self.video_id!r}"

@@ -1,8 +1,9 @@
 """WebDataset frame shards: planning, writing one shard atomically, checking and reading shards safely.
 
 A shard is a tar of samples; a sample is one window of one video, with members
-``<key>.json`` (expressions, object ids, types, per-frame boxes in original pixels; ``groups``, the objects of each
-group target, only for a video whose sentences refer to several objects: ``sample_groups``),
+``<key>.json`` (expressions, object ids, types, per-frame boxes in original pixels of every target and of each group
+target's objects; ``groups``, the objects of each group target, only for a video whose sentences refer to several
+objects: ``sample_groups``),
 ``<key>.<i>.jpg`` (frame i of the window, longest side capped) and, in evaluation shards only,
 ``<key>.<i>.png`` (the frame's object-id mask at original size). Member names never hold a path.
 
@@ -60,7 +61,8 @@ class ShardPlan:
     def fingerprint(self, settings: ShardSettings) -> str:
         content = [(v.dataset, v.split, v.video_id, v.frame_names[a:b], [asdict(e) for e in v.expressions]) for v, a, b in self.windows]
         groups = [(v.video_id, sorted(v.groups.items())) for v, _, _ in self.windows if v.groups]  # only then: other plans keep theirs
-        return fingerprint({"windows": content, "settings": asdict(settings), **({"groups": groups} if groups else {})})
+        grouped = {"groups": groups, "boxes": "targets and group members"} if groups else {}
+        return fingerprint({"windows": content, "settings": asdict(settings), **grouped})
 
 
 @dataclass
@@ -212,11 +214,11 @@ def _video_members(video: Video, windows: list[tuple[int, int]], settings: Shard
         raise DataError(f"{video.describe()}: no frames on disk")
     wanted = {t for start, end in windows for t in range(start, end)}
     stored: dict[int, _StoredFrame] = {}
-    boxes: dict[int, list[BoxXYXY | None]] = {obj: [] for obj in video.object_ids}
+    boxes: dict[int, list[BoxXYXY | None]] = {obj: [] for obj in video.boxed_ids}
     for t in range(len(video.frame_names)):
         jpeg = _checked_frame(video, t, settings, keep=t in wanted)
         ids = checked_mask(video, t)
-        found = frame_boxes(ids, video.object_ids, video.groups)
+        found = frame_boxes(ids, video.boxed_ids, video.groups)
         for obj, box in found.items():
             boxes[obj].append(box)
         if t in wanted:
@@ -242,7 +244,7 @@ def _sample_members(video: Video, start: int, frames: list[_StoredFrame], settin
         "stored_height": h,
         "stored_width": w,
         "expressions": [asdict(e) for e in video.expressions],
-        "boxes": {str(obj): [_as_list(frame.boxes[obj]) for frame in frames] for obj in video.object_ids},
+        "boxes": {str(obj): [_as_list(frame.boxes[obj]) for frame in frames] for obj in video.boxed_ids},
         "annotated": [frame.annotated for frame in frames],
         "has_masks": settings.with_masks,
     }

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from groprompt.boxes import union_box
 from groprompt.checkpoints import TrainedWeights, build_trained_model
 from groprompt.config import ModelConfig
 from groprompt.data.pixels import frame_pixels
-from groprompt.inference.online import frame_boxes
+from groprompt.data.shards import sample_groups
+from groprompt.inference.online import frame_prompts
 
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
@@ -25,16 +27,22 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Prompts:
-    """A sample's prompts: boxes (E, T, 4) xyxy in original-frame pixels, NaN rows where the source gives no box, and
-    their confidences (E, T) in [0, 1] (a segmentor with memory weighs a box by it, ``groprompt.segmentors``)."""
+    """A sample's prompts: boxes (E, T, K, 4) xyxy in original-frame pixels, K boxes per expression and frame (one but
+    in the set mode; NaN rows where the source gives no box), and their confidences (E, T, K) in [0, 1] (a segmentor
+    with memory weighs a box by it, ``groprompt.segmentors``). An expression's mask is the union of its boxes' masks."""
 
     boxes: np.ndarray
     scores: np.ndarray
 
+    def union_boxes(self) -> np.ndarray:
+        """(E, T, 4) the box around each expression's boxes on each frame (its one box, but in the set mode); NaN
+        where it has none: the box that box IoU scores."""
+        return union_box(torch.from_numpy(self.boxes)).numpy()
+
 
 def certain(boxes: np.ndarray) -> Prompts:
-    """Boxes that are sure where they exist: confidence 1 for a box, 0 for a NaN row."""
-    return Prompts(boxes, np.isfinite(boxes).all(axis=-1).astype(np.float64))
+    """One box (E, T, 4) per expression and frame that is sure where it exists: confidence 1 for a box, 0 for a NaN row."""
+    return Prompts(boxes[:, :, None], np.isfinite(boxes).all(axis=-1).astype(np.float64)[:, :, None])
 
 
 class BoxSource(Protocol):
@@ -95,7 +103,8 @@ class OracleBoxes(FromGroundTruth):
 class SentenceBlindBoxes(FromGroundTruth):
     """Per frame, the ground-truth box of one object drawn uniformly among those present in the frame, the same for
     every sentence: what a model that localises objects perfectly but ignores language gets (about one in the number
-    of objects). The draw depends on ``seed``, the video and the frame's name only; a frame without objects gets NaN."""
+    of objects). The candidates are the objects whose boxes the sample keeps, never a group target (a union of
+    objects). The draw depends on ``seed``, the video and the frame's name only; a frame without objects gets NaN."""
 
     seed: int = 0
 
@@ -106,7 +115,8 @@ class SentenceBlindBoxes(FromGroundTruth):
         embeddings: np.ndarray | None,
         frames: Sequence[np.ndarray] | None = None,
     ) -> Prompts:
-        objects = [ground_truth_boxes(meta, int(obj_id)) for obj_id in sorted(meta["boxes"], key=int)]
+        groups = sample_groups(meta)
+        objects = [ground_truth_boxes(meta, obj) for obj in sorted(map(int, meta["boxes"])) if obj not in groups]
         per_frame = [self._drawn_box(meta["video_id"], name, [boxes[t] for boxes in objects]) for t, name in enumerate(meta["frame_names"])]
         chosen = np.array(per_frame, dtype=np.float64).reshape(-1, 4)
         return certain(np.repeat(chosen[None], len(expressions), axis=0))
@@ -126,7 +136,8 @@ BOX_SOURCES = ("model", *REFERENCE_SOURCES)
 
 
 class ModelBoxes:
-    """The trained proposal generator's top box per frame and its confidence (``FrameOutput.top_scores``), online
+    """The trained proposal generator's top box per frame and its confidence (``FrameOutput.top_scores``), or in the set
+    mode the boxes it keeps (``groprompt.inference.online.frame_prompts``), online
     over a whole video: frame t sees frames <= t only, and the state carries over from one sample of a video to the
     next (the same boxes as inference gives), so a video's samples must come in order
     (``groprompt.evaluation.scoring.evaluate_shards``)."""
@@ -169,7 +180,6 @@ class ModelBoxes:
         size = self.model.proposal.pixel_size
         pixels = [frame_pixels(frame, size) for frame in frames] if frames is not None else [None] * len(embeddings)
         outputs = [self._online.step(torch.from_numpy(e).float(), p) for e, p in zip(embeddings, pixels)]
-        boxes = np.stack([frame_boxes(output.top_boxes(), height, width) for output in outputs], axis=1)
-        scores = np.stack([output.top_scores().float().cpu().numpy() for output in outputs], axis=1)
+        boxes, scores = zip(*(frame_prompts(output, self.model.set_threshold, height, width) for output in outputs))
         self._continues_at = (meta["video_id"], int(meta["start"]) + len(embeddings), exp_ids)
-        return Prompts(boxes.astype(np.float64), scores.astype(np.float64))
+        return Prompts(np.stack(boxes, axis=1).astype(np.float64), np.stack(scores, axis=1).astype(np.float64))

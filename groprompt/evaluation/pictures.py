@@ -30,9 +30,10 @@ Embedded = tuple[ShardSample, np.ndarray | None]  # a shard sample with its SAM 
 
 
 def overlay_frame(frame: np.ndarray, sentence: str, mask: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """One picture: the predicted mask and box and the ground-truth box (NaN: not drawn) on the RGB frame, below the
-    sentence and the legend."""
-    drawn = overlay(frame, mask[None], np.stack([predicted, truth]), colors=[PREDICTED_COLOR, GROUND_TRUTH_COLOR])
+    """One picture: the predicted mask and boxes (K, 4; none, one, or in the set mode several) and the ground-truth box
+    (NaN: not drawn) on the RGB frame, below the sentence and the legend."""
+    boxes = np.concatenate([predicted.reshape(-1, 4), truth[None]])
+    drawn = overlay(frame, mask[None], boxes, colors=[PREDICTED_COLOR] * (len(boxes) - 1) + [GROUND_TRUTH_COLOR])
     return captioned(drawn, sentence, LEGEND)
 
 
@@ -43,7 +44,7 @@ def expression_frames(
     stream = open_stream(segmentor, 1)
     for sample, embedding in samples:
         prompts = boxes.prompts(sample.meta, [expression], embedding, sample_frames(sample) if boxes.needs_frames else None)
-        predicted = prompts.boxes[0]
+        predicted = prompts.boxes[0]  # (T, K, 4)
         truth = ground_truth_boxes(sample.meta, expression["obj_id"])
         for t in range(len(sample.meta["frame_names"])):
             mask = segment_boxes(segmentor, stream, sample, t, predicted[t : t + 1], prompts.scores[0, t : t + 1], embedding)[0]

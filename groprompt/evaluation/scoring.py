@@ -24,7 +24,7 @@ from groprompt.evaluation.box_sources import BoxSource, ground_truth_boxes
 from groprompt.evaluation.ref_davis import write_annotator_frame
 from groprompt.metrics import j_and_f, mask_intersection_union
 from groprompt.outputs import VOID_ID, write_expression_pngs
-from groprompt.segmentors import Segmentor, SegmentorStream, VideoSegmentor, open_stream
+from groprompt.segmentors import Segmentor, SegmentorStream, VideoSegmentor, open_stream, step_sets
 
 ShardPaths = tuple[str | Path, str | Path | None]  # a frame shard and its embedding shard (None when not needed)
 
@@ -96,26 +96,28 @@ def segment_boxes(
     scores: np.ndarray,
     embedding: np.ndarray | None,
 ) -> np.ndarray:
-    """Bool masks (N, H, W) at the original frame size of the stream's N objects on frame t, from xyxy boxes (N, 4) (a
-    NaN box: none; a per-frame segmentor gives an empty mask) and their confidences (N,). A per-frame segmentor is
-    called once for all distinct boxes (expressions of one object share ground-truth boxes; SAM decodes one batch)."""
+    """Bool masks (N, H, W) at the original frame size of the stream's N objects on frame t, from K xyxy boxes each
+    (N, K, 4; a NaN box: none; a per-frame segmentor gives an empty mask) and their confidences (N, K): the union of an
+    object's boxes' masks (``step_sets``). A per-frame segmentor is called once for all distinct boxes (expressions of
+    one object share ground-truth boxes; SAM decodes one batch)."""
     size = (int(sample.meta["height"]), int(sample.meta["width"]))
-    if not stream.stateful and not np.isfinite(boxes).all(axis=1).any():
+    if not stream.stateful and not np.isfinite(boxes).all(axis=-1).any():
         return np.zeros((len(boxes), *size), dtype=bool)
     if segmentor.needs_frame:
         return _segment_on_frame(stream, sample.frame(t), boxes, scores, size)
     tensor = torch.from_numpy(np.asarray(embedding[t])).float() if embedding is not None and segmentor.needs_embedding else None
-    return stream.step(None, boxes, scores, embedding=tensor, size=size)
+    return step_sets(stream, None, boxes, scores, embedding=tensor, size=size)
 
 
 def _segment_on_frame(
     stream: SegmentorStream, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, size: tuple[int, int]
 ) -> np.ndarray:
-    """Masks (N, H, W) at ``size`` (H, W); a frame stored downscaled is segmented at its size, the masks upsampled."""
+    """Masks (N, H, W) at ``size`` (H, W) of boxes (N, K, 4); a frame stored downscaled is segmented at its size, the
+    masks upsampled."""
     if frame.shape[:2] == size:
-        return stream.step(frame, boxes, scores)
+        return step_sets(stream, frame, boxes, scores)
     scale = np.array([frame.shape[1] / size[1], frame.shape[0] / size[0]] * 2)
-    small = stream.step(frame, boxes * scale, scores)
+    small = step_sets(stream, frame, boxes * scale, scores)
     return np.stack([cv2.resize(m.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0 for m in small])
 
 
@@ -162,7 +164,7 @@ def score_sample(
     segmentor remembers past frames). ``streams`` continues the segmentor's stream of the video (default: a new one)."""
     meta = sample.meta
     prompts = box_source.prompts(meta, expressions, embedding, sample_frames(sample) if box_source.needs_frames else None)
-    predicted = prompts.boxes  # (E, T, 4)
+    predicted = prompts.union_boxes()  # (E, T, 4): what box IoU scores
     stream = (streams or VideoStreams(segmentor)).stream(meta, expressions)
     referring = referring_expressions(meta)
     scored = [i for i, e in enumerate(expressions) if e in referring]
@@ -176,7 +178,7 @@ def score_sample(
         score_frame = annotated[t] and bool(scored)
         if not (score_frame or outputs.wanted or stream.stateful):
             continue
-        masks = segment_boxes(segmentor, stream, sample, t, predicted[:, t], prompts.scores[:, t], embedding)
+        masks = segment_boxes(segmentor, stream, sample, t, prompts.boxes[:, t], prompts.scores[:, t], embedding)
         outputs.write(meta["video_id"], name, expressions, masks)
         if score_frame:
             ids = sample.mask(t)

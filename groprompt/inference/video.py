@@ -16,18 +16,19 @@ import pyarrow.parquet as pq
 import torch
 
 import groprompt
+from groprompt.boxes import union_box
 from groprompt.config import ModelConfig
 from groprompt.data.pixels import frame_pixels
 from groprompt.errors import ConfigError, DataError
 from groprompt.files import atomic_path, fingerprint
-from groprompt.inference.online import frame_boxes
+from groprompt.inference.online import frame_prompts
 from groprompt.inference.overlays import OVERLAY_FORMATS, OverlayWriter
 from groprompt.inference.predictor import Predictor
 from groprompt.inference.queries import InputError, Query
 from groprompt.inference.sources import VideoSource, iter_frames, video_fps
 from groprompt.outputs import mask_to_rle, write_expression_pngs
-from groprompt.segmentors import open_stream
-from groprompt.viz import overlay
+from groprompt.segmentors import open_stream, step_sets
+from groprompt.viz import default_colors, overlay
 
 METADATA_KEY = b"groprompt_infer"
 ROW_GROUP_FRAMES = 64  # frames per parquet row group: bounds the rows held before they are written
@@ -40,8 +41,10 @@ RESULT_SCHEMA = pa.schema(
         ("query", pa.string()),
         ("frame_index", pa.int32()),
         ("frame", pa.string()),
-        ("box", pa.list_(pa.float32(), 4)),  # xyxy frame pixels, exclusive right/bottom edge
-        ("score", pa.float32()),  # the top box's confidence in [0, 1] (``FrameOutput.top_scores``)
+        ("box", pa.list_(pa.float32(), 4)),  # xyxy frame pixels, exclusive right/bottom edge: the box around ``boxes``
+        ("score", pa.float32()),  # the highest confidence in [0, 1] of ``boxes`` (``FrameOutput.top_scores``; NaN: none)
+        ("boxes", pa.list_(pa.list_(pa.float32(), 4))),  # every prompt box: the top one, or in the set mode 0, 1 or more
+        ("scores", pa.list_(pa.float32())),  # their confidences
         ("rle", pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])),  # COCO RLE
     ]
 )
@@ -94,9 +97,9 @@ class FramePrediction:
     index: int
     name: str
     frame: np.ndarray  # HxWx3 uint8 RGB
-    boxes: np.ndarray  # (Q, 4) xyxy pixels
-    scores: np.ndarray  # (Q,)
-    masks: np.ndarray  # (Q, H, W) bool
+    boxes: np.ndarray  # (Q, K, 4) xyxy pixels, K prompt boxes per query (NaN: none; K = 1 but in the set mode)
+    scores: np.ndarray  # (Q, K)
+    masks: np.ndarray  # (Q, H, W) bool, the union of each query's boxes' masks
 
 
 def masks_path(out_dir: str | Path, video: str) -> Path:
@@ -167,9 +170,8 @@ def predict_video(
             for (name, frame), embedding in zip(batch, embeddings):
                 height, width = frame.shape[:2]
                 output = online.step(embedding, frame_pixels(frame, pixel_size))
-                boxes = frame_boxes(output.top_boxes(), height, width)
-                scores = output.top_scores().float().cpu().numpy()
-                masks = segmenting.step(frame, boxes, scores, embedding=embedding, size=(height, width))
+                boxes, scores = frame_prompts(output, predictor.model.set_threshold, height, width)
+                masks = step_sets(segmenting, frame, boxes, scores, embedding=embedding, size=(height, width))
                 yield FramePrediction(index, name, frame, boxes, scores, np.asarray(masks, dtype=bool))
                 index += 1
 
@@ -242,8 +244,8 @@ def _write_outputs(
             if options.png:
                 for q, mask in zip(queries, prediction.masks):
                     write_expression_pngs(Path(out_dir) / "png", source.name, q.exp_id, [(prediction.name, mask)])
-            for writer, box, mask in zip(writers, prediction.boxes, prediction.masks):
-                writer.put(overlay(prediction.frame, mask[None], box[None]))
+            for writer, boxes, mask in zip(writers, prediction.boxes, prediction.masks):
+                writer.put(overlay(prediction.frame, mask[None], boxes, colors=default_colors(1) * len(boxes)))
             result.n_frames = prediction.index + 1
             if len(rows) >= ROW_GROUP_FRAMES * len(queries):
                 table.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
@@ -261,17 +263,24 @@ def _write_outputs(
 
 
 def _mask_rows(video: str, queries: Sequence[Query], prediction: FramePrediction) -> list[dict[str, Any]]:
-    """One parquet row per query on this frame."""
-    return [
-        {
-            "video": video,
-            "exp_id": q.exp_id,
-            "query": q.query,
-            "frame_index": prediction.index,
-            "frame": prediction.name,
-            "box": [float(v) for v in box],
-            "score": float(score),
-            "rle": mask_to_rle(mask),
-        }
-        for q, box, score, mask in zip(queries, prediction.boxes, prediction.scores, prediction.masks)
-    ]
+    """One parquet row per query on this frame: its prompt boxes (none, one, or in the set mode several), the box
+    around them and their highest confidence (NaN when there are none), and its mask."""
+    rows = []
+    for q, boxes, scores, mask in zip(queries, prediction.boxes, prediction.scores, prediction.masks):
+        kept = np.isfinite(boxes).all(axis=-1)
+        around = union_box(torch.from_numpy(boxes)).numpy()
+        rows.append(
+            {
+                "video": video,
+                "exp_id": q.exp_id,
+                "query": q.query,
+                "frame_index": prediction.index,
+                "frame": prediction.name,
+                "box": [float(v) for v in around],
+                "score": float(scores[kept].max()) if kept.any() else float("nan"),
+                "boxes": [[float(v) for v in box] for box in boxes[kept]],
+                "scores": [float(v) for v in scores[kept]],
+                "rle": mask_to_rle(mask),
+            }
+        )
+    return rows

@@ -46,6 +46,12 @@ class FrameOutput:
         query's best token logit), so it depends on that query alone, not on how many queries there are."""
         return torch.sigmoid(self.logits[-1].amax(-1))
 
+    def kept_boxes(self, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The set mode's boxes: (B, Q, 4) the final layer's boxes, NaN where their confidence (the sigmoid of the
+        logit, as ``top_scores``) is under ``threshold``, and (B, Q) the confidences."""
+        scores = torch.sigmoid(self.logits[-1])
+        return self.boxes[-1].masked_fill((scores < threshold)[..., None], torch.nan), scores
+
 
 @dataclass(frozen=True)
 class FrameTokens:

@@ -29,7 +29,7 @@ from groprompt.evaluation.tracking import eval_params, log_evaluation, unlogged_
 from groprompt.files import atomic_path, write_json_atomic
 from groprompt.models.frozen import frozen_sam
 from groprompt.outputs import write_submission_zip
-from groprompt.segmentors import SEGMENTORS, Segmentor, VideoSegmentor, build_segmentor, check_segmentor_weights
+from groprompt.segmentors import SEGMENTORS, Segmentor, VideoSegmentor, build_segmentor, check_segmentor
 from groprompt.tracking import run_status, start_run, with_tracking_uri
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ def evaluate(
         config = with_model_of(config, weights)
     mevis = config.data.format == "mevis" and split_has_masks(config.data.root, split)
     out, png_dir = _output_paths(out_dir, png_dir, needs_pngs=submission is not None or mevis)
-    check_segmentor_weights(segmentor, config.model)
+    check_segmentor(segmentor, config.model)
     print_segmentor_note(segmentor, config)
     rows = _shard_rows(config, split, need_embeddings=boxes == "model" or segmentor == "sam")
     if not rows:

@@ -24,7 +24,7 @@ from groprompt.inference.predictor import build_predictor
 from groprompt.inference.queries import InputError, Query, group_queries, read_queries, write_errors
 from groprompt.inference.sources import VideoSource, discover_videos
 from groprompt.inference.video import OutputOptions, VideoResult, infer_video, masks_path, output_fingerprint, verified_rows
-from groprompt.segmentors import SEGMENTORS, check_segmentor_weights
+from groprompt.segmentors import SEGMENTORS, check_segmentor
 from groprompt.tracking import with_tracking_uri
 
 ERRORS = "errors.parquet"
@@ -101,7 +101,7 @@ def infer(
     config, weights = resolve_weights(with_absolute_paths(config), checkpoint, random_model)
     if segmentor not in SEGMENTORS:
         raise ConfigError(f"unknown segmentor {segmentor!r}; known: {sorted(SEGMENTORS)}")
-    check_segmentor_weights(segmentor, config.model)
+    check_segmentor(segmentor, config.model)
     options = OutputOptions(png=png, overlay=overlay, encode_batch=encode_batch)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,14 @@
 """One optimisation step on a tiny model with random inputs: it lowers the loss, trains only what should."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from groprompt.config import LossConfig, ModelConfig
 from groprompt.data.clips import ClipBatch
-from groprompt.engine import compute_losses, predict_boxes, to_prompt_coordinates
+from groprompt.engine import compute_losses, nearest_members, predict_boxes, to_prompt_coordinates
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import build_model
 from groprompt.models.sam import FrozenSam
@@ -122,3 +123,38 @@ def test_a_partner_whose_object_is_absent_from_the_clip_still_makes_a_contrastiv
     assert terms["textcon"].item() == pytest.approx(textcon, rel=1e-4, abs=1e-6)
     assert terms["modalcon"].item() == pytest.approx(modalcon, rel=1e-4, abs=1e-6)
     assert textcon > 0 or modalcon > 0  # the pair is not trivially satisfied: dropping it would change the loss
+
+
+def test_set_mode_trains_on_each_object_of_a_sentence_about_several(frozen: FrozenEncoders) -> None:
+    torch.manual_seed(0)
+    model = build_model(replace(MODEL, multi_object=True), frozen)
+    assert model.multi_object
+    single = random_batch(frozen)
+    size, frames = single.boxes.shape[:2]
+    second = single.boxes.clone()
+    second[..., :2] = 1 - second[..., :2]  # another object, mirrored
+    members = torch.stack([single.boxes, second], dim=2)  # (B, T, 2, 4)
+    members_valid = torch.ones(size, frames, 2, dtype=torch.bool)
+    members_valid[1:, :, 1] = False  # rows 1 and 2 name one object (padding), row 0 two
+    batch = replace(
+        single,
+        members=members,
+        members_valid=members_valid,
+        negative_members=single.negative_boxes[:, :, None].expand(-1, -1, 2, -1).clone(),
+        negative_members_valid=torch.stack([single.negative_valid, torch.zeros_like(single.negative_valid)], dim=2),
+        annotated=torch.ones(size, frames, dtype=torch.bool),
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    terms = model(frozen, batch, LossConfig())
+    assert set(terms) == {"l1", "giou", "conf", "select", "aux", "textcon", "modalcon", "total"}
+    optimizer.zero_grad()
+    terms["total"].backward()
+    optimizer.step()
+    assert model(frozen, batch, LossConfig())["total"].item() < terms["total"].item()
+
+
+def test_textcon_positive_in_set_mode_is_the_object_nearest_the_top_box() -> None:
+    members = torch.tensor([[[[0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.1, 0.1]], [[0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.1, 0.1]]]])
+    present = torch.tensor([[[True, True], [True, False]]])  # frame 1: only the first object is present
+    top = torch.tensor([[[0.7, 0.7, 0.1, 0.1], [0.7, 0.7, 0.1, 0.1]]])
+    assert torch.equal(nearest_members(top, members, present), torch.tensor([[[0.8, 0.8, 0.1, 0.1], [0.2, 0.2, 0.1, 0.1]]]))

@@ -1,12 +1,13 @@
 """Each loss against values computed by hand on small tensors."""
 
+import itertools
 import math
 
 import pytest
 import torch
 
 from groprompt.config import LossConfig
-from groprompt.losses import box_loss_terms, modalcon_loss, selection_loss, textcon_loss, token_box_loss, total_loss
+from groprompt.losses import box_loss_terms, modalcon_loss, selection_loss, set_loss_terms, textcon_loss, token_box_loss, total_loss
 from groprompt.models.proposal import FrameOutput, grid_centres
 
 
@@ -128,3 +129,97 @@ def test_softmax_selection_loss_by_hand() -> None:
     expected = [-(0.5 * (0.0 - log_sum) + 0.5 * (1.0 - log_sum)), -(2.0 - log_sum)]
     assert selection_loss(logits, centres, targets, "softmax").tolist() == pytest.approx(expected)
     assert selection_loss(torch.zeros(2, 0), torch.zeros(0, 2), targets, "softmax").tolist() == [0.0, 0.0]  # no token scores
+
+
+def _plain_giou(a: list[float], b: list[float]) -> float:
+    """GIoU of two cxcywh boxes, written out."""
+    ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    enclosing = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
+    return inter / union - (enclosing - union) / enclosing
+
+
+def _plain_focal(logit: float, positive: bool) -> float:
+    p = 1 / (1 + math.exp(-logit))
+    return 0.25 * -math.log(p) * (1 - p) ** 2 if positive else 0.75 * -math.log(1 - p) * p**2
+
+
+def _best_assignment(boxes: list[list[float]], scores: list[float], targets: list[list[float]]) -> dict[int, int]:
+    """query -> target of least total 5 L1 + 2 (1 - GIoU) - score, by trying every assignment."""
+
+    def cost(q: int, m: int) -> float:
+        return 5 * sum(abs(x - y) for x, y in zip(boxes[q], targets[m])) + 2 * (1 - _plain_giou(boxes[q], targets[m])) - scores[q]
+
+    best = min(itertools.permutations(range(len(boxes)), len(targets)), key=lambda chosen: sum(cost(q, m) for m, q in enumerate(chosen)))
+    return {q: m for m, q in enumerate(best)}
+
+
+def test_set_terms_match_every_object_to_its_own_query() -> None:
+    # one sentence about two objects, one frame, 3 queries, 2 levels, a 2x2 token grid
+    targets = [[0.25, 0.25, 0.3, 0.3], [0.75, 0.75, 0.3, 0.3]]
+    level0 = [[0.7, 0.7, 0.3, 0.3], [0.5, 0.5, 0.2, 0.2], [0.3, 0.2, 0.3, 0.3]]
+    final = [[0.3, 0.3, 0.3, 0.3], [0.74, 0.7, 0.35, 0.3], [0.5, 0.5, 0.5, 0.5]]
+    logits = [[0.0, 0.0, 0.0], [1.0, 0.5, 2.0]]
+    token_boxes = [[0.25, 0.25, 0.2, 0.2], [0.75, 0.25, 0.2, 0.2], [0.25, 0.75, 0.2, 0.2], [0.7, 0.7, 0.3, 0.3]]
+    output = FrameOutput(
+        boxes=torch.tensor([[level0], [final]]),
+        logits=torch.tensor([[logits[0]], [logits[1]]]),
+        token_logits=torch.tensor([[0.0, 1.0, 2.0, 3.0]]),
+        token_centres=grid_centres(2),
+        token_boxes=torch.tensor([token_boxes]),
+    )
+    members, present = torch.tensor([[targets]]), torch.tensor([[[True, True]]])  # (R=1, T=1, M=2, 4), (1, 1, 2)
+    terms = set_loss_terms([output], members, present, torch.tensor([[True]]), LossConfig())
+
+    probabilities = [1 / (1 + math.exp(-x)) for x in logits[1]]
+    match = _best_assignment(final, probabilities, targets)
+    l1 = sum(sum(abs(x - y) for x, y in zip(final[q], targets[m])) for q, m in match.items()) / 2
+    giou = sum(1 - _plain_giou(final[q], targets[m]) for q, m in match.items()) / 2
+    conf = sum(_plain_focal(logits[1][q], q in match) for q in range(3)) / 2
+    assert terms["l1"].item() == pytest.approx(l1, rel=1e-5)
+    assert terms["giou"].item() == pytest.approx(giou, rel=1e-5)
+    assert terms["conf"].item() == pytest.approx(conf, rel=1e-5)
+    # level 0: matched on boxes alone, no confidence term; the dense term: token 0 (centre 0.25, 0.25) lies in
+    # object 0's box and token 3 (0.75, 0.75) in object 1's, each against its own object
+    match0 = _best_assignment(level0, [0.0] * 3, targets)
+    level0_loss = (
+        sum(
+            5 * sum(abs(x - y) for x, y in zip(level0[q], targets[m])) + 2 * (1 - _plain_giou(level0[q], targets[m]))
+            for q, m in match0.items()
+        )
+        / 2
+    )
+    dense = (
+        sum(
+            5 * sum(abs(x - y) for x, y in zip(token_boxes[n], targets[m])) + 2 * (1 - _plain_giou(token_boxes[n], targets[m]))
+            for n, m in ((0, 0), (3, 1))
+        )
+        / 2
+    )
+    assert terms["aux"].item() == pytest.approx(level0_loss + dense, rel=1e-5)
+    # selection: the softmax onto tokens 0 and 3, half each
+    log_sum = math.log(sum(math.exp(x) for x in (0.0, 1.0, 2.0, 3.0)))
+    assert terms["select"].item() == pytest.approx(-(0.5 * (0.0 - log_sum) + 0.5 * (3.0 - log_sum)), rel=1e-5)
+
+
+def test_set_confidence_learns_no_object_where_a_scored_frame_has_none() -> None:
+    # two rows: row 0 has its object; row 1's object is absent from the (scored) frame: every query is a negative
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.2, 0.2, 0.1, 0.1]])
+    output = FrameOutput(
+        boxes=boxes[None, None].expand(2, 2, 2, 4),
+        logits=torch.tensor([[0.0, 0.0], [0.0, 0.0]])[:, None].expand(2, 2, 2) + torch.tensor([1.0, -1.0]),
+        token_logits=torch.zeros(2, 4),
+        token_centres=grid_centres(2),
+        token_boxes=torch.full((2, 4, 4), 0.5),
+    )
+    members = torch.tensor([[[0.5, 0.5, 0.2, 0.2]], [[0.5, 0.5, 0.2, 0.2]]])[:, None]  # (R=2, T=1, M=1, 4)
+    present = torch.tensor([[[True]], [[False]]])
+    terms = set_loss_terms([output], members, present, torch.tensor([[True], [True]]), LossConfig())
+    row0 = _plain_focal(1.0, True) + _plain_focal(-1.0, False)
+    row1 = _plain_focal(1.0, False) + _plain_focal(-1.0, False)
+    assert terms["conf"].item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
+    assert terms["l1"].item() == pytest.approx(0.0, abs=1e-6)  # row 0's box is exact; row 1 has no box to count
+    unscored = set_loss_terms([output], members, present, torch.tensor([[True], [False]]), LossConfig())
+    assert unscored["conf"].item() == pytest.approx(row0, rel=1e-5)  # an unannotated frame says nothing

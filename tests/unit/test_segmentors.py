@@ -23,8 +23,10 @@ from groprompt.segmentors import (
     GrabCutSegmentor,
     box_mask,
     build_segmentor,
+    check_segmentor,
     check_segmentor_weights,
     open_stream,
+    step_sets,
 )
 
 SIZE = (160, 200)
@@ -194,3 +196,22 @@ def test_folder_segmentors_refuse_a_missing_mismatched_or_weightless_folder(sam_
     (unfit / "config.json").write_text(json.dumps(layout))
     with pytest.raises(ConfigError, match=f"{re.escape(str(unfit))}: cannot load segmentor sam-hq"):
         build_segmentor("sam-hq", config=config(unfit))
+
+
+def test_a_set_of_boxes_per_object_gives_the_union_of_their_masks() -> None:
+    stream = open_stream(build_segmentor("box"), 2)
+    nan = [np.nan] * 4
+    boxes = np.array([[[0, 0, 4, 4], [6, 6, 8, 10]], [nan, nan]], dtype=np.float64)  # object 0: two boxes; object 1: none
+    masks = step_sets(stream, np.zeros((10, 10, 3), np.uint8), boxes, np.array([[0.9, 0.7], [0.0, 0.0]]))
+    expected = np.zeros((2, 10, 10), bool)
+    expected[0, 0:4, 0:4] = True
+    expected[0, 6:10, 6:8] = True
+    np.testing.assert_array_equal(masks, expected)
+    one = step_sets(stream, np.zeros((10, 10, 3), np.uint8), boxes[:, :1], np.ones((2, 1)))  # one box each: the plain step
+    np.testing.assert_array_equal(one, stream.step(np.zeros((10, 10, 3), np.uint8), boxes[:, 0], np.ones(2)))
+
+
+def test_sam2_refuses_the_set_mode_before_any_worker_starts() -> None:
+    with pytest.raises(ConfigError, match="model.multi_object: the set mode gives several boxes"):
+        check_segmentor("sam2", ModelConfig(multi_object=True))
+    check_segmentor("box", ModelConfig(multi_object=True))  # a per-frame segmentor takes sets

@@ -1,14 +1,18 @@
-"""Training batches: moving a ``ClipBatch`` to a device; an epoch deals every clip to exactly one worker."""
+"""Training batches: moving a ``ClipBatch`` to a device; an epoch deals every clip to exactly one worker; a sentence
+about several objects carries each object's box."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from groprompt.config import DataConfig
-from groprompt.data.clips import ClipBatch, ClipSource, ShardPair, batch_sizes, batches, joined_shard_samples, shard_pairs
+from groprompt.data.clips import ClipBatch, ClipSource, ShardPair, batch_sizes, batches, collate, joined_shard_samples, shard_pairs
 from groprompt.data.formats import read_videos
 from groprompt.data.records import Video
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
@@ -120,3 +124,50 @@ def test_an_epoch_shows_every_clip_once_across_the_workers(five_shards, shards: 
 )
 def test_batch_sizes_fill_every_step(count: int, batch_size: int, steps: int, sizes: list[int]) -> None:
     assert batch_sizes(count, batch_size, steps) == sizes
+
+
+def hand_box(mask: np.ndarray) -> list[float] | None:
+    """Normalised cxcywh of a boolean mask's tight box (exclusive right/bottom edges), by hand; None when empty."""
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return None
+    h, w = mask.shape
+    x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    return [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
+
+
+def test_a_sentence_about_several_objects_carries_each_objects_box(tmp_path: Path) -> None:
+    write_refshapes(
+        tmp_path / "data", RefShapesSpec(videos=3, frames=4, size=64, seed=5, multi_object_share=1.0), valid_fraction=0.0, progress=False
+    )
+    sam = FrozenSam.from_name("tiny", seed=0)
+    shard_and_embed(tmp_path / "data", "train", tmp_path / "shards", tmp_path / "embeddings", sam)
+    pairs = shard_pairs(DataConfig(shards=str(tmp_path / "shards"), embeddings=str(tmp_path / "embeddings")), "train", sam)
+    videos = {video.video_id: video for video in read_videos("refshapes", tmp_path / "data", "train")}
+    frame_of = frame_lookup(pairs)
+    source = ClipSource(pairs, clip_len=2)
+    checked = 0
+    for item in source.items(seed=0):
+        video_id, start = frame_of[torch.from_numpy(item.embeddings[0]).float().numpy().tobytes()]
+        video = videos[video_id]
+        target = next(e.obj_id for e in video.expressions if e.text == item.sentence)
+        objects = video.groups.get(target, (target,))
+        assert item.members.shape == (2, len(objects), 4) and item.annotated.all()
+        for t in range(2):
+            ids = video.masks.read(start + t)
+            for m, obj in enumerate(objects):
+                box = hand_box(ids == obj)
+                assert bool(item.members_valid[t, m]) == (box is not None)
+                if box is not None:
+                    assert item.members[t, m].tolist() == pytest.approx(box, abs=1e-6)
+        checked += len(objects) > 1
+    assert checked > 0  # some sentences name several objects
+    items = list(itertools.islice(source.items(seed=0), 8))
+    batch = collate(items)
+    width = max(max(item.members.shape[1], item.negative_members.shape[1]) for item in items)
+    assert batch.members.shape == (8, 2, width, 4) and batch.negative_members_valid.shape == (8, 2, width)
+    for row, item in enumerate(items):  # each row keeps its own members; the padding is absent
+        own = item.members.shape[1]
+        assert torch.equal(batch.members[row, :, :own], torch.from_numpy(item.members))
+        assert torch.equal(batch.members_valid[row, :, :own], torch.from_numpy(item.members_valid))
+        assert not batch.members_valid[row, :, own:].any()

@@ -158,9 +158,9 @@ def test_sentence_blind_boxes_are_a_random_objects_ground_truth_whatever_the_sen
     source = SentenceBlindBoxes(seed=3)
     assert not source.needs_embeddings and "sentence-blind" in BOX_SOURCES
     prompts = source.prompts(meta, expressions, None)
-    boxes = prompts.boxes
-    assert boxes.shape == (2, 402, 4)
-    np.testing.assert_array_equal(prompts.scores, np.isfinite(boxes[..., 0]).astype(float))  # a ground-truth box is certain
+    assert prompts.boxes.shape == (2, 402, 1, 4)  # one box per expression and frame
+    boxes = prompts.boxes[:, :, 0]
+    np.testing.assert_array_equal(prompts.scores[:, :, 0], np.isfinite(boxes[..., 0]).astype(float))  # a ground-truth box is certain
     np.testing.assert_array_equal(boxes[0], boxes[1])  # the sentence plays no part
     first, second = np.array(meta["boxes"]["1"][:400]), np.array(meta["boxes"]["2"][:400])
     picked_first = (boxes[0, :400] == first).all(axis=1)
@@ -168,8 +168,8 @@ def test_sentence_blind_boxes_are_a_random_objects_ground_truth_whatever_the_sen
     assert 0.4 < picked_first.mean() < 0.6  # each object about half the time
     np.testing.assert_array_equal(boxes[0, 400], meta["boxes"]["2"][400])  # the one object present
     assert np.isnan(boxes[:, 401]).all()  # no object present: no box
-    np.testing.assert_array_equal(SentenceBlindBoxes(seed=3).prompts(meta, expressions[::-1], None).boxes, boxes)  # deterministic
-    assert not np.array_equal(SentenceBlindBoxes(seed=4).prompts(meta, expressions, None).boxes[0], boxes[0])  # the seed draws
+    np.testing.assert_array_equal(SentenceBlindBoxes(seed=3).prompts(meta, expressions[::-1], None).union_boxes(), boxes)  # deterministic
+    assert not np.array_equal(SentenceBlindBoxes(seed=4).prompts(meta, expressions, None).union_boxes()[0], boxes[0])  # the seed draws
 
 
 def test_sentence_blind_boxes_do_not_depend_on_the_window() -> None:
@@ -178,3 +178,21 @@ def test_sentence_blind_boxes_do_not_depend_on_the_window() -> None:
     window = {**meta, "frame_names": meta["frame_names"][10:20], "boxes": {k: v[10:20] for k, v in meta["boxes"].items()}}
     windowed = SentenceBlindBoxes().prompts(window, [{"exp_id": "0", "text": "x", "obj_id": 1}], None).boxes[0]
     np.testing.assert_array_equal(windowed, whole[10:20])
+
+
+def test_sentence_blind_boxes_draw_among_objects_never_a_group() -> None:
+    meta = two_objects_meta(60)
+    meta["boxes"]["3"] = [[0.0, 0.0, 100.0, 100.0]] * 60  # a group of objects 1 and 2 (a box no single object has)
+    meta["groups"] = {"3": [1, 2]}
+    drawn = SentenceBlindBoxes().prompts(meta, [{"exp_id": "0", "text": "both", "obj_id": 3}], None).union_boxes()[0]
+    assert not (drawn == [0.0, 0.0, 100.0, 100.0]).all(axis=1).any()
+    singles = {tuple(box) for obj in ("1", "2") for box in meta["boxes"][obj] if box is not None}
+    assert all(tuple(box) in singles for box in drawn[:58])
+
+
+def test_prompts_score_the_box_around_each_expressions_boxes() -> None:
+    nan = [np.nan] * 4
+    boxes = np.array([[[[0, 0, 10, 10], [20, 5, 30, 40]], [nan, nan]]], dtype=np.float64)  # 1 expression, 2 frames, K = 2
+    around = Prompts(boxes, np.array([[[0.9, 0.6], [0.1, 0.2]]])).union_boxes()
+    np.testing.assert_array_equal(around[0, 0], [0, 0, 30, 40])
+    assert np.isnan(around[0, 1]).all()  # no box kept: none to score

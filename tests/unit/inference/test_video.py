@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -10,11 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from groprompt.checkpoints import random_weights
 from groprompt.errors import ConfigError
-from groprompt.inference.predictor import Predictor
+from groprompt.inference.online import frame_boxes
+from groprompt.inference.predictor import Predictor, build_predictor
 from groprompt.inference.queries import Query
 from groprompt.inference.sources import video_source
-from groprompt.inference.video import OutputOptions, frame_boxes, infer_video, masks_path
+from groprompt.inference.video import OutputOptions, infer_video, masks_path
 from groprompt.outputs import read_index_png, rle_to_mask
 
 
@@ -107,3 +110,35 @@ def test_second_run_skips_a_finished_video(tmp_path: Path, predictor: Predictor,
     assert (changed.status, changed.rows) == ("done", 6)  # other queries: recomputed
     Path(first.parquet).write_bytes(b"truncated")  # a damaged output does not verify
     assert infer_video(predictor, source, queries, tmp_path / "out", model_config).status == "done"
+
+
+def filled(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The union of xyxy boxes filled (a pixel whose centre lies inside), NaN rows left out: by hand."""
+    mask = np.zeros((height, width), bool)
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    for x0, y0, x1, y1 in boxes[np.isfinite(boxes).all(axis=1)]:
+        mask |= (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    return mask
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 1.0])
+def test_the_set_mode_keeps_the_confident_boxes_and_unions_their_masks(tmp_path: Path, model_config, synthetic, threshold: float) -> None:
+    """Every query box whose confidence reaches the threshold is kept (0: all of them; 1: none, an empty mask); the
+    mask is the union of the kept boxes' masks (here the ``box`` segmentor: each box filled)."""
+    config = replace(model_config, multi_object=True, set_score_threshold=threshold)
+    predictor = build_predictor(config, random_weights(0), segmentor="box", seed=0)
+    source = video_source(synthetic.mp4(tmp_path / "clip.mp4", frames=3, height=48, width=64))
+    result = infer_video(predictor, source, [Query("clip", "the red square", "0")], tmp_path / "out", config)
+    rows = pq.read_table(result.parquet).to_pylist()
+    assert len(rows) == 3
+    for row in rows:
+        boxes, scores = np.array(row["boxes"], dtype=np.float64).reshape(-1, 4), np.array(row["scores"])
+        queries = config.num_queries + int(config.propagate and row["frame_index"] > 0)  # and the previous frame's top query
+        assert len(boxes) == {0.0: queries, 1.0: 0}.get(threshold, len(boxes))
+        assert (scores >= threshold).all()
+        np.testing.assert_array_equal(rle_to_mask(row["rle"]), filled(boxes, 48, 64))
+        if len(boxes):
+            np.testing.assert_allclose(row["box"], [*boxes[:, :2].min(0), *boxes[:, 2:].max(0)], atol=1e-4)
+            assert row["score"] == pytest.approx(scores.max())
+        else:
+            assert np.isnan(row["box"]).all() and np.isnan(row["score"])
