@@ -182,4 +182,7 @@ class ModelBoxes:
         outputs = [self._online.step(torch.from_numpy(e).float(), p) for e, p in zip(embeddings, pixels)]
         boxes, scores = zip(*(frame_prompts(output, self.model.set_threshold, height, width) for output in outputs))
         self._continues_at = (meta["video_id"], int(meta["start"]) + len(embeddings), exp_ids)
+        slots = max(frame.shape[1] for frame in boxes)  # the set mode: frame 0 has no propagated query, the others one
+        boxes = [np.pad(b, [(0, 0), (0, slots - b.shape[1]), (0, 0)], constant_values=np.nan) for b in boxes]
+        scores = [np.pad(s, [(0, 0), (0, slots - s.shape[1])]) for s in scores]
         return Prompts(np.stack(boxes, axis=1).astype(np.float64), np.stack(scores, axis=1).astype(np.float64))

@@ -4,6 +4,7 @@ boxes equal to inference's over a video cut into windows and shards, and the sen
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,22 @@ def test_prompts_score_the_box_around_each_expressions_boxes() -> None:
     around = Prompts(boxes, np.array([[[0.9, 0.6], [0.1, 0.2]]])).union_boxes()
     np.testing.assert_array_equal(around[0, 0], [0, 0, 30, 40])
     assert np.isnan(around[0, 1]).all()  # no box kept: none to score
+
+
+def test_set_mode_model_boxes_give_every_frame_all_query_slots(
+    shard_pairs: list[tuple[Path, Path]], score_shards: Callable[..., pd.DataFrame], oracle_box: pd.DataFrame, frozen: FrozenEncoders
+) -> None:
+    """Frame 0 has no propagated query, later frames one more: frame 0's extra slot is empty (NaN, confidence 0)."""
+    torch.manual_seed(0)
+    config = replace(MODEL, multi_object=True, set_score_threshold=0.0)  # every box kept
+    boxes = ModelBoxes(build_model(config, frozen), frozen)
+    frames, embeddings = shard_pairs[0]
+    sample, embedding = next(
+        (s, e) for s, e in zip(read_shard(frames, with_images=False), (a for _, _, a in read_embedding_shard(embeddings)))
+    )
+    prompts = boxes.prompts(sample.meta, referring_expressions(sample.meta), embedding)
+    assert prompts.boxes.shape[2] == config.num_queries + 1
+    assert np.isnan(prompts.boxes[:, 0, -1]).all() and (prompts.scores[:, 0, -1] == 0).all()
+    assert np.isfinite(prompts.boxes[:, 1:]).all()  # threshold 0: every later slot kept
+    table = score_shards(ModelBoxes(build_model(config, frozen), frozen), "box")
+    assert set(zip(table["video"], table["exp_id"])) == set(zip(oracle_box["video"], oracle_box["exp_id"]))
