@@ -49,9 +49,7 @@ def box_loss_terms(outputs: list[FrameOutput], targets: torch.Tensor, valid: tor
 def _confidence_loss(boxes: torch.Tensor, target: torch.Tensor, logits: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """(L, B) cross-entropy making the query that best matches the target (lambda_r L1 + lambda_g GIoU) the most
     confident, per decoder level; zero at level 0, whose scores are trained by the selection loss."""
-    cost = config.lambda_r * (boxes - target).abs().sum(-1) + config.lambda_g * (
-        1 - generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(target))
-    )
+    cost = matching_cost(boxes, target[..., :1, :], None, config.lambda_r, config.lambda_g, 0.0)[..., 0]
     matched = cost.detach().argmin(-1)  # (L, B)
     per_level = nn.functional.cross_entropy(logits.flatten(0, 1), matched.flatten(), reduction="none").reshape(matched.shape)
     return torch.cat([torch.zeros_like(per_level[:1]), per_level[1:]])

@@ -203,6 +203,7 @@ def sample_items(
     clip (the motion input of its first frame: a clip sees its past as the online stream does), and the clip's frames
     when the sample's ``pixels`` (W, 3, S, S) are given."""
     expressions = referring_expressions(meta)
+    annotated = meta.get("annotated") or [True] * len(meta["frame_names"])
     for ref in clip_refs(meta, clip_len):
         if ref not in wanted:
             continue
@@ -214,7 +215,6 @@ def sample_items(
         negative_text = negative["text"] if negative else (rng.choice(other_sentences) if other_sentences else "")
         negative_target = negative["obj_id"] if negative else None
         negative_boxes, negative_valid = normalised_boxes(meta, negative_target, frames)
-        annotated = meta.get("annotated") or [True] * len(meta["frame_names"])
         members, negative_members = member_boxes(meta, expression["obj_id"], frames), member_boxes(meta, negative_target, frames)
         yield ClipItem(
             embeddings=embeddings[frames.start : frames.stop],
