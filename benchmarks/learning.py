@@ -16,10 +16,13 @@ from groprompt.data.clips import referring_expressions, shard_pairs
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, read_shard
 from groprompt.data.stage_outputs import embed_here, shard_here
-from groprompt.evaluation.box_sources import SentenceBlindBoxes, ground_truth_boxes
+from groprompt.evaluation.aggregate import merge_partials, summarize
+from groprompt.evaluation.box_sources import BoxSource, SentenceBlindBoxes, ground_truth_boxes
+from groprompt.evaluation.scoring import evaluate_shards
 from groprompt.models.frozen import build_frozen
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.sam import FrozenSam
+from groprompt.segmentors import BoxSegmentor
 from groprompt.training import expression_box_ious
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,11 +36,11 @@ def work_config(work: Path, threads: int, overrides: list[str]) -> Config:
     return with_absolute_paths(load_config([REPO / "conf" / "demo.yaml"], [f"{k}={v}" for k, v in paths.items()] + fixed + overrides))
 
 
-def prepare_refshapes(config: Config, spec: RefShapesSpec, valid_fraction: float) -> dict[str, list[str]]:
+def prepare_refshapes(config: Config, spec: RefShapesSpec, valid_fraction: float, sam: FrozenSam | None = None) -> dict[str, list[str]]:
     """Generate RefShapes at ``config.data.root`` and shard and embed its training and validation splits (masks in the
-    validation shards only); returns the video ids per split."""
+    validation shards only) with ``sam`` (the configured SAM when None); returns the video ids per split."""
     splits = write_refshapes(config.data.root, spec, valid_fraction=valid_fraction, progress=False)
-    sam = FrozenSam.from_name(config.model.sam, seed=config.model.sam_seed)
+    sam = sam or FrozenSam.from_name(config.model.sam, seed=config.model.sam_seed)
     for split in (config.data.split, config.data.val_split):
         settings = ShardSettings(window=config.data.window, max_side=config.data.max_side, with_masks=split != config.data.split)
         shard_here("refshapes", config.data.root, split, Path(config.data.shards) / split, settings)
@@ -81,6 +84,15 @@ def model_box_iou(config: Config, model: GroPrompt) -> dict[str, float]:
     frozen = build_frozen(config.model)
     pairs = shard_pairs(config.data, config.data.val_split, frozen.sam)
     return by_kind(list(expression_box_ious(model, frozen, pairs, None, torch.device("cpu")).values()))
+
+
+def box_mask_scores(config: Config, box_source: BoxSource) -> dict[str, dict[str, float]]:
+    """Held-out J and box IoU by expression type (``by_kind``, plus ``all``) of ``box_source``'s boxes filled as masks,
+    scored by the evaluation's own protocol (``evaluate_shards``: online over whole videos)."""
+    pairs = shard_pairs(config.data, config.data.val_split, build_frozen(config.model).sam)
+    summary = summarize(merge_partials(evaluate_shards([(p.frames, p.embeddings) for p in pairs], box_source, BoxSegmentor())))
+    kinds = {kind: {"J": means["J"], "box_iou": means["box_iou"]} for kind, means in summary["by_kind"].items()}
+    return {**kinds, "all": {"J": summary["J"], "box_iou": summary["box_iou"]}}
 
 
 def sentence_blind_box_iou(config: Config) -> dict[str, float]:
