@@ -31,6 +31,7 @@ from groprompt.data.formats import check_training_splits
 from groprompt.data.shards import read_shard
 from groprompt.engine import predict_boxes
 from groprompt.errors import DataError
+from groprompt.files import location
 from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import GroPrompt, build_model
 from groprompt.models.proposal import count_trainable
@@ -145,7 +146,7 @@ def require_validation_boxes(data: DataConfig, pairs: list[ShardPair]) -> None:
     samples = (sample.meta for pair in pairs for sample in read_shard(pair.frames, with_images=False))
     if not any(_has_box(meta) for meta in samples):
         raise DataError(
-            f"{Path(data.shards) / data.val_split}: validation split {data.val_split!r} has no referring expression with a box "
+            f"{location(data.shards) / data.val_split}: validation split {data.val_split!r} has no referring expression with a box "
             "(no object ids, or no masks); validate on held-out training videos (e.g. data.val_split=train-holdout)"
         )
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from groprompt.checkpoints import CHECKPOINT_FILE
 from groprompt.config import Config, replace
+from groprompt.files import Location
 from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, oracle_row
 
 if TYPE_CHECKING:
@@ -199,7 +200,7 @@ def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
 
 
 def shard_and_embed(
-    data: Path, split: str, shards: Path, embeddings: Path, sam: FrozenSam, window: int = 4, max_side: int = 128, shard_bytes: int = 60_000
+    data: Path, split: str, shards: Location, embeddings: Location, sam: FrozenSam, window: int = 4, max_side: int = 128, shard_bytes: int = 60_000
 ) -> None:
     """What the shard and embed stages do for one RefShapes split, in this process (by default small shards of about
     two videos each; "valid" shards carry masks)."""
@@ -278,8 +279,8 @@ def image_member_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         return read_and_count
 
-    def watched(path: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
-        for key, extension, read in members(path):
+    def watched(path: Path, sha256: str | None = None) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
+        for key, extension, read in members(path, sha256):
             image = extension.endswith((".jpg", ".png"))
             yield key, extension, counted(f"{key}.{extension}", read) if image else read
 

@@ -13,7 +13,6 @@ import math
 import random
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.pixels import resized_pixels
 from groprompt.data.shards import ShardSample, check_shard, read_shard, sample_groups
 from groprompt.errors import DataError
-from groprompt.files import sha256_file
+from groprompt.files import Location, location, sha256_file
 from groprompt.models.sam import FrozenSam
 
 
@@ -77,8 +76,8 @@ class ClipBatch:
 class ShardPair:
     """A frame shard and the embedding shard computed from it."""
 
-    frames: Path
-    embeddings: Path
+    frames: Location
+    embeddings: Location
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ def shard_pairs(data: DataConfig, split: str, sam: FrozenSam) -> list[ShardPair]
     Refuses embeddings computed with another SAM, weights, input size or dtype, or from other frame shards, and
     any shard whose file is not the one its manifest row describes (``check_shard``: size, sha256, samples).
     """
-    frames_dir, embeddings_dir = Path(data.shards) / split, Path(data.embeddings) / split
+    frames_dir, embeddings_dir = location(data.shards) / split, location(data.embeddings) / split
     frames_manifest = frames_dir / MANIFEST
     frame_rows, _ = read_manifest(frames_manifest)
     embedding_rows, metadata = check_embeddings(embeddings_dir, embedding_identity(sam, data.embed_dtype))

@@ -22,7 +22,6 @@ import tarfile
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -31,7 +30,7 @@ import torch
 from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.shards import ShardSample, add_member, iter_members, read_shard, verified_record
 from groprompt.errors import ConfigError, DataError
-from groprompt.files import atomic_path, fingerprint, sha256_file, write_json_atomic
+from groprompt.files import Location, atomic_path, fingerprint, location, sha256_file, write_json_atomic
 from groprompt.models.sam import FrozenSam
 
 FORMAT_VERSION = 1
@@ -67,12 +66,12 @@ def embedding_identity(sam: FrozenSam, dtype: str) -> dict[str, Any]:
     }
 
 
-def check_embeddings(embedding_dir: str | Path, expected_identity: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def check_embeddings(embedding_dir: str | Location, expected_identity: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The manifest rows and metadata of embeddings made with ``expected_identity``; a ``DataError`` otherwise.
 
     The error names the manifest and every field that differs.
     """
-    manifest = Path(embedding_dir) / MANIFEST
+    manifest = location(embedding_dir) / MANIFEST
     rows, metadata = read_manifest(manifest)
     if metadata.get("stage") != "embed":
         raise DataError(f"{manifest}: not an embedding manifest (stage {metadata.get('stage')!r})")
@@ -104,9 +103,9 @@ def from_storage(array: np.ndarray, dtype: str) -> np.ndarray:
 
 def embed_shard(
     sam: FrozenSam,
-    frame_shard: Path,
+    frame_shard: Location,
     frame_sha256: str,
-    out_dir: Path,
+    out_dir: Location,
     batch_size: int,
     dtype: str = "float16",
     prefetch: int = PREFETCH_BATCHES,
@@ -115,7 +114,9 @@ def embed_shard(
 
     Frames stream through the encoder ``batch_size`` at a time (batches span samples); a loader thread prepares
     up to ``prefetch`` batches ahead (0: no thread, decode and encode alternate), so at most ``prefetch + 2``
-    batches of frames are in memory (queued, being filled, being encoded). Returns the shard's record and whether it was computed now.
+    batches of frames are in memory (queued, being filled, being encoded). The frame shard is checked against
+    ``frame_sha256`` as it streams; one that differs writes nothing. Returns the shard's record and whether it was
+    computed now.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -125,24 +126,24 @@ def embed_shard(
     existing = verified_record(target, record_path, expected)
     if existing is not None:
         return existing, False
-    if sha256_file(frame_shard) != frame_sha256:
-        raise DataError(f"{frame_shard}: content differs from the sha256 in its manifest (re-run the shard stage)")
     samples, frames = [], 0
-    with atomic_path(target) as temporary, tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, payload in _embedding_members(sam, frame_shard, batch_size, dtype, prefetch):
-            add_member(tar, name, payload)
-            if name.endswith(".json"):
-                samples.append(name.removesuffix(".json"))
-            else:
-                frames += 1
+    with atomic_path(target) as temporary:
+        with tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
+            for name, payload in _embedding_members(sam, frame_shard, frame_sha256, batch_size, dtype, prefetch):
+                add_member(tar, name, payload)
+                if name.endswith(".json"):
+                    samples.append(name.removesuffix(".json"))
+                else:
+                    frames += 1
+        size, digest = temporary.stat().st_size, sha256_file(temporary)
     record = {
         "shard": target.name,
         "frame_shard_sha256": frame_sha256,
         "samples": samples,
         "n_samples": len(samples),
         "n_frames": frames,
-        "bytes": target.stat().st_size,
-        "sha256": sha256_file(target),
+        "bytes": size,
+        "sha256": digest,
         "fingerprint": expected,
         "identity": identity,
     }
@@ -150,20 +151,22 @@ def embed_shard(
     return record, True
 
 
-def _embedding_members(sam: FrozenSam, frame_shard: Path, batch_size: int, dtype: str, prefetch: int) -> Iterator[tuple[str, bytes]]:
+def _embedding_members(
+    sam: FrozenSam, frame_shard: Location, frame_sha256: str, batch_size: int, dtype: str, prefetch: int
+) -> Iterator[tuple[str, bytes]]:
     """The members of an embedding shard in order, encoding frames ``batch_size`` at a time."""
-    batches = _pending_batches(sam, frame_shard, batch_size, dtype)
+    batches = _pending_batches(sam, frame_shard, frame_sha256, batch_size, dtype)
     for pending in prefetched(batches, prefetch) if prefetch > 0 else batches:
         yield from _encoded(sam, pending, dtype)
 
 
-def _pending_batches(sam: FrozenSam, frame_shard: Path, batch_size: int, dtype: str) -> Generator[_Pending]:
+def _pending_batches(sam: FrozenSam, frame_shard: Location, frame_sha256: str, batch_size: int, dtype: str) -> Generator[_Pending]:
     """The shard's members in order, cut after every ``batch_size`` frames, frames decoded and ``prepare``d
-    (in pinned memory when the encoder is on CUDA)."""
+    (in pinned memory when the encoder is on CUDA); the shard checked against ``frame_sha256`` on the stream."""
     pin = sam.device.type == "cuda"
     pending: _Pending = []
     queued = 0
-    for sample in read_shard(frame_shard):
+    for sample in read_shard(frame_shard, sha256=frame_sha256):
         pending.append((f"{sample.key}.json", _sample_meta(sam, sample, dtype)))
         for index in range(len(sample.frames)):
             image = sam.prepare(_stored_frame(frame_shard, sample, index))
@@ -241,7 +244,7 @@ def _sample_meta(sam: FrozenSam, sample: ShardSample, dtype: str) -> bytes:
     return json.dumps(meta, sort_keys=True).encode()
 
 
-def _stored_frame(frame_shard: Path, sample: ShardSample, index: int) -> np.ndarray:
+def _stored_frame(frame_shard: Location, sample: ShardSample, index: int) -> np.ndarray:
     """Frame ``index`` of a sample, decoded; it must have the stored size that the sample's JSON records."""
     frame = sample.frame(index)
     stored = (sample.meta["stored_height"], sample.meta["stored_width"])
@@ -266,7 +269,7 @@ class _SampleReader:
     filled: int = 0
 
     @classmethod
-    def start(cls, shard: Path, key: str, payload: bytes) -> _SampleReader:
+    def start(cls, shard: Location, key: str, payload: bytes) -> _SampleReader:
         meta = json.loads(payload)
         dtype = meta.get("dtype")
         if dtype not in _NUMPY_STORAGE:
@@ -274,7 +277,7 @@ class _SampleReader:
         out_dtype = np.float32 if dtype == "bfloat16" else _NUMPY_STORAGE[dtype]
         return cls(key, meta, np.empty((meta["n_frames"], *meta["shape"]), out_dtype))
 
-    def add(self, shard: Path, name: str, index: str, payload: bytes) -> None:
+    def add(self, shard: Location, name: str, index: str, payload: bytes) -> None:
         if index != f"{self.filled:04d}" or self.filled >= len(self.array):
             raise DataError(f"{shard}: member {name} is out of order (expected frame {self.filled} of {self.key})")
         stored = np.load(io.BytesIO(payload), allow_pickle=False)
@@ -284,19 +287,19 @@ class _SampleReader:
         self.array[self.filled] = from_storage(stored, self.meta["dtype"])
         self.filled += 1
 
-    def finish(self, shard: Path) -> tuple[str, dict[str, Any], np.ndarray]:
+    def finish(self, shard: Location) -> tuple[str, dict[str, Any], np.ndarray]:
         if self.filled != len(self.array):
             raise DataError(f"{shard}: sample {self.key} has {self.filled} of {len(self.array)} embeddings")
         return self.key, self.meta, self.array
 
 
-def read_embedding_shard(path: str | Path) -> Iterator[tuple[str, dict[str, Any], np.ndarray]]:
+def read_embedding_shard(path: str | Location) -> Iterator[tuple[str, dict[str, Any], np.ndarray]]:
     """Stream ``(key, meta, embeddings (T, C, g, g))`` per sample; float16/float32 as stored, bfloat16 as float32.
 
     Members must be plain files with safe names, each sample's JSON first and its frames in order;
     errors name the file.
     """
-    path = Path(path)
+    path = location(path)
     current: _SampleReader | None = None
     try:
         for key, extension, read in iter_members(path):

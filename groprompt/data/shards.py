@@ -13,6 +13,7 @@ refuses a shard (frame or embedding shard) whose file is not the one its manifes
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -21,8 +22,7 @@ import tarfile
 from collections.abc import Callable, Container, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -30,7 +30,7 @@ from PIL import Image
 from groprompt.data.formats.common import decoded_image, image_bytes
 from groprompt.data.records import BoxXYXY, Video, check_objects_annotated, checked_mask, frame_boxes
 from groprompt.errors import DataError
-from groprompt.files import atomic_path, fingerprint, sha256_file, write_json_atomic
+from groprompt.files import Location, atomic_path, file_size, fingerprint, location, open_input, sha256_file, write_json_atomic
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)+$")
 _JPEG_BYTES_PER_PIXEL = 0.15  # planning estimate for quality-90 JPEG
@@ -73,7 +73,7 @@ class ShardSample:
     meta: dict[str, Any]
     frames: list[bytes] = field(default_factory=list)
     masks: list[bytes] = field(default_factory=list)
-    shard: Path | None = None  # the tar it came from (named in errors)
+    shard: Location | None = None  # the tar it came from (named in errors)
 
     def frame(self, index: int) -> np.ndarray:
         """Frame ``index`` as RGB uint8 (H, W, 3); a ``DataError`` naming the member when it does not decode."""
@@ -128,41 +128,43 @@ def plan_shards(videos: list[Video], settings: ShardSettings) -> list[ShardPlan]
     return plans
 
 
-def write_shard(plan: ShardPlan, out_dir: str | Path, settings: ShardSettings, skip_bad: bool = False) -> dict[str, Any]:
+def write_shard(plan: ShardPlan, out_dir: str | Location, settings: ShardSettings, skip_bad: bool = False) -> dict[str, Any]:
     """Write one shard (tar, then a JSON record) atomically, or reuse it if it exists and verifies.
 
     Every frame and annotation of a video is decoded and checked before any of its windows is written (see
     ``_video_members``). A bad video raises ``DataError`` naming the file, and nothing is left behind; with
     ``skip_bad`` it is left out whole and listed in the record's ``rejected`` (by the shard holding its first window).
     """
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
     target, record_path = out_dir / plan.name, out_dir / f"{plan.name}.json"
     expected = plan.fingerprint(settings)
     existing = verified_record(target, record_path, expected)
     if existing is not None:
         return existing
     samples, frames, rejected = [], 0, []
-    with atomic_path(target) as temporary, tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
-        for video, windows in _windows_by_video(plan):
-            try:
-                members = _video_members(video, windows, settings)
-            except DataError as error:
-                if not skip_bad:
-                    raise
-                if windows[0][0] == 0:
-                    rejected.append({"video": video.video_id, "reason": str(error)})
-                continue
-            for name, payload in members:
-                add_member(tar, name, payload)
-            samples += [sample_key(video, start) for start, _ in windows]
-            frames += sum(end - start for start, end in windows)
+    with atomic_path(target) as temporary:
+        with tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
+            for video, windows in _windows_by_video(plan):
+                try:
+                    members = _video_members(video, windows, settings)
+                except DataError as error:
+                    if not skip_bad:
+                        raise
+                    if windows[0][0] == 0:
+                        rejected.append({"video": video.video_id, "reason": str(error)})
+                    continue
+                for name, payload in members:
+                    add_member(tar, name, payload)
+                samples += [sample_key(video, start) for start, _ in windows]
+                frames += sum(end - start for start, end in windows)
+        size, digest = temporary.stat().st_size, sha256_file(temporary)
     record = {
         "shard": plan.name,
         "samples": samples,
         "n_samples": len(samples),
         "n_frames": frames,
-        "bytes": target.stat().st_size,
-        "sha256": sha256_file(target),
+        "bytes": size,
+        "sha256": digest,
         "fingerprint": expected,
         "rejected": sorted(rejected, key=lambda r: r["video"]),
     }
@@ -170,7 +172,7 @@ def write_shard(plan: ShardPlan, out_dir: str | Path, settings: ShardSettings, s
     return record
 
 
-def verified_record(target: Path, record_path: Path, expected_fingerprint: str) -> dict[str, Any] | None:
+def verified_record(target: Location, record_path: Location, expected_fingerprint: str) -> dict[str, Any] | None:
     """The stored record of a complete shard whose plan and content still match, else None."""
     if not (target.is_file() and record_path.is_file()):
         return None
@@ -309,16 +311,36 @@ def _encoded_mask(ids: np.ndarray | None, height: int, width: int) -> bytes:
     return buffer.getvalue()
 
 
-def check_member_name(shard: Path, member: tarfile.TarInfo) -> None:
+def check_member_name(shard: Location, member: tarfile.TarInfo) -> None:
     """Refuse anything but a plain file whose name is a bare ``key.ext`` (no folders, no ``..``)."""
     if not member.isreg() or not _SAFE_NAME.fullmatch(member.name):
         raise DataError(f"{shard}: refusing member {member.name!r} (not a plain file with a safe name)")
 
 
-def iter_members(path: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
-    """``(key, extension, read)`` for each member of a shard tar, streamed in order.
+class _HashingReader:
+    """A binary stream that hashes (sha256) what is read through it."""
 
-    Every member is checked first (``check_member_name``); a broken tar is a ``DataError`` naming the file.
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream, self.digest = stream, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.stream.read(size)
+        self.digest.update(block)
+        return block
+
+    def drain(self) -> str:
+        """Read the rest of the stream (a tar's end padding) and return the hex digest of all of it."""
+        while self.read(1 << 20):
+            pass
+        return self.digest.hexdigest()
+
+
+def iter_members(path: Location, sha256: str | None = None) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
+    """``(key, extension, read)`` for each member of a shard tar, streamed in order (from object storage too).
+
+    Every member is checked first (``check_member_name``); a broken tar is a ``DataError`` naming the file. With
+    ``sha256`` the stream is hashed as it is read, and a file that differs is a ``DataError`` once it ends (before
+    the last member is handed out when the caller reads to the end).
     """
 
     def reader(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
@@ -331,26 +353,33 @@ def iter_members(path: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
         return read
 
     try:
-        with tarfile.open(path, "r|") as tar:
-            for member in tar:
-                check_member_name(path, member)
-                key, _, extension = member.name.partition(".")
-                yield key, extension, reader(tar, member)
+        with open_input(path) as raw:
+            stream = _HashingReader(raw)
+            with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[arg-type]
+                for member in tar:
+                    check_member_name(path, member)
+                    key, _, extension = member.name.partition(".")
+                    yield key, extension, reader(tar, member)
+            if sha256 is not None and (digest := stream.drain()) != sha256:
+                raise DataError(
+                    f"{path}: content differs from the sha256 in its manifest ({digest[:12]}..., not {sha256[:12]}...): changed "
+                    "after the manifest was written; re-run the stage that wrote it"
+                )
     except tarfile.TarError as error:
         raise DataError(f"{path}: not a readable shard: {error}") from error
 
 
-def check_shard(path: str | Path, row: Mapping[str, Any], rerun: str) -> None:
+def check_shard(path: str | Location, row: Mapping[str, Any], rerun: str) -> None:
     """Refuse a shard tar (frame or embedding shard) that is not the file its manifest ``row`` describes.
 
-    Hashes the file and lists its samples from the member headers (about the cost of one read of the file). A
-    difference in size, sha256 or sample keys is a ``DataError`` naming the tar, each difference and ``rerun``,
-    what re-writes it (e.g. "pipelines/shard.py").
+    Hashes the file and lists its samples from the member headers in one streamed read. A difference in size,
+    sha256 or sample keys is a ``DataError`` naming the tar, each difference and ``rerun``, what re-writes it
+    (e.g. "pipelines/shard.py").
     """
-    path = Path(path)
+    path = location(path)
     if not path.is_file():
         raise DataError(f"{path}: listed in its manifest, but missing; re-run {rerun}")
-    size, digest, keys = path.stat().st_size, sha256_file(path), _sample_keys(path)
+    size, (digest, keys) = file_size(path), _digest_and_sample_keys(path)
     differences = [f"{size} bytes, not {row['bytes']}"] if size != row["bytes"] else []
     if digest != row["sha256"]:
         differences.append(f"sha256 {digest[:12]}..., not {row['sha256'][:12]}...")
@@ -365,21 +394,28 @@ def check_shard(path: str | Path, row: Mapping[str, Any], rerun: str) -> None:
         )
 
 
-def _sample_keys(path: Path) -> list[str] | None:
-    """The sample keys of a shard tar in order, from its member headers alone; None when it is not a tar."""
-    try:
-        with tarfile.open(path, "r:") as tar:
-            return [member.name.removesuffix(".json") for member in tar if member.name.endswith(".json")]
-    except (tarfile.TarError, OSError):
-        return None
+def _digest_and_sample_keys(path: Location) -> tuple[str, list[str] | None]:
+    """The sha256 of a shard tar and its sample keys in order (from the member headers; None when it is not a tar),
+    in one read of the stream."""
+    with open_input(path) as raw:
+        stream = _HashingReader(raw)
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[arg-type]
+                keys = [member.name.removesuffix(".json") for member in tar if member.name.endswith(".json")]
+        except tarfile.TarError:
+            keys = None
+        return stream.drain(), keys
 
 
-def read_shard(path: str | Path, with_images: bool = True, keys: Container[str] | None = None) -> Iterator[ShardSample]:
+def read_shard(
+    path: str | Location, with_images: bool = True, keys: Container[str] | None = None, sha256: str | None = None
+) -> Iterator[ShardSample]:
     """Stream the samples of a shard in order; ``with_images=False`` reads only the JSON members, and with ``keys``
-    only the samples of those keys get their frames and masks read (the others come with their JSON alone)."""
-    path = Path(path)
+    only the samples of those keys get their frames and masks read (the others come with their JSON alone). With
+    ``sha256`` the file is checked against it on the stream (``iter_members``)."""
+    path = location(path)
     current: ShardSample | None = None
-    for key, extension, read in iter_members(path):
+    for key, extension, read in iter_members(path, sha256):
         if current is not None and key != current.key:
             yield current
             current = None

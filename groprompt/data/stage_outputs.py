@@ -15,15 +15,15 @@ from groprompt.data.manifest import MANIFEST, read_manifest, write_manifest
 from groprompt.data.records import Video
 from groprompt.data.shards import ShardSettings, plan_shards, write_shard
 from groprompt.errors import DataError
-from groprompt.files import sha256_file
+from groprompt.files import Location, location, sha256_file
 from groprompt.models.sam import FrozenSam
 
 MANIFEST_COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")
 
 
 def write_shard_manifest(
-    out: Path, format: str, root: str | Path, videos: Sequence[Video], settings: ShardSettings, records: list[dict[str, Any]]
-) -> Path:
+    out: Location, format: str, root: str | Path, videos: Sequence[Video], settings: ShardSettings, records: list[dict[str, Any]]
+) -> Location:
     """The shard stage's manifest of ``records`` (one per written shard) in ``out``; returns its path."""
     metadata = {
         "stage": "shard",
@@ -40,7 +40,7 @@ def write_shard_manifest(
     return out / MANIFEST
 
 
-def write_embedding_manifest(out: Path, frames_manifest: Path, records: list[dict[str, Any]]) -> Path:
+def write_embedding_manifest(out: Location, frames_manifest: Location, records: list[dict[str, Any]]) -> Location:
     """The embed stage's manifest of ``records`` (one per embedding shard) in ``out``; returns its path."""
     metadata = {
         "stage": "embed",
@@ -53,19 +53,21 @@ def write_embedding_manifest(out: Path, frames_manifest: Path, records: list[dic
     return out / MANIFEST
 
 
-def shard_here(format: str, root: str | Path, split: str, out: Path, settings: ShardSettings) -> Path:
+def shard_here(format: str, root: str | Path, split: str, out: str | Location, settings: ShardSettings) -> Location:
     """The shard stage's work for one split, in this process; returns the manifest's path."""
     videos = list(read_videos(format, root, split, with_boxes=False))
     if not videos:
         raise DataError(f"{root}: no videos for format {format}, split {split}")
+    out = location(out)
     out.mkdir(parents=True, exist_ok=True)
     return write_shard_manifest(
         out, format, root, videos, settings, [write_shard(plan, out, settings) for plan in plan_shards(videos, settings)]
     )
 
 
-def embed_here(shards_dir: Path, out: Path, sam: FrozenSam, batch_size: int = 16, dtype: str = "float16") -> Path:
+def embed_here(shards_dir: str | Location, out: str | Location, sam: FrozenSam, batch_size: int = 16, dtype: str = "float16") -> Location:
     """The embed stage's work for the frame shards of ``shards_dir``, in this process; returns the manifest's path."""
+    shards_dir, out = location(shards_dir), location(out)
     rows, _ = read_manifest(shards_dir / MANIFEST)
     out.mkdir(parents=True, exist_ok=True)
     records = [embed_shard(sam, shards_dir / row["shard"], row["sha256"], out, batch_size, dtype)[0] for row in rows]

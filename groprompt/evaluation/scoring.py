@@ -22,11 +22,12 @@ from groprompt.errors import DataError
 from groprompt.evaluation.aggregate import SAMPLE_COLUMNS, SUM_COLUMNS
 from groprompt.evaluation.box_sources import BoxSource, ground_truth_boxes
 from groprompt.evaluation.ref_davis import write_annotator_frame
+from groprompt.files import Location, location
 from groprompt.metrics import j_and_f, mask_intersection_union
 from groprompt.outputs import VOID_ID, write_expression_pngs
 from groprompt.segmentors import Segmentor, SegmentorStream, VideoSegmentor, open_stream, step_sets
 
-ShardPaths = tuple[str | Path, str | Path | None]  # a frame shard and its embedding shard (None when not needed)
+ShardPaths = tuple[str | Location, str | Location | None]  # a frame shard and its embedding shard (None when not needed)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class MaskOutputs:
             write_annotator_frame(self.annotator_dir, video, frame, [int(expressions[i]["obj_id"]) for i in referring], masks[referring])
 
 
-def paired_samples(frames: Path, embeddings: Path | None) -> Iterator[tuple[ShardSample, np.ndarray | None]]:
+def paired_samples(frames: Location, embeddings: Location | None) -> Iterator[tuple[ShardSample, np.ndarray | None]]:
     """A frame shard's samples (with images), each with its embeddings (T, C, g, g) when an embedding shard is given."""
     embedded = read_embedding_shard(embeddings) if embeddings is not None else None
     for sample in read_shard(frames, with_images=True):
@@ -188,8 +189,8 @@ def score_sample(
 
 
 def evaluate_shard(
-    frames: str | Path,
-    embeddings: str | Path | None,
+    frames: str | Location,
+    embeddings: str | Location | None,
     box_source: BoxSource,
     segmentor: Segmentor | VideoSegmentor,
     png_dir: str | Path | None = None,
@@ -210,7 +211,7 @@ def evaluate_shard(
         raise ValueError("this box source or segmentor needs the SAM embeddings of the shard")
     outputs = MaskOutputs(Path(png_dir) if png_dir is not None else None, Path(annotator_dir) if annotator_dir is not None else None)
     rows = []
-    for sample, embedding in paired_samples(Path(frames), Path(embeddings) if need_embeddings else None):
+    for sample, embedding in paired_samples(location(frames), location(embeddings) if embeddings is not None and need_embeddings else None):
         expressions = sample.meta["expressions"] if outputs.png_dir is not None else referring_expressions(sample.meta)
         if expressions:
             try:

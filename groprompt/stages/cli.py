@@ -17,8 +17,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from groprompt.config import Config, load_config, with_absolute_paths
+from groprompt.config import PATH_KEYS, Config, flatten, load_config, with_absolute_paths
 from groprompt.errors import UserError
+from groprompt.files import check_store, location
 
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
@@ -101,6 +102,10 @@ def run_stage(
 
     def stage() -> object:
         config = with_absolute_paths(load_config(args.config or list(default_configs), args.overrides))
+        settings = flatten(config)
+        for key in PATH_KEYS:  # a missing bucket or an unreachable store is refused before Ray starts
+            if settings[key] is not None:
+                check_store(location(settings[key]))
         init_ray(args.address or config.runtime.ray_address)
         for name in RAY_DATA_TASK_ERROR_LOGGERS:  # the stage reports a failed task itself: one line, or its traceback
             logging.getLogger(name).setLevel(logging.CRITICAL)

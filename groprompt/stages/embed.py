@@ -18,6 +18,7 @@ from groprompt.data.manifest import read_manifest
 from groprompt.data.stage_outputs import write_embedding_manifest
 from groprompt.encoder_pool import PoolPlan, encoder_bytes, plan_pool, prepare_encoder_process
 from groprompt.errors import ConfigError, DataError
+from groprompt.files import Location, check_writable, location
 from groprompt.models.encoder_options import EncoderOptions
 from groprompt.models.sam import SAM_CONFIGS, FrozenSam, require_weights
 
@@ -40,7 +41,7 @@ class ShardEmbedder:
         prepare_encoder_process(pool.threads)
         device = "cuda" if pool.num_gpus else "cpu"
         self.sam = FrozenSam.from_name(sam_name, checkpoint, seed, options).to(device)
-        self.shards_dir, self.out_dir = Path(shards_dir), Path(out_dir)
+        self.shards_dir, self.out_dir = location(shards_dir), location(out_dir)
         self.batch_size, self.dtype = batch_size, dtype
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -52,13 +53,13 @@ class ShardEmbedder:
         return {"record": record, "computed": computed, "seconds": seconds}
 
 
-def embed_split(config: Config, split: str) -> Path:
+def embed_split(config: Config, split: str) -> Location:
     """Embed the frame shards of ``split`` (``<data.shards>/<split>``) into ``<data.embeddings>/<split>`` with ``config.model``'s SAM."""
     model, data = config.model, config.data
     require_weights(model.sam, model.sam_checkpoint, model.allow_random_weights)
     return embed_shards(
-        Path(data.shards) / split,
-        Path(data.embeddings) / split,
+        location(data.shards) / split,
+        location(data.embeddings) / split,
         model.sam,
         model.sam_checkpoint,
         model.sam_seed,
@@ -69,26 +70,27 @@ def embed_split(config: Config, split: str) -> Path:
 
 
 def embed_shards(
-    shards_dir: str | Path,
-    out_dir: str | Path,
+    shards_dir: str | Location,
+    out_dir: str | Location,
     sam_name: str = "tiny",
     checkpoint: str | Path | None = None,
     seed: int = 0,
     batch_size: int = 4,
     dtype: str = "float16",
     options: EncoderOptions = EncoderOptions(),
-) -> Path:
+) -> Location:
     """Embed every shard listed in ``shards_dir``'s manifest on an actor pool, then write the manifest; returns its path."""
     import ray
 
     if sam_name not in SAM_CONFIGS:
         raise ConfigError(f"model.sam: unknown SAM {sam_name!r}; known: {sorted(SAM_CONFIGS)}")
     storage_dtype(dtype)
-    shards_dir, out = Path(shards_dir), Path(out_dir)
+    shards_dir, out = location(shards_dir), location(out_dir)
     frames_manifest = shards_dir / MANIFEST
     frame_rows, _ = read_manifest(frames_manifest)
     if not frame_rows:
         raise DataError(f"{frames_manifest}: lists no shards")
+    check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
     memory = ray.cluster_resources().get("memory", 0.0)
     pool = plan_pool(len(frame_rows), cluster_cpus(), cluster_gpus(), memory, encoder_bytes(SAM_CONFIGS[sam_name], batch_size))

@@ -26,7 +26,7 @@ from groprompt.evaluation.ref_davis import score_annotators
 from groprompt.evaluation.scoring import evaluate_shards, whole_video_groups
 from groprompt.evaluation.submission import submission_layout, submission_masks, submission_members
 from groprompt.evaluation.tracking import eval_params, log_evaluation, unlogged_params
-from groprompt.files import atomic_path, write_json_atomic
+from groprompt.files import atomic_path, location, write_json_atomic
 from groprompt.models.frozen import frozen_sam
 from groprompt.outputs import write_submission_zip
 from groprompt.segmentors import SEGMENTORS, Segmentor, VideoSegmentor, build_segmentor, check_segmentor
@@ -63,7 +63,7 @@ def print_segmentor_note(segmentor: str, config: Config) -> None:
 def _shard_rows(config: Config, split: str, need_embeddings: bool) -> list[dict[str, Any]]:
     """One row per frame shard of the split, in manifest order: its path, its sample keys, and its embedding
     shard's path when needed (checked), else None."""
-    frames_dir = Path(config.data.shards) / split
+    frames_dir = location(config.data.shards) / split
     rows, _ = read_manifest(frames_dir / MANIFEST)
     embeddings: dict[str, str] = {}
     if need_embeddings:  # shard_pairs checks frame and embedding shards against their manifests
@@ -193,7 +193,7 @@ def evaluate(
     print_segmentor_note(segmentor, config)
     rows = _shard_rows(config, split, need_embeddings=boxes == "model" or segmentor == "sam")
     if not rows:
-        raise DataError(f"{Path(config.data.shards) / split}: lists no shards")
+        raise DataError(f"{location(config.data.shards) / split}: lists no shards")
     print(f"evaluating {len(rows)} shards of split {split}: boxes {boxes}, segmentor {segmentor}", flush=True)
 
     started = time.perf_counter()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from groprompt.config import Config, DataConfig
 from groprompt.data.formats import read_videos
 from groprompt.data.shards import ShardSettings, plan_shards, write_shard
 from groprompt.data.stage_outputs import write_shard_manifest
 from groprompt.errors import DataError
+from groprompt.files import Location, check_writable, location
 
 
 def shard_settings(data: DataConfig, with_masks: bool) -> ShardSettings:
@@ -16,18 +15,21 @@ def shard_settings(data: DataConfig, with_masks: bool) -> ShardSettings:
     return ShardSettings(window=data.window, max_side=data.max_side, shard_bytes=data.shard_bytes, with_masks=with_masks)
 
 
-def shard_split(config: Config, split: str, with_masks: bool | None = None, skip_bad: bool = False) -> Path:
+def shard_split(config: Config, split: str, with_masks: bool | None = None, skip_bad: bool = False) -> Location:
     """Shard ``split`` of ``config.data`` into ``<data.shards>/<split>``; masks by default except for the training split."""
     masks = split != config.data.split if with_masks is None else with_masks
-    out = Path(config.data.shards) / split
+    out = location(config.data.shards) / split
     return shard_dataset(config.data.format, config.data.root, split, out, shard_settings(config.data, masks), skip_bad)
 
 
-def shard_dataset(format: str, root: str, split: str | None, out: str | Path, settings: ShardSettings, skip_bad: bool = False) -> Path:
+def shard_dataset(
+    format: str, root: str, split: str | None, out: str | Location, settings: ShardSettings, skip_bad: bool = False
+) -> Location:
     """Plan shards in the driver, write them in parallel Ray Data tasks, then write the manifest; returns its path."""
     import ray
 
-    out = Path(out)
+    out = location(out)
+    check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
     videos = list(read_videos(format, root, split, with_boxes=False))
     if not videos:

@@ -14,7 +14,8 @@ from tests.helpers import REPO_ROOT, shard_and_embed
 
 
 @pytest.fixture(scope="session")
-def local_ray() -> Iterator[None]:
+def local_ray(s3_endpoint: str) -> Iterator[None]:
+    """A local Ray whose workers see the test S3 server (they inherit the environment it was started with)."""
     import ray
 
     from groprompt.cluster import init_ray

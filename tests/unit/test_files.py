@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from groprompt.files import atomic_path, fingerprint, sha256_file, write_json_atomic, write_text_atomic
+from groprompt.errors import DataError
+from groprompt.files import ObjectPath, atomic_path, file_size, fingerprint, location, sha256_file, write_json_atomic, write_text_atomic
 
 
 class Boom(Exception):
@@ -113,3 +114,34 @@ def test_fingerprint_ignores_key_order_at_every_depth() -> None:
 )
 def test_fingerprint_differs_for_different_content(other: dict) -> None:
     assert fingerprint(other) != fingerprint({"settings": {"window": 4, "max_side": 128}, "videos": ["v1", "v2"]})
+
+
+def test_object_paths_join_name_and_parent_like_local_paths() -> None:
+    path = location("s3://bucket/a//b/") / "c.tar"
+    assert isinstance(path, ObjectPath)
+    assert (str(path), path.name, str(path.parent), path.native) == ("s3://bucket/a/b/c.tar", "c.tar", "s3://bucket/a/b", "bucket/a/b/c.tar")
+    assert location("file:///tmp/x") == Path("/tmp/x") and location("work/x") == Path("work/x")
+
+
+@pytest.mark.slow
+def test_atomic_path_on_object_storage_leaves_nothing_when_the_block_raises_and_the_whole_file_when_it_succeeds(bucket: str) -> None:
+    target = location(bucket) / "shards" / "out.bin"
+    with pytest.raises(Boom), atomic_path(target) as temporary:
+        temporary.write_bytes(b"half")
+        raise Boom
+    assert not target.exists()
+    assert list((location(bucket) / "shards").glob("*")) == []  # no hidden upload left behind either
+    payload = os.urandom(3 << 20)
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(payload)
+        assert not target.exists()  # nothing at the key until the block succeeds
+    assert target.is_file() and file_size(target) == len(payload) and target.read_bytes() == payload
+    assert sha256_file(target) == hashlib.sha256(payload).hexdigest()
+    assert [p.name for p in (location(bucket) / "shards").glob("*")] == ["out.bin"]
+
+
+@pytest.mark.slow
+def test_a_missing_bucket_is_one_data_error_naming_the_uri(s3_endpoint: str) -> None:
+    target = location("s3://no-such-bucket-here") / "x.json"
+    with pytest.raises(DataError, match=r"s3://no-such-bucket-here/x.json: upload failed"):
+        write_json_atomic(target, {"a": 1})

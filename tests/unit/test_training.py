@@ -18,11 +18,13 @@ from groprompt import training
 from groprompt.checkpoints import build_trained_model, load_trained, read_payload
 from groprompt.config import Config, ModelConfig, replace, to_dict
 from groprompt.data.clips import ClipBatch, metadata_of, shard_pairs
+from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.errors import DataError
 from groprompt.evaluation.aggregate import merge_partials
 from groprompt.evaluation.box_sources import ModelBoxes
 from groprompt.evaluation.scoring import evaluate_shard
+from groprompt.files import location
 from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.sam import FrozenSam
@@ -170,3 +172,22 @@ def test_encoders_model_batches_and_validation_go_to_the_session_device(
     )
     assert names[2:-1] == ["batch"] * math.ceil(clips / 4)  # every batch of the epoch, the last one partial
     assert {device for _, device in moved} == {torch.device("cpu", 0)}
+
+
+@pytest.mark.slow
+def test_training_on_shards_and_embeddings_in_a_bucket_matches_the_run_on_local_disk(
+    config: Config, uninterrupted: FakeSession, bucket: str, tmp_path: Path
+) -> None:
+    sam = FrozenSam.from_name(MODEL.sam, seed=MODEL.sam_seed)
+    store = location(bucket)
+    for split in ("train", "valid"):
+        shard_and_embed(Path(config.data.root), split, store / "shards", store / "embeddings", sam)
+        for stage in ("shards", "embeddings"):  # the same files as on disk, written to the bucket
+            local, _ = read_manifest(Path(getattr(config.data, stage)) / split / MANIFEST)
+            remote, _ = read_manifest(store / stage / split / MANIFEST)
+            assert [(r["shard"], r["sha256"]) for r in remote] == [(r["shard"], r["sha256"]) for r in local]
+    in_bucket = replace(config, **{"data.shards": f"{bucket}/shards", "data.embeddings": f"{bucket}/embeddings"})
+    session = train(in_bucket, FakeSession(tmp_path))
+    assert session.reports == uninterrupted.reports
+    state, reference = (read_payload(s.checkpoints[EPOCHS - 1])["model"] for s in (session, uninterrupted))
+    assert all(torch.equal(state[name], value) for name, value in reference.items())

@@ -264,3 +264,19 @@ def test_the_parser_reads_repeated_configs_address_and_overrides() -> None:
     assert args.config == ["a.yaml", "b.yaml"]
     assert args.address == "ray://h:1"
     assert args.overrides == ["train.lr=1e-3", "data.split=valid"]
+
+
+@pytest.mark.slow
+def test_a_missing_bucket_exits_with_2_naming_the_uri_before_ray_starts(s3_endpoint: str, no_ray: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_stage(stage_parser("x"), ["data.shards=s3://no-such-bucket-anywhere/shards"], never) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: s3://no-such-bucket-anywhere/shards: bucket 'no-such-bucket-anywhere' does not exist"]
+
+
+@pytest.mark.slow
+def test_an_unreachable_store_exits_with_2_naming_the_uri_before_ray_starts(
+    s3_endpoint: str, no_ray: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    assert run_stage(stage_parser("x"), ["data.embeddings=s3://some-bucket/embeddings"], never) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: s3://some-bucket/embeddings: ") and "connect" in lines[0].lower()
