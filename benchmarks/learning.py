@@ -36,12 +36,15 @@ def work_config(work: Path, threads: int, overrides: list[str]) -> Config:
     return with_absolute_paths(load_config([REPO / "conf" / "demo.yaml"], [f"{k}={v}" for k, v in paths.items()] + fixed + overrides))
 
 
-def prepare_refshapes(config: Config, spec: RefShapesSpec, valid_fraction: float, sam: FrozenSam | None = None) -> dict[str, list[str]]:
-    """Generate RefShapes at ``config.data.root`` and shard and embed its training and validation splits (masks in the
-    validation shards only) with ``sam`` (the configured SAM when None); returns the video ids per split."""
+def prepare_refshapes(
+    config: Config, spec: RefShapesSpec, valid_fraction: float, sam: FrozenSam | None = None, also: tuple[str, ...] = ()
+) -> dict[str, list[str]]:
+    """Generate RefShapes at ``config.data.root`` and shard and embed its training and validation splits and the
+    splits ``also`` (masks in all but the training shards) with ``sam`` (the configured SAM when None); returns the
+    video ids per generated split."""
     splits = write_refshapes(config.data.root, spec, valid_fraction=valid_fraction, progress=False)
     sam = sam or FrozenSam.from_name(config.model.sam, seed=config.model.sam_seed)
-    for split in (config.data.split, config.data.val_split):
+    for split in (config.data.split, config.data.val_split, *also):
         settings = ShardSettings(window=config.data.window, max_side=config.data.max_side, with_masks=split != config.data.split)
         shard_here("refshapes", config.data.root, split, Path(config.data.shards) / split, settings)
         embed_here(Path(config.data.shards) / split, Path(config.data.embeddings) / split, sam, 16, config.data.embed_dtype)
