@@ -145,7 +145,6 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     seed: int = 0
     max_failures: int = 1
-    fail_once_at_epoch: int = -1  # fault-injection for tests: one worker failure at this epoch
     storage_path: str = "work/ray_results"
     name: str = "groprompt"
 

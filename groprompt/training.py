@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable, Container, Iterable
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -171,11 +170,7 @@ class Session(Protocol):
     def report(self, metrics: dict[str, float], checkpoint_folder: str | None) -> None: ...
 
 
-class InjectedFailure(RuntimeError):
-    """Raised once by ``train.fail_once_at_epoch`` to exercise fault tolerance."""
-
-
-def run_training(config: Config, session: Session, run_id: str | None, failure_marker: Path | None = None) -> None:
+def run_training(config: Config, session: Session, run_id: str | None) -> None:
     """Train from the latest checkpoint (if any) to ``train.epochs``, reporting metrics and a checkpoint each epoch."""
     check_training_splits(config.data)
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
@@ -206,8 +201,6 @@ def run_training(config: Config, session: Session, run_id: str | None, failure_m
     logger = MetricLogger(run_id, config.runtime.tracking_uri) if run_id and session.rank == 0 else None
 
     for epoch in range(start_epoch, config.train.epochs):
-        if epoch == config.train.fail_once_at_epoch and failure_marker is not None and _first_time(failure_marker):
-            raise InjectedFailure(f"injected failure at epoch {epoch} (train.fail_once_at_epoch)")
         log_step = None if logger is None else (lambda values, step, first=epoch * steps: logger.log(values, first + step))
         items = source.items(seed=config.train.seed * 1000 + epoch)
         on_device = (batch.to(device) for batch in batches(items, source.count, config.train.batch_size, steps))
@@ -234,12 +227,3 @@ def _reduce(value: torch.Tensor, device: torch.device, op: Any = None) -> torch.
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(value, op=op or dist.ReduceOp.SUM)
     return value.cpu()
-
-
-def _first_time(marker: Path) -> bool:
-    """True the first time it is called for ``marker`` (a file), across processes and restarts."""
-    if marker.exists():
-        return False
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    return True

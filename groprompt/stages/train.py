@@ -37,7 +37,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """
     config = from_dict(loop_config["config"])
     try:
-        run_training(config, RaySession(distributed=True), loop_config["run_id"], Path(loop_config["failure_marker"]))
+        run_training(config, RaySession(distributed=True), loop_config["run_id"])
     except UserError as error:
         write_json_atomic(Path(loop_config["user_error"]), {"type": type(error).__name__, "message": str(error)})
 
@@ -101,7 +101,6 @@ def train(config: Config, run_name: str | None = None, parent_run_id: str | None
             train_loop_config={
                 "config": to_dict(config),
                 "run_id": run_id,
-                "failure_marker": str(storage / config.train.name / "injected-failure"),
                 "user_error": str(user_error),
             },
             torch_config=TorchConfig(backend="nccl" if config.train.use_gpu else "gloo"),
