@@ -32,6 +32,7 @@ SEGMENTOR = "grabcut"
 OVERLAY_VIDEOS = 3  # held-out videos drawn as GIFs
 SWEEP_KEYS = ("mode", "lambda_f", "lambda_v", "num_samples", "grace_period")
 TEST_SPLIT = "valid"  # what the ablation table reports: never trained, validated or selected on
+SENTENCE_TYPE_SHARE = 0.5  # the chance of a multi-object and of a leaves-frame sentence per video (RefShapesSpec)
 
 
 def stage(folder: Path, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -60,7 +61,14 @@ def run_demo(config: Config, videos: int, frames: int, sweep_config: Path | None
         f"weights ({config.model.sam}), and GrabCut (OpenCV) turns boxes into masks.",
         flush=True,
     )
-    spec = RefShapesSpec(videos=videos, frames=frames, size=config.data.max_side, seed=config.train.seed)
+    spec = RefShapesSpec(
+        videos=videos,
+        frames=frames,
+        size=config.data.max_side,
+        seed=config.train.seed,
+        multi_object_share=SENTENCE_TYPE_SHARE,
+        leaves_frame_share=SENTENCE_TYPE_SHARE,
+    )
     stage(
         folder,
         "data",
