@@ -91,17 +91,21 @@ class ObjectPath:
     def is_file(self) -> bool:
         return self.info().type == pafs.FileType.File
 
+    def is_dir(self) -> bool:
+        """Whether keys lie under this prefix."""
+        return self.info().type == pafs.FileType.Directory
+
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to make: keys need no folders."""
 
     def glob(self, pattern: str) -> Iterator[ObjectPath]:
-        """The files directly under this prefix whose names match ``pattern`` (``fnmatch``)."""
+        """The files and prefixes directly under this prefix whose names match ``pattern`` (``fnmatch``)."""
         try:
             found = self.filesystem.get_file_info(pafs.FileSelector(self.native, allow_not_found=True))
         except OSError as error:
             raise DataError(f"{self}: {error}") from error
         for info in found:
-            if info.type == pafs.FileType.File and fnmatch.fnmatch(info.base_name, pattern):
+            if fnmatch.fnmatch(info.base_name, pattern):
                 yield self / info.base_name
 
     def read_bytes(self) -> bytes:
@@ -176,6 +180,14 @@ def check_writable(path: Location) -> None:
         path.filesystem.delete_file(probe.native)
     except OSError as error:
         raise DataError(f"{path}: cannot write there: {error}") from error
+
+
+def remove_tree(path: Location) -> None:
+    """Delete a folder and everything in it (on object storage: every key under the prefix)."""
+    if isinstance(path, Path):
+        shutil.rmtree(path)
+    else:
+        path.filesystem.delete_dir(path.native)
 
 
 def temporary_path(path: Path) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 from groprompt.config import Config, flatten, replace
 from groprompt.errors import ConfigError
-from groprompt.files import write_text_atomic
+from groprompt.files import Location, write_text_atomic
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -59,7 +59,7 @@ def start_run(config: Config, run_name: str, parent_run_id: str | None = None, t
     return run.info.run_id
 
 
-def continue_or_start_run(config: Config, run_name: str, record: Path, parent_run_id: str | None = None) -> str:
+def continue_or_start_run(config: Config, run_name: str, record: Location, parent_run_id: str | None = None) -> str:
     """The unfinished run recorded in ``record`` by an interrupted attempt (marked RUNNING again), else a new run
     (recorded there): a restarted training continues its MLflow run instead of splitting its history."""
     from mlflow import MlflowClient

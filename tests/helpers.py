@@ -257,7 +257,7 @@ def train(config: Config, session: FakeSession) -> FakeSession:
     return session
 
 
-def registered_epochs(run_folder: Path) -> list[int]:
+def registered_epochs(run_folder: Location) -> list[int]:
     """Epochs of the checkpoints Ray Train has registered for a training run, oldest first."""
     from groprompt.stages.train import registered_checkpoints
 

@@ -23,6 +23,7 @@ from groprompt.figures import sweep_heatmap
 from groprompt.files import write_text_atomic
 from groprompt.outputs import markdown_table
 from groprompt.stages.sessions import RaySession
+from groprompt.stages.train import run_storage
 from groprompt.tracking import epoch_history, log_loss_curve, log_params, run_status, start_run, with_tracking_uri
 from groprompt.training import run_training
 
@@ -75,7 +76,7 @@ def sweep(config: Config) -> dict[str, Any]:
     space = search_space(config)
     parent_run_id = start_run(config, f"{config.train.name}-sweep", tags={"groprompt.kind": "sweep"})
     concurrency = max(1, math.floor(cluster_cpus() / config.sweep.cpus_per_trial))
-    storage = Path(config.train.storage_path).resolve()
+    storage = run_storage(config)
     base = to_dict(replace(config, **{"train.cpus_per_worker": config.sweep.cpus_per_trial}))
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trial, base_tree=base, parent_run_id=parent_run_id), trial_resources(config)),
@@ -170,7 +171,7 @@ def _log_summary(parent_run_id: str, rows: list[dict[str, Any]], best: Config, c
 
     client = MlflowClient(config.runtime.tracking_uri)
     best_text = best_yaml(best, rows[0], config.train.epochs)
-    write_text_atomic(Path(config.train.storage_path) / f"{config.train.name}-sweep" / "best.yaml", best_text)
+    write_text_atomic(run_storage(config) / f"{config.train.name}-sweep" / "best.yaml", best_text)
     with tempfile.TemporaryDirectory() as folder:
         pd.DataFrame(rows).to_csv(Path(folder) / "sweep_results.csv", index=False)
         (Path(folder) / "sweep_results.md").write_text(markdown_table(rows))

@@ -9,7 +9,6 @@ registered (written while the run was stopped) are removed first.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from groprompt.checkpoints import CHECKPOINT_FILE, log_trained_model
 from groprompt.config import Config, from_dict, to_dict
 from groprompt.data.formats import check_training_splits
 from groprompt.errors import CheckpointError, ConfigError, DataError, UserError
-from groprompt.files import write_json_atomic
+from groprompt.files import Location, location, remove_tree, write_json_atomic
 from groprompt.models.sam import require_weights
 from groprompt.stages.sessions import RaySession
 from groprompt.tracking import continue_or_start_run, epoch_history, log_loss_curve, run_status, with_tracking_uri
@@ -39,17 +38,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     try:
         run_training(config, RaySession(distributed=True), loop_config["run_id"])
     except UserError as error:
-        write_json_atomic(Path(loop_config["user_error"]), {"type": type(error).__name__, "message": str(error)})
+        write_json_atomic(location(loop_config["user_error"]), {"type": type(error).__name__, "message": str(error)})
 
 
-def _raise_worker_error(path: Path) -> None:
+def _raise_worker_error(path: Location) -> None:
     """Raise the user error a worker recorded in ``path``, if any."""
     if path.is_file():
         recorded = json.loads(path.read_text())
         raise ERRORS.get(recorded["type"], DataError)(recorded["message"])
 
 
-def registered_checkpoints(run_folder: Path) -> dict[str, dict[str, Any]] | None:
+def registered_checkpoints(run_folder: Location) -> dict[str, dict[str, Any]] | None:
     """The checkpoints Ray Train registered for a run (its snapshot): folder name -> the metrics reported with it.
 
     Empty before the first registration; None when the snapshot cannot be read.
@@ -63,7 +62,7 @@ def registered_checkpoints(run_folder: Path) -> dict[str, dict[str, Any]] | None
         return None
 
 
-def remove_unregistered_checkpoints(run_folder: Path) -> list[Path]:
+def remove_unregistered_checkpoints(run_folder: Location) -> list[Location]:
     """Delete the checkpoint folders of ``run_folder`` that Ray Train never registered; returns them.
 
     Ray Train registers a checkpoint (and rewrites its snapshot) only once the folder is complete, and resumes from
@@ -73,11 +72,17 @@ def remove_unregistered_checkpoints(run_folder: Path) -> list[Path]:
     registered = registered_checkpoints(run_folder)
     if registered is None:
         return []
-    stale = sorted(folder for folder in run_folder.glob("checkpoint_*") if folder.is_dir() and folder.name not in registered)
+    stale = sorted((folder for folder in run_folder.glob("checkpoint_*") if folder.is_dir() and folder.name not in registered), key=str)
     for folder in stale:
-        shutil.rmtree(folder)
+        remove_tree(folder)
         print(f"removed {folder}: a checkpoint Ray Train never registered (the run stopped while it was written)", flush=True)
     return stale
+
+
+def run_storage(config: Config) -> Location:
+    """Where Ray Train and Ray Tune keep runs (``train.storage_path``): a bucket URI, or an absolute local path."""
+    storage = location(config.train.storage_path)
+    return storage.resolve() if isinstance(storage, Path) else storage
 
 
 def train(config: Config, run_name: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
@@ -89,7 +94,7 @@ def train(config: Config, run_name: str | None = None, parent_run_id: str | None
 
     config = with_tracking_uri(config)
     uri = str(config.runtime.tracking_uri)
-    storage = Path(config.train.storage_path).resolve()
+    storage = run_storage(config)
     user_error = storage / config.train.name / USER_ERROR_FILE
     user_error.unlink(missing_ok=True)
     remove_unregistered_checkpoints(storage / config.train.name)

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from groprompt.config import Config, replace, to_dict
+from groprompt.files import Location, location, write_bytes_atomic
 from groprompt.stages.train import train
 from tests.helpers import REPO_ROOT, registered_epochs
 
@@ -36,7 +37,7 @@ def write_config(config: Config, path: Path) -> Path:
     return path
 
 
-def stop_after_epoch(command: list[str], run_folder: Path, epoch: int, signal_number: int) -> subprocess.CompletedProcess[str]:
+def stop_after_epoch(command: list[str], run_folder: Location, epoch: int, signal_number: int) -> subprocess.CompletedProcess[str]:
     """Run ``command`` until Ray Train has registered the checkpoint of ``epoch``, then send it ``signal_number``."""
     driver = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -66,11 +67,16 @@ def runs_named(config: Config, name: str) -> list[Any]:
     return client.search_runs(experiments, filter_string=f"attributes.run_name = '{name}'")
 
 
+@pytest.mark.parametrize("storage", ["local", "bucket"])
 def test_ctrl_c_then_a_rerun_ends_where_the_uninterrupted_run_ended(
-    refshapes_config: Config, learned: dict[str, Any], tmp_path: Path
+    refshapes_config: Config, learned: dict[str, Any], tmp_path: Path, storage: str, request: pytest.FixtureRequest
 ) -> None:
-    config = replace(refshapes_config, **{"train.name": "stopped"})
-    run_folder = Path(config.train.storage_path) / "stopped"
+    """With ``train.storage_path`` on local disk, and in a bucket (checkpoints, the run record and Ray Train's
+    snapshot all in object storage)."""
+    storage_path = refshapes_config.train.storage_path if storage == "local" else f"{request.getfixturevalue('bucket')}/runs"
+    name = f"stopped-{storage}"
+    config = replace(refshapes_config, **{"train.name": name, "train.storage_path": storage_path})
+    run_folder = location(storage_path) / name
     import ray
 
     # the drivers join the test session's Ray (as `ray job submit` drivers join a cluster): no Ray start of their own
@@ -82,16 +88,15 @@ def test_ctrl_c_then_a_rerun_ends_where_the_uninterrupted_run_ended(
     errors = [line for line in interrupted.stderr.splitlines() if line.startswith("interrupted:")]
     assert interrupted.returncode == 130 and len(errors) == 1, interrupted.stderr[-3000:]
     assert "run the same command again to resume" in errors[0] and "Traceback" not in driver_lines(interrupted.stderr)
-    (run,) = runs_named(config, "stopped")
+    (run,) = runs_named(config, name)
     assert run.info.status == "KILLED"
 
     partial = run_folder / "checkpoint_2099-01-01_00-00-00.000000"  # as a driver killed while saving leaves it
-    partial.mkdir()
-    (partial / "checkpoint.pt").write_bytes(b"\x80\x02")
+    write_bytes_atomic(partial / "checkpoint.pt", b"\x80\x02")
 
     resumed = train(config)
     assert_same_final_metrics(resumed["history"], learned["history"])
-    (run,) = runs_named(config, "stopped")
+    (run,) = runs_named(config, name)
     assert run.info.run_id == resumed["run_id"] and run.info.status == "FINISHED"
     assert not partial.exists()
 
