@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             if "sentence-blind" not in rows:
                 rows["sentence-blind"] = sentence_blind_box_iou(config)
             epochs = ", ".join(f"{100 * r['val_box_iou']:.1f}" for r in session.reports)
-            print(f"{name}: held-out {100 * rows[name]['all']:.1f}, val_box_iou per epoch {epochs} ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"{name}: held-out {100 * rows[name]['all']:.1f}, val_box_iou per epoch {epochs} ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
     kinds = sorted(rows["sentence-blind"], key=lambda k: (k == "all", k))
     print(f"\nHeld-out box IoU (%), RefShapes seed {args.seed}, {args.videos} videos, {time.perf_counter() - started:.0f} s in all\n")
     print("| variant | " + " | ".join(kinds) + " |")

@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             if multi_object:
                 session.model.set_threshold = chosen_threshold(variant, session.model)
                 name = f"set (threshold {session.model.set_threshold})"
-            scores[name] = box_mask_scores(replace(variant, **{"data.val_split": TEST_SPLIT}), ModelBoxes(session.model, build_frozen(variant.model)))
+            scores[name] = box_mask_scores(
+                replace(variant, **{"data.val_split": TEST_SPLIT}), ModelBoxes(session.model, build_frozen(variant.model))
+            )
             print(f"{name}: held-out J {100 * scores[name]['all']['J']:.1f} ({time.perf_counter() - started:.0f} s)", flush=True)
         scores["sentence-blind"] = box_mask_scores(test, SentenceBlindBoxes())
     print(f"\nHeld-out J / box IoU (%), boxes filled as masks, {time.perf_counter() - started:.0f} s in all, generation included\n")

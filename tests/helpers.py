@@ -200,7 +200,14 @@ def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
 
 
 def shard_and_embed(
-    data: Path, split: str, shards: Location, embeddings: Location, sam: FrozenSam, window: int = 4, max_side: int = 128, shard_bytes: int = 60_000
+    data: Path,
+    split: str,
+    shards: Location,
+    embeddings: Location,
+    sam: FrozenSam,
+    window: int = 4,
+    max_side: int = 128,
+    shard_bytes: int = 60_000,
 ) -> None:
     """What the shard and embed stages do for one RefShapes split, in this process (by default small shards of about
     two videos each; "valid" shards carry masks)."""

@@ -35,16 +35,25 @@ def test_shard_and_embed_stages_write_to_a_bucket_what_they_write_on_disk_and_re
     frames_manifest = shard_dataset("refshapes", str(tmp_path / "refshapes"), "train", f"{bucket}/frames", settings)
     assert frames_manifest == store / "frames" / MANIFEST
     embed_shards(f"{bucket}/frames", f"{bucket}/embeddings", "tiny", seed=0, batch_size=3)
-    frame_rows, embedding_rows = read_manifest(frames_manifest)[0], check_embeddings(store / "embeddings", embedding_identity(sam, "float16"))[0]
+    frame_rows, embedding_rows = (
+        read_manifest(frames_manifest)[0],
+        check_embeddings(store / "embeddings", embedding_identity(sam, "float16"))[0],
+    )
     assert frame_rows == read_manifest(local_frames)[0] and embedding_rows == read_manifest(local_embeddings)[0]
     assert len(frame_rows) > 1
     for row in embedding_rows:  # the objects stream back as the files on disk read
         remote, local = store / "embeddings" / row["shard"], tmp_path / "embeddings" / row["shard"]
         assert remote.read_bytes() == local.read_bytes()
         assert [key for key, _, _ in read_embedding_shard(remote)] == row["samples"]
-        assert [s.meta for s in read_shard(store / "frames" / row["shard"])] == [s.meta for s in read_shard(tmp_path / "frames" / row["shard"])]
+        assert [s.meta for s in read_shard(store / "frames" / row["shard"])] == [
+            s.meta for s in read_shard(tmp_path / "frames" / row["shard"])
+        ]
     names = {path.name for path in (store / "embeddings").glob("*")}
-    assert names == {MANIFEST, *(r["shard"] for r in embedding_rows), *(f"{r['shard']}.json" for r in embedding_rows)}  # nothing hidden left
+    assert names == {
+        MANIFEST,
+        *(r["shard"] for r in embedding_rows),
+        *(f"{r['shard']}.json" for r in embedding_rows),
+    }  # nothing hidden left
 
     kept = {row["shard"]: modified(store / "embeddings" / row["shard"]) for row in embedding_rows[1:]}
     (store / "embeddings" / embedding_rows[0]["shard"]).unlink()  # as if interrupted before this shard's upload

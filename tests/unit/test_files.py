@@ -119,7 +119,12 @@ def test_fingerprint_differs_for_different_content(other: dict) -> None:
 def test_object_paths_join_name_and_parent_like_local_paths() -> None:
     path = location("s3://bucket/a//b/") / "c.tar"
     assert isinstance(path, ObjectPath)
-    assert (str(path), path.name, str(path.parent), path.native) == ("s3://bucket/a/b/c.tar", "c.tar", "s3://bucket/a/b", "bucket/a/b/c.tar")
+    assert (str(path), path.name, str(path.parent), path.native) == (
+        "s3://bucket/a/b/c.tar",
+        "c.tar",
+        "s3://bucket/a/b",
+        "bucket/a/b/c.tar",
+    )
     assert location("file:///tmp/x") == Path("/tmp/x") and location("work/x") == Path("work/x")
 
 
