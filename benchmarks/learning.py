@@ -3,6 +3,7 @@ loop run without Ray, and held-out box IoU per expression type beside the senten
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +27,18 @@ from groprompt.segmentors import BoxSegmentor
 from groprompt.training import expression_box_ious
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def refshapes_parser(description: str | None, seed: int, videos: int) -> argparse.ArgumentParser:
+    """The arguments every RefShapes learning benchmark takes: ``--seed``, ``--videos``, ``--frames``, ``--threads``
+    and ``key=value`` overrides on ``conf/demo.yaml``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=seed, help="RefShapes seed")
+    parser.add_argument("--videos", type=int, default=videos, help="RefShapes videos to generate (10%% held out)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="key=value configuration overrides (on conf/demo.yaml)")
+    return parser
 
 
 def work_config(work: Path, threads: int, overrides: list[str]) -> Config:

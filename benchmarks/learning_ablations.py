@@ -15,7 +15,6 @@ as 48 channels, zero-padded to the SAM's width). Ends with one Markdown table, v
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -23,7 +22,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from learning import PlainSession, model_box_iou, prepare_refshapes, sentence_blind_box_iou, work_config  # benchmarks/
+from learning import (  # benchmarks/, the script's folder
+    PlainSession,
+    model_box_iou,
+    prepare_refshapes,
+    refshapes_parser,
+    sentence_blind_box_iou,
+    work_config,
+)
 from torch import nn
 
 from groprompt.config import Config
@@ -70,13 +76,8 @@ def embedding_sam(config: Config, variant: str) -> FrozenSam:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=1000, help="RefShapes seed (the README's measurements use 1000)")
-    parser.add_argument("--videos", type=int, default=400, help="RefShapes videos to generate (10%% held out)")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = refshapes_parser(__doc__, seed=1000, videos=400)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, among {', '.join(VARIANTS)}")
-    parser.add_argument("overrides", nargs="*", help="key=value configuration overrides for every variant (on conf/demo.yaml)")
     args = parser.parse_args(argv)
     chosen = args.variants.split(",")
     unknown = [name for name in chosen if name not in VARIANTS]

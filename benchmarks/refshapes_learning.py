@@ -13,26 +13,27 @@ Ends with one Markdown table, values in %.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from learning import PlainSession, model_box_iou, prepare_refshapes, sentence_blind_box_iou, work_config  # benchmarks/, the script's folder
+from learning import (  # benchmarks/, the script's folder
+    PlainSession,
+    model_box_iou,
+    prepare_refshapes,
+    refshapes_parser,
+    sentence_blind_box_iou,
+    work_config,
+)
 
 from groprompt.data.refshapes import RefShapesSpec
 from groprompt.training import run_training
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=7, help="RefShapes seed (the sets the README reports use other seeds)")
-    parser.add_argument("--videos", type=int, default=1200, help="RefShapes videos to generate (10%% held out)")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("overrides", nargs="*", help="key=value configuration overrides (on conf/demo.yaml)")
+    parser = refshapes_parser(__doc__, seed=7, videos=1200)  # the sets the README reports use other seeds
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

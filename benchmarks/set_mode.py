@@ -18,14 +18,13 @@ whatever the sentence says) is scored the same way. Ends with one Markdown table
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from learning import PlainSession, box_mask_scores, prepare_refshapes, work_config  # benchmarks/, the script's folder
+from learning import PlainSession, box_mask_scores, prepare_refshapes, refshapes_parser, work_config  # benchmarks/, the script's folder
 
 from groprompt.config import Config, replace
 from groprompt.data.refshapes import RefShapesSpec
@@ -51,14 +50,9 @@ def chosen_threshold(config: Config, model: GroPrompt) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=1000, help="RefShapes seed")
-    parser.add_argument("--videos", type=int, default=400, help="RefShapes videos to generate (10%% held out)")
-    parser.add_argument("--frames", type=int, default=8)
+    parser = refshapes_parser(__doc__, seed=1000, videos=400)
     parser.add_argument("--multi-object-share", type=float, default=1.0)
     parser.add_argument("--leaves-frame-share", type=float, default=1.0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("overrides", nargs="*", help="key=value configuration overrides (on conf/demo.yaml)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
