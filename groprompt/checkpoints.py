@@ -9,6 +9,7 @@ an evaluation-mode model beside its frozen encoders.
 
 from __future__ import annotations
 
+import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 
 from groprompt.config import SEGMENTOR_KEYS, Config, ModelConfig, load_config, replace, to_dict
 from groprompt.errors import CheckpointError
-from groprompt.files import atomic_path, sha256_file
+from groprompt.files import Location, atomic_path, location, open_input, sha256_file
 
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
@@ -61,13 +62,14 @@ def save_payload(folder: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def read_file(path: str | Path) -> Any:
-    """Tensors and plain data from a torch file (``weights_only``); errors name the file."""
-    path = Path(path)
+def read_file(path: str | Path | Location) -> Any:
+    """Tensors and plain data from a torch file (``weights_only``), local or in object storage; errors name the file."""
+    path = location(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open_input(path) as stream:  # torch.load seeks: an object is read whole into memory first
+            return torch.load(stream if isinstance(path, Path) else io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for a file it cannot read
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint of tensors and plain data ({reason})") from error
@@ -101,11 +103,12 @@ def log_trained_model(run_id: str, checkpoint: Path, config: Config, tracking_ur
 
 def load_trained(source: str | Path, tracking_uri: str) -> TrainedWeights:
     """The trained weights named by ``source``: ``mlflow:<run_id>`` (from the store at ``tracking_uri``), a
-    checkpoint folder (``checkpoint.pt`` inside), or a file holding a training payload or a bare state dict."""
+    checkpoint folder (``checkpoint.pt`` inside), or a file holding a training payload or a bare state dict; a
+    folder or file may be a local path or a URI of object storage (``s3://bucket/run/checkpoint_000001``)."""
     text = str(source)
     if text.startswith(MLFLOW_PREFIX):
         return _load_logged(text.removeprefix(MLFLOW_PREFIX), tracking_uri)
-    path = Path(source)
+    path = location(source)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     content = read_file(path)

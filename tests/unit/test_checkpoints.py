@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,23 @@ def test_load_trained_errors_name_the_file(tmp_path: Path) -> None:
     torch.save({"model": {"weight": [1, 2, 3]}}, tmp_path / "lists.pt")
     with pytest.raises(CheckpointError, match="lists.pt"):
         load_trained(tmp_path / "lists.pt", tracking_uri="unused")
+
+
+def test_load_trained_from_object_storage(tmp_path: Path, bucket: str) -> None:
+    """A checkpoint folder or file in a bucket loads as it does from disk; its id is the sha256 of its bytes; a missing
+    key is refused naming its URI."""
+    import boto3
+
+    state = small_state()
+    local = save_payload(tmp_path / "ckpt", {"model": state, "epoch": 3})
+    name = bucket.removeprefix("s3://")
+    boto3.client("s3").upload_file(str(local), name, "run/ckpt/checkpoint.pt")
+    for source in (f"{bucket}/run/ckpt", f"{bucket}/run/ckpt/checkpoint.pt"):
+        loaded = load_trained(source, tracking_uri="unused")
+        assert_same_state(loaded.state, state)
+        assert loaded.model_id == hashlib.sha256(local.read_bytes()).hexdigest()
+    with pytest.raises(CheckpointError, match=f"{bucket}/run/other: checkpoint not found"):
+        load_trained(f"{bucket}/run/other", tracking_uri="unused")
 
 
 def test_random_weights_have_no_state() -> None:
