@@ -16,8 +16,10 @@
 #   GROPROMPT_MLFLOW_PORT           tracking server port (default 5000; 0 = a free port)
 #   GROPROMPT_MLFLOW_BACKEND_URI    backend store (default sqlite:///$GROPROMPT_SERVICES_DIR/mlflow.db;
 #                                   e.g. postgresql://user:pass@127.0.0.1:5432/mlflow, driver psycopg2 needed)
-#   GROPROMPT_MLFLOW_ARTIFACTS      artifact destination (default $GROPROMPT_SERVICES_DIR/mlartifacts);
-#                                   clients upload through the server (--serve-artifacts)
+#   GROPROMPT_MLFLOW_ARTIFACTS      artifact destination (default $GROPROMPT_SERVICES_DIR/mlartifacts), a folder or a
+#                                   bucket URI (s3://bucket/prefix; the server reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+#                                   and, for an S3-compatible store, MLFLOW_S3_ENDPOINT_URL from this environment);
+#                                   clients upload through the server (--serve-artifacts) and need no credentials
 #   GROPROMPT_WAIT_S                seconds to wait for a service to become ready (default 90)
 #
 # Stopping: `ray stop` would stop every Ray on this machine (other users' and tests' too), and `pkill mlflow`

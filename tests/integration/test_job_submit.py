@@ -13,25 +13,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-import groprompt
-from groprompt.data.embeddings import MANIFEST, embed_shard
-from groprompt.data.formats import read_videos
-from groprompt.data.manifest import write_manifest
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
-from groprompt.data.shards import ShardSettings, plan_shards, write_shard
-from groprompt.files import sha256_file
+from groprompt.files import Location, location
 from groprompt.models.sam import FrozenSam
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, shard_and_embed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 SERVICES = REPO_ROOT / "infra" / "local" / "services.sh"
-COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")
 # Never uploaded with --working-dir (Ray also honours .gitignore, which covers .venv/, work/, mlruns/...).
 # Patterns are gitignore-style: anchor them ("/data", not "data", which would also drop conf/data/).
 UPLOAD_EXCLUDES = ["/.git", "/.venv", "/work", "/data", "/mlruns", "/mlartifacts", "/*.db", "/.pytest_cache"]
@@ -43,46 +36,22 @@ def venv_tool(name: str) -> str:
     return str(beside) if beside.exists() else (shutil.which(name) or name)
 
 
-def prepare_refshapes(root: Path) -> dict[str, Path]:
-    """A tiny RefShapes set with frame shards and tiny-SAM embeddings, written without Ray (mirrors the
-    manifests of pipelines/shard.py and pipelines/embed.py)."""
-    write_refshapes(root / "data", RefShapesSpec(videos=4, frames=8, size=256, seed=0), valid_fraction=0.25, progress=False)
+def prepare_refshapes(data: Path, store: Location) -> None:
+    """A tiny RefShapes set at ``data``, its frame shards and tiny-SAM embeddings written to ``store`` (as the stages
+    write them, in this process)."""
+    write_refshapes(data, RefShapesSpec(videos=4, frames=8, size=256, seed=0), valid_fraction=0.25, progress=False)
     sam = FrozenSam.from_name("tiny", None, 0)
     for split in ("train", "valid"):
-        settings = ShardSettings(window=8, max_side=256, shard_bytes=2**20, with_masks=split == "valid")
-        shards = root / "shards" / split
-        shards.mkdir(parents=True)
-        videos = list(read_videos("refshapes", str(root / "data"), split, with_boxes=False))
-        records = sorted((write_shard(plan, shards, settings) for plan in plan_shards(videos, settings)), key=lambda r: r["shard"])
-        frames_manifest = shards / MANIFEST
-        write_manifest(
-            frames_manifest,
-            [{c: r[c] for c in COLUMNS} for r in records],
-            {
-                "stage": "shard",
-                "format": "refshapes",
-                "dataset": videos[0].dataset,
-                "split": videos[0].split,
-                "root": str(root / "data"),
-                "settings": asdict(settings),
-                "rejected": [entry for r in records for entry in r["rejected"]],
-                "version": groprompt.__version__,
-            },
-        )
-        embeddings = root / "embeddings" / split
-        embeddings.mkdir(parents=True)
-        embedded = [embed_shard(sam, shards / r["shard"], r["sha256"], embeddings, 4, "float16")[0] for r in records]
-        write_manifest(
-            embeddings / MANIFEST,
-            [{c: r[c] for c in COLUMNS} for r in embedded],
-            {
-                "stage": "embed",
-                "identity": embedded[0]["identity"],
-                "frames_manifest": {"path": str(frames_manifest), "sha256": sha256_file(frames_manifest)},
-                "version": groprompt.__version__,
-            },
-        )
-    return {"data": root / "data", "shards": root / "shards", "embeddings": root / "embeddings"}
+        shard_and_embed(data, split, store / "shards", store / "embeddings", sam, window=8, max_side=256, shard_bytes=2**20)
+
+
+def bucket_contents(name: str) -> dict[str, bytes]:
+    """Every object in the bucket, by key."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name) for item in page.get("Contents", [])]
+    return {key: s3.get_object(Bucket=name, Key=key)["Body"].read() for key in keys}
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -110,10 +79,11 @@ def pid_alive(pid: int) -> bool:
 
 
 class Services:
-    """The loopback Ray head and MLflow server, as infra/local/services.sh started them."""
+    """The loopback Ray head and MLflow server, as infra/local/services.sh started them, with the MLflow artifacts in
+    ``bucket`` (``s3://<bucket>/mlartifacts``) on the test S3 server."""
 
-    def __init__(self, state: Path, env: dict[str, str]) -> None:
-        self.state, self.env = state, env
+    def __init__(self, state: Path, env: dict[str, str], bucket: str) -> None:
+        self.state, self.env, self.bucket = state, env, bucket
         self.client = read_env_file(state / "env.sh")
         self.ray_pid = int((state / "ray" / "head.pid").read_text())
         self.mlflow_pid = int((state / "mlflow" / "server.pid").read_text())
@@ -135,11 +105,18 @@ def run_services(command: str, env: dict[str, str], timeout: float = 150) -> sub
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    """Both services for this module; stopped by down.sh (and checked gone) even when a test fails."""
+def services(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """Both services for this module, their environment holding the test S3 server's (Ray workers and the MLflow
+    server reach the bucket with it); stopped by down.sh (and checked gone) even when a test fails."""
+    import boto3
+
     state = tmp_path_factory.mktemp("services")
+    bucket = f"t-job-submit-{os.getpid()}-{int(time.time())}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER", "RAY_AUTH", "MLFLOW_TRACKING"))}
     env.update(
+        GROPROMPT_MLFLOW_ARTIFACTS=f"s3://{bucket}/mlartifacts",
+        MLFLOW_S3_ENDPOINT_URL=s3_endpoint,
         GROPROMPT_SERVICES_DIR=str(state),
         GROPROMPT_RAY_DASHBOARD_PORT="0",
         GROPROMPT_MLFLOW_PORT="0",
@@ -161,7 +138,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         status = run_services("status", env)
         assert status.returncode == 0, status.stdout + status.stderr
         run_services("env", env)
-        yield Services(state, env)
+        yield Services(state, env, bucket)
     finally:
         pid_files = [state / "ray" / "head.pid", state / "mlflow" / "server.pid"]
         pids = [int(p.read_text()) for p in pid_files if p.exists()]
@@ -193,22 +170,26 @@ def test_services_are_idempotent_and_require_the_token(services: Services) -> No
     assert listing.returncode == 0, listing.stdout + listing.stderr
 
 
-def test_job_submit_trains_and_logs_to_the_mlflow_server(services: Services, tmp_path: Path) -> None:
-    paths = prepare_refshapes(tmp_path / "refshapes")
+def test_job_submit_trains_from_a_bucket_into_a_bucket_and_no_credential_is_written(services: Services, tmp_path: Path) -> None:
+    """Shards, embeddings, Ray Train's storage and the MLflow artifacts all in one bucket; afterwards neither the
+    access key id nor the secret appears in the job's output, the server's log, the run's params and tags, any object
+    in the bucket or any file written here."""
+    store = f"s3://{services.bucket}"
+    prepare_refshapes(tmp_path / "data", location(store))
     tracking_uri = services.client["MLFLOW_TRACKING_URI"]
     entrypoint = [
         "python",
         "pipelines/train.py",
         "--config",
         "conf/tiny.yaml",
-        f"data.root={paths['data']}",
-        f"data.shards={paths['shards']}",
-        f"data.embeddings={paths['embeddings']}",
+        f"data.root={tmp_path / 'data'}",
+        f"data.shards={store}/shards",
+        f"data.embeddings={store}/embeddings",
         "train.epochs=1",
         "train.num_workers=1",
         "train.batch_size=8",
         "train.name=job-submit",
-        f"train.storage_path={tmp_path / 'runs'}",
+        f"train.storage_path={store}/runs",
         f"runtime.tracking_uri={tracking_uri}",
     ]
     for attempt in range(2):
@@ -256,6 +237,22 @@ def test_job_submit_trains_and_logs_to_the_mlflow_server(services: Services, tmp
     artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
     assert "checkpoint" in artifacts, artifacts
     assert client.list_artifacts(run.info.run_id, "checkpoint")
-    # Artifacts went through the server into its destination, not onto the client's disk.
+    # Artifacts went through the server into its destination in the bucket, not onto the client's disk.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
-    assert any((services.state / "mlartifacts").rglob("*")), "no artifact reached the server's destination"
+    objects = bucket_contents(services.bucket)
+    logged = [key for key in objects if key.startswith("mlartifacts/") and key.endswith("/checkpoint/checkpoint.pt")]
+    assert len(logged) == 1, sorted(objects)
+    stored = [key for key in objects if key.startswith("runs/job-submit/") and key.endswith("/checkpoint.pt")]
+    assert stored and objects[logged[0]] in [objects[key] for key in stored]  # the final Ray Train checkpoint, logged
+
+    secrets = [os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]]
+    written = {str(path): path.read_bytes() for folder in (tmp_path, services.state) for path in folder.rglob("*") if path.is_file()}
+    texts = {
+        "job output": logs,
+        "mlflow params and tags": json.dumps([run.data.params, run.data.tags]),
+        **{f"{store}/{key}": body.decode("latin-1") for key, body in objects.items()},
+        **{name: body.decode("latin-1") for name, body in written.items()},
+    }
+    assert str(services.state / "mlflow" / "server.log") in texts
+    leaks = [(name, secret[:6]) for name, text in texts.items() for secret in secrets if secret in text]
+    assert not leaks, leaks
