@@ -266,7 +266,7 @@ def train(config: Config, session: FakeSession) -> FakeSession:
 
 def registered_epochs(run_folder: Location) -> list[int]:
     """Epochs of the checkpoints Ray Train has registered for a training run, oldest first."""
-    from groprompt.stages.train import registered_checkpoints
+    from groprompt.stages.sessions import registered_checkpoints
 
     return sorted(int(metrics["epoch"]) for metrics in (registered_checkpoints(run_folder) or {}).values())
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from types import ModuleType
 from typing import Any
 
 import torch
 
 from groprompt.checkpoints import read_payload
+from groprompt.files import Location
+
+CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # in <storage>/<name>/: Ray Train's registered checkpoints
 
 
 class RaySession:
@@ -57,3 +61,17 @@ class RaySession:
         """Report an epoch's metrics, with the checkpoint folder on rank 0."""
         checkpoint = self.api.Checkpoint.from_directory(checkpoint_folder) if checkpoint_folder else None
         self.api.report(metrics, checkpoint=checkpoint)
+
+
+def registered_checkpoints(run_folder: Location) -> dict[str, dict[str, Any]] | None:
+    """The checkpoints Ray Train registered for a run (its snapshot): folder name -> the metrics reported with it.
+
+    Empty before the first registration; None when the snapshot cannot be read.
+    """
+    try:
+        entries = json.loads((run_folder / CHECKPOINT_SNAPSHOT).read_text())["checkpoint_results"]
+        return {entry["checkpoint_dir_name"]: entry["metrics"] for entry in entries}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -18,13 +18,12 @@ from groprompt.data.formats import check_training_splits
 from groprompt.errors import CheckpointError, ConfigError, DataError, UserError
 from groprompt.files import Location, location, remove_tree, write_json_atomic
 from groprompt.models.sam import require_weights
-from groprompt.stages.sessions import RaySession
+from groprompt.stages.sessions import RaySession, registered_checkpoints
 from groprompt.tracking import continue_or_start_run, epoch_history, log_loss_curve, run_status, with_tracking_uri
 from groprompt.training import run_training
 
 MLFLOW_RUN_FILE = "mlflow-run-id"  # in <storage>/<name>/: the run a restarted training continues
 USER_ERROR_FILE = "user-error.json"  # in <storage>/<name>/: a worker's user error, raised again by the driver
-CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # in <storage>/<name>/: Ray Train's registered checkpoints
 ERRORS = {cls.__name__: cls for cls in (ConfigError, DataError, CheckpointError)}
 
 
@@ -46,20 +45,6 @@ def _raise_worker_error(path: Location) -> None:
     if path.is_file():
         recorded = json.loads(path.read_text())
         raise ERRORS.get(recorded["type"], DataError)(recorded["message"])
-
-
-def registered_checkpoints(run_folder: Location) -> dict[str, dict[str, Any]] | None:
-    """The checkpoints Ray Train registered for a run (its snapshot): folder name -> the metrics reported with it.
-
-    Empty before the first registration; None when the snapshot cannot be read.
-    """
-    try:
-        entries = json.loads((run_folder / CHECKPOINT_SNAPSHOT).read_text())["checkpoint_results"]
-        return {entry["checkpoint_dir_name"]: entry["metrics"] for entry in entries}
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def remove_unregistered_checkpoints(run_folder: Location) -> list[Location]:

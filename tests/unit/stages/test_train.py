@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from groprompt.stages.train import CHECKPOINT_SNAPSHOT, remove_unregistered_checkpoints
+from groprompt.stages.sessions import CHECKPOINT_SNAPSHOT
+from groprompt.stages.train import remove_unregistered_checkpoints
 
 
 def checkpoint_folders(run: Path, *names: str) -> None:
