@@ -75,11 +75,12 @@ def read_file(path: str | Path | Location) -> Any:
         raise CheckpointError(f"{path}: not a readable checkpoint of tensors and plain data ({reason})") from error
 
 
-def read_payload(folder: str | Path) -> dict[str, Any]:
-    """The payload that ``save_payload`` wrote in ``folder``."""
-    payload = read_file(Path(folder) / CHECKPOINT_FILE)
+def read_payload(folder: str | Path | Location) -> dict[str, Any]:
+    """The payload that ``save_payload`` wrote in ``folder`` (local or in object storage)."""
+    path = location(folder) / CHECKPOINT_FILE
+    payload = read_file(path)
     if not isinstance(payload, dict) or "model" not in payload:
-        raise CheckpointError(f"{Path(folder) / CHECKPOINT_FILE}: not a training checkpoint (no 'model' entry)")
+        raise CheckpointError(f"{path}: not a training checkpoint (no 'model' entry)")
     return payload
 
 

@@ -9,17 +9,20 @@ from typing import Any
 import torch
 
 from groprompt.checkpoints import read_payload
-from groprompt.files import Location
+from groprompt.errors import CheckpointError
+from groprompt.files import Location, location
 
 CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # in <storage>/<name>/: Ray Train's registered checkpoints
 
 
 class RaySession:
-    """One training process under Ray: a Ray Train worker (``distributed``: DDP across workers) or a Ray Tune trial."""
+    """One training process under Ray: a Ray Train worker (``distributed``: DDP across workers) or a Ray Tune trial.
+    ``run_folder`` (``<train.storage_path>/<train.name>``) lets a resume fall back to an earlier registered checkpoint."""
 
-    def __init__(self, distributed: bool, use_gpu: bool = False) -> None:
+    def __init__(self, distributed: bool, use_gpu: bool = False, run_folder: str | None = None) -> None:
         self.distributed = distributed
         self.use_gpu = use_gpu
+        self.run_folder = run_folder
         self.api: ModuleType
         if distributed:
             import ray.train
@@ -42,12 +45,16 @@ class RaySession:
         return torch.device("cuda" if self.use_gpu and torch.cuda.is_available() else "cpu")
 
     def latest_checkpoint(self) -> dict[str, Any] | None:
-        """The payload of the run's latest reported checkpoint, if any."""
+        """The payload of the run's latest reported checkpoint, if any; with ``run_folder``, read where Ray Train keeps
+        it, and when it cannot be read (an upload cut short as the run stopped), the newest earlier registered one
+        that can (every worker reads the same files, so all take the same one)."""
         checkpoint = self.api.get_checkpoint()
         if checkpoint is None:
             return None
-        with checkpoint.as_directory() as folder:
-            return read_payload(folder)
+        if self.run_folder is None:
+            with checkpoint.as_directory() as folder:
+                return read_payload(folder)
+        return newest_readable_payload(location(self.run_folder), checkpoint.path.rstrip("/").rpartition("/")[2])
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """DDP-wrap the model for distributed workers; a trial trains it as it is."""
@@ -75,3 +82,21 @@ def registered_checkpoints(run_folder: Location) -> dict[str, dict[str, Any]] | 
         return {}
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def newest_readable_payload(run_folder: Location, latest: str) -> dict[str, Any]:
+    """The payload of ``run_folder``'s checkpoint ``latest``, or, when it cannot be read, of the newest registered one
+    before it that can (Ray names them by time), announced in one line; the error of ``latest`` when none can."""
+    earlier = sorted((name for name in registered_checkpoints(run_folder) or {} if name < latest), reverse=True)
+    first_error: CheckpointError | None = None
+    for name in (latest, *earlier):
+        try:
+            payload = read_payload(run_folder / name)
+        except CheckpointError as error:
+            first_error = first_error or error
+            continue
+        if first_error is not None:
+            print(f"{first_error}; resuming from the earlier checkpoint {run_folder / name}", flush=True)
+        return payload
+    assert first_error is not None
+    raise first_error

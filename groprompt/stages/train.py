@@ -35,7 +35,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """
     config = from_dict(loop_config["config"])
     try:
-        run_training(config, RaySession(distributed=True), loop_config["run_id"])
+        run_training(config, RaySession(distributed=True, run_folder=loop_config["run_folder"]), loop_config["run_id"])
     except UserError as error:
         write_json_atomic(location(loop_config["user_error"]), {"type": type(error).__name__, "message": str(error)})
 
@@ -92,6 +92,7 @@ def train(config: Config, run_name: str | None = None, parent_run_id: str | None
                 "config": to_dict(config),
                 "run_id": run_id,
                 "user_error": str(user_error),
+                "run_folder": str(storage / config.train.name),
             },
             torch_config=TorchConfig(backend="nccl" if config.train.use_gpu else "gloo"),
             scaling_config=ScalingConfig(
