@@ -66,6 +66,14 @@ class ObjectPath:
         return self.key.rpartition("/")[2]
 
     @property
+    def suffix(self) -> str:
+        return Path(self.name).suffix
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    @property
     def parent(self) -> ObjectPath:
         return ObjectPath(self.scheme, self.bucket, self.key.rpartition("/")[0])
 
@@ -98,13 +106,16 @@ class ObjectPath:
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to make: keys need no folders."""
 
-    def glob(self, pattern: str) -> Iterator[ObjectPath]:
-        """The files and prefixes directly under this prefix whose names match ``pattern`` (``fnmatch``)."""
+    def listing(self) -> list[pafs.FileInfo]:
+        """What the store holds directly under this prefix (files and prefixes), in one listing."""
         try:
-            found = self.filesystem.get_file_info(pafs.FileSelector(self.native, allow_not_found=True))
+            return self.filesystem.get_file_info(pafs.FileSelector(self.native, allow_not_found=True))
         except OSError as error:
             raise DataError(f"{self}: {error}") from error
-        for info in found:
+
+    def glob(self, pattern: str) -> Iterator[ObjectPath]:
+        """The files and prefixes directly under this prefix whose names match ``pattern`` (``fnmatch``)."""
+        for info in self.listing():
             if fnmatch.fnmatch(info.base_name, pattern):
                 yield self / info.base_name
 
@@ -147,6 +158,27 @@ def open_input(path: Location) -> BinaryIO:
         raise  # as for a local file: the caller names what is missing
     except OSError as error:
         raise DataError(f"{path}: {error}") from error
+
+
+def open_random(path: Location) -> BinaryIO:
+    """A binary file that can seek (containers such as MP4 and parquet footers need it); on object storage each read
+    is a ranged request, nothing is copied."""
+    if isinstance(path, Path):
+        return open(path, "rb")
+    try:
+        return path.filesystem.open_input_file(path.native)  # type: ignore[return-value]
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise DataError(f"{path}: {error}") from error
+
+
+def list_folder(path: Location) -> list[tuple[Location, bool]]:
+    """What lies directly in a folder (or under a prefix), sorted by name, each with whether it is itself a folder:
+    one listing, no request per entry."""
+    if isinstance(path, Path):
+        return [(entry, entry.is_dir()) for entry in sorted(path.iterdir())]
+    return sorted(((path / info.base_name, info.type == pafs.FileType.Directory) for info in path.listing()), key=lambda e: str(e[0]))
 
 
 def file_size(path: Location) -> int:

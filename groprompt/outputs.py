@@ -20,7 +20,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from groprompt.errors import DataError
-from groprompt.files import atomic_path
+from groprompt.files import Location, atomic_path, location
 
 VOID_ID = 255  # DAVIS void label: ground-truth pixels that J and F ignore (a shard stores an unannotated frame as all void)
 
@@ -51,9 +51,9 @@ def read_index_png(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: unreadable image: {error}") from error
 
 
-def write_index_png(path: str | Path, ids: np.ndarray) -> None:
-    """Write an (H, W) map of object ids (0-255) as a DAVIS palette PNG, atomically."""
-    path = Path(path)
+def write_index_png(path: str | Path | Location, ids: np.ndarray) -> None:
+    """Write an (H, W) map of object ids (0-255) as a DAVIS palette PNG, atomically (local or in object storage)."""
+    path = location(path)
     if ids.ndim != 2 or ids.min(initial=0) < 0 or ids.max(initial=0) > 255:
         raise ValueError(f"{path}: expected an (H, W) id map with values in 0..255")
     image = Image.fromarray(ids.astype(np.uint8), mode="P")
@@ -106,13 +106,13 @@ def ids_from_masks(masks: Mapping[int, np.ndarray]) -> np.ndarray:
     return ids
 
 
-def write_expression_pngs(root: str | Path, video: str, exp_id: str, masks: Iterable[tuple[str, np.ndarray]]) -> int:
+def write_expression_pngs(root: str | Path | Location, video: str, exp_id: str, masks: Iterable[tuple[str, np.ndarray]]) -> int:
     """Write one expression's masks as ``<root>/<video>/<exp_id>/<frame>.png``; returns the frame count.
 
     ``masks`` yields (frame name, (H, W) binary mask); each is a DAVIS palette PNG with id 1 on the object,
     so a folder ``<root>/<video>`` scores with ``groprompt eval-masks`` against a single-object ground truth.
     """
-    folder = Path(root) / _safe_name(video) / _safe_name(exp_id)
+    folder = location(root) / _safe_name(video) / _safe_name(exp_id)
     count = 0
     for frame, mask in masks:
         write_index_png(folder / f"{_safe_name(frame)}.png", mask.astype(bool).astype(np.uint8))

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from groprompt.files import atomic_path
+from groprompt.files import Location, atomic_path, location
 from groprompt.outputs import davis_palette
 
 Color = tuple[int, int, int]
@@ -95,14 +95,14 @@ def captioned(frame: np.ndarray, text: str, legend: Sequence[tuple[str, Color]] 
     return np.concatenate([band, frame])
 
 
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int = 10) -> int:
+def write_video(path: str | Path | Location, frames: Iterable[np.ndarray], fps: int = 10) -> int:
     """Encode RGB uint8 frames of one size to ``path`` (``.mp4`` or ``.gif``), atomically; returns the count.
 
     Frames are encoded as they arrive, so a video never sits in memory whole. MP4 is ``MP4_CODEC`` in
     yuv420p (an odd width or height is padded by one edge pixel); GIF frames each get their own 256-colour
     palette. GIF delays are in hundredths of a second, so ``fps`` is rounded to that.
     """
-    path = Path(path)
+    path = location(path)
     container_format = {".mp4": "mp4", ".gif": "gif"}.get(path.suffix.lower())
     if container_format is None:
         raise ValueError(f"{path}: expected a .mp4 or .gif file name")

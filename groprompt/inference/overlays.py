@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from groprompt.files import Location, location
 from groprompt.viz import write_video
 
 OVERLAY_FORMATS = ("gif", "mp4")
@@ -29,8 +30,8 @@ class OverlayWriter:
     ``put`` each frame, then ``close`` (raises when the file could not be written) or ``abort`` (no file
     remains: ``write_video`` removes its temporary file)."""
 
-    def __init__(self, path: str | Path, fps: float) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | Location, fps: float) -> None:
+        self.path = location(path)
         self.error: BaseException | None = None
         self._queue: queue.Queue[np.ndarray | _Abort | None] = queue.Queue(maxsize=QUEUE_FRAMES)
         self._thread = threading.Thread(target=self._write, args=(max(1, round(fps)),), daemon=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from groprompt.errors import DataError
-from groprompt.files import atomic_path
+from groprompt.files import Location, atomic_path, location
 from groprompt.inference.sources import VideoSource
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -40,13 +41,14 @@ class InputError:
     reason: str
 
 
-def read_queries(path: str | Path) -> tuple[list[Query], list[InputError]]:
+def read_queries(path: str | Path | Location) -> tuple[list[Query], list[InputError]]:
     """Queries from a CSV file (header ``video,query``) or JSONL (``{"video": ..., "query": ...}`` a line).
 
     Rows with an empty query (or no video) go to the errors; a file without the columns is a ``DataError``.
-    ``exp_id`` is the query's order among its video's queries (``0``, ``1``...), unless the file gives one.
+    ``exp_id`` is the query's order among its video's queries (``0``, ``1``...), unless the file gives one. The
+    file may be local or in object storage.
     """
-    path = Path(path)
+    path = location(path)
     if not path.is_file():
         raise DataError(f"{path}: queries file not found")
     try:
@@ -68,11 +70,11 @@ def read_queries(path: str | Path) -> tuple[list[Query], list[InputError]]:
     return queries, errors
 
 
-def _jsonl_records(path: Path) -> tuple[list[Record], list[InputError]]:
+def _jsonl_records(path: Location) -> tuple[list[Record], list[InputError]]:
     """The objects of a JSONL file, and an error for each line that is not a JSON object."""
     records: list[Record] = []
     errors: list[InputError] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_bytes().decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -87,9 +89,9 @@ def _jsonl_records(path: Path) -> tuple[list[Record], list[InputError]]:
     return records, errors
 
 
-def _csv_records(path: Path) -> list[Record]:
+def _csv_records(path: Location) -> list[Record]:
     """The rows of a CSV file with ``video`` and ``query`` columns (header names stripped of spaces)."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(path.read_bytes().decode("utf-8"), newline="") as handle:
         reader = csv.DictReader(handle)
         fields = [f.strip() for f in reader.fieldnames or []]
         if "video" not in fields or "query" not in fields:
@@ -113,7 +115,7 @@ def group_queries(
     return [(v, grouped[v.name]) for v in videos if v.name in grouped], errors
 
 
-def write_errors(path: str | Path, errors: Iterable[InputError]) -> None:
+def write_errors(path: str | Path | Location, errors: Iterable[InputError]) -> None:
     """The errors table (video, query, reason) as parquet, atomically; no errors give an empty table."""
     table = pa.Table.from_pylist([asdict(e) for e in errors], schema=ERROR_SCHEMA)
     with atomic_path(path) as temporary:

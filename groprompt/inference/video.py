@@ -20,7 +20,7 @@ from groprompt.boxes import union_box
 from groprompt.config import ModelConfig
 from groprompt.data.pixels import frame_pixels
 from groprompt.errors import ConfigError, DataError
-from groprompt.files import atomic_path, fingerprint
+from groprompt.files import Location, atomic_path, fingerprint, location, open_random
 from groprompt.inference.online import frame_prompts
 from groprompt.inference.overlays import OVERLAY_FORMATS, OverlayWriter
 from groprompt.inference.predictor import Predictor
@@ -102,14 +102,14 @@ class FramePrediction:
     masks: np.ndarray  # (Q, H, W) bool, the union of each query's boxes' masks
 
 
-def masks_path(out_dir: str | Path, video: str) -> Path:
+def masks_path(out_dir: str | Path | Location, video: str) -> Location:
     """The video's parquet table of boxes and masks."""
-    return Path(out_dir) / "masks" / f"{video}.parquet"
+    return location(out_dir) / "masks" / f"{video}.parquet"
 
 
-def overlay_path(out_dir: str | Path, video: str, exp_id: str, fmt: str) -> Path:
+def overlay_path(out_dir: str | Path | Location, video: str, exp_id: str, fmt: str) -> Location:
     """The overlay video of one query."""
-    return Path(out_dir) / "overlays" / video / f"{exp_id}.{fmt}"
+    return location(out_dir) / "overlays" / video / f"{exp_id}.{fmt}"
 
 
 def output_fingerprint(
@@ -129,12 +129,13 @@ def output_fingerprint(
     )
 
 
-def verified_rows(path: Path, expected_fingerprint: str) -> int | None:
+def verified_rows(path: Location, expected_fingerprint: str) -> int | None:
     """The row count of a finished video's parquet file when it reads back with ``expected_fingerprint``."""
     if not path.is_file():
         return None
     try:
-        meta = pq.read_metadata(path)
+        with open_random(path) as handle:
+            meta = pq.read_metadata(handle)
     except (pa.ArrowInvalid, OSError):
         return None
     raw = (meta.metadata or {}).get(METADATA_KEY)
@@ -243,7 +244,7 @@ def _write_outputs(
             rows += _mask_rows(source.name, queries, prediction)
             if options.png:
                 for q, mask in zip(queries, prediction.masks):
-                    write_expression_pngs(Path(out_dir) / "png", source.name, q.exp_id, [(prediction.name, mask)])
+                    write_expression_pngs(location(out_dir) / "png", source.name, q.exp_id, [(prediction.name, mask)])
             for writer, boxes, mask in zip(writers, prediction.boxes, prediction.masks):
                 writer.put(overlay(prediction.frame, mask[None], boxes, colors=default_colors(1) * len(boxes)))
             result.n_frames = prediction.index + 1

@@ -19,7 +19,7 @@ from groprompt.checkpoints import TrainedWeights, load_trained, random_weights, 
 from groprompt.config import Config, ModelConfig, with_absolute_paths
 from groprompt.data.manifest import MANIFEST, write_manifest
 from groprompt.errors import ConfigError
-from groprompt.files import write_json_atomic
+from groprompt.files import Location, check_store, check_writable, location, write_json_atomic
 from groprompt.inference.predictor import build_predictor
 from groprompt.inference.queries import InputError, Query, group_queries, read_queries, write_errors
 from groprompt.inference.sources import VideoSource, discover_videos
@@ -103,8 +103,9 @@ def infer(
         raise ConfigError(f"unknown segmentor {segmentor!r}; known: {sorted(SEGMENTORS)}")
     check_segmentor(segmentor, config.model)
     options = OutputOptions(png=png, overlay=overlay, encode_batch=encode_batch)
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
+    for named in (videos, queries) if isinstance(videos, (str, Path)) else (queries,):
+        check_store(location(named))
 
     sources = discover_videos(videos)
     parsed, errors = read_queries(queries)
@@ -137,9 +138,19 @@ def infer(
     return summary
 
 
+def output_folder(out_dir: str | Path) -> Location:
+    """The output folder, made (local) or checked writable (a bucket), before any work."""
+    out = location(out_dir)
+    if isinstance(out, Path):
+        out = out.resolve()
+        out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
+    return out
+
+
 def _split_finished(
     grouped: list[tuple[VideoSource, list[Query]]],
-    out: Path,
+    out: Location,
     model_id: str,
     segmentor: str,
     model_config: ModelConfig,
@@ -159,7 +170,7 @@ def _split_finished(
 
 
 def _run_actors(
-    pending: list[dict[str, Any]], config: Config, weights: TrainedWeights, segmentor: str, out: Path, options: OutputOptions
+    pending: list[dict[str, Any]], config: Config, weights: TrainedWeights, segmentor: str, out: Location, options: OutputOptions
 ) -> list[VideoResult]:
     """Segment the pending videos (one row each) on a pool of ``VideoInferencer`` actors sized to the cluster."""
     import ray
@@ -191,7 +202,7 @@ def _run_actors(
 
 
 def _summary(
-    results: list[VideoResult], errors: list[InputError], wall: float, weights: TrainedWeights, segmentor: str, out: Path
+    results: list[VideoResult], errors: list[InputError], wall: float, weights: TrainedWeights, segmentor: str, out: Location
 ) -> dict[str, Any]:
     """Counts, throughput and where the tables are (written as ``summary.json``)."""
     frames = sum(r.n_frames for r in results if r.status == "done")

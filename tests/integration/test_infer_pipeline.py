@@ -12,6 +12,8 @@ from PIL import Image
 
 from groprompt.config import load_config
 from groprompt.data.manifest import read_manifest
+from groprompt.files import Location, location, open_random, write_text_atomic
+from groprompt.inference.sources import discover_videos
 from groprompt.outputs import rle_to_mask
 from groprompt.stages.infer import format_summary, infer
 from groprompt.viz import write_video
@@ -95,3 +97,60 @@ def test_infer_pipeline_end_to_end_and_resume(local_ray: None, tmp_path: Path, c
     inputs = ["--config", str(REPO / "conf/tiny.yaml"), "--videos", str(videos), "--queries", str(lost), "--out", str(tmp_path / "lost")]
     assert main([*inputs, "--random-model"]) == 1  # nothing was processed: not a success
     assert [r["video"] for r in pq.read_table(tmp_path / "lost" / "errors.parquet").to_pylist()] == ["nowhere"]
+
+
+def upload_tree(folder: Path, target: str) -> None:
+    """Every file under ``folder`` to the prefix ``target`` (``s3://bucket/prefix``), keeping relative paths."""
+    import boto3
+
+    bucket, _, prefix = target.removeprefix("s3://").partition("/")
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        boto3.client("s3").upload_file(str(file), bucket, f"{prefix}/{file.relative_to(folder).as_posix()}")
+
+
+def masks_of(table: Location) -> list[dict[str, object]]:
+    with open_random(table) as handle:
+        return pq.read_table(handle).to_pylist()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_infer_reads_videos_and_queries_from_a_bucket_and_writes_there_what_it_writes_on_disk(
+    local_ray: None, bucket: str, tmp_path: Path
+) -> None:
+    """A prefix of MP4s and frame folders, a queries file and the outputs all in a bucket: the same masks, PNGs and
+    overlays as the run on local disk, and a re-run skips every video; a ``.txt`` list may name videos by URI."""
+    videos = tmp_path / "videos"
+    write_video(videos / "clip.mp4", moving_square(5, height=48, width=64), fps=10)
+    write_frame_folder(videos / "frames", frames=4, height=40, width=56)
+    queries = tmp_path / "inputs" / "queries.jsonl"
+    queries.parent.mkdir()
+    queries.write_text('{"video": "clip", "query": "the red square"}\n{"video": "frames", "query": "the red square"}\n')
+    upload_tree(videos, f"{bucket}/archive/videos")
+    upload_tree(queries.parent, f"{bucket}/archive")
+    config = load_config([REPO / "conf/tiny.yaml"], ["model.sam=tiny"])
+    options = {"random_model": True, "segmentor": "sam", "png": True, "overlay": "gif"}
+
+    local = infer(config, videos, queries, tmp_path / "out", **options)
+    remote = infer(config, f"{bucket}/archive/videos", f"{bucket}/archive/queries.jsonl", f"{bucket}/out", **options)
+    assert (remote["done"], remote["frames"], remote["rows"]) == (local["done"], local["frames"], local["rows"]) == (2, 9, 9)
+    out = location(bucket) / "out"
+    for video in ("clip", "frames"):
+        assert masks_of(out / "masks" / f"{video}.parquet") == masks_of(tmp_path / "out" / "masks" / f"{video}.parquet")
+        assert (out / "overlays" / video / "0.gif").read_bytes() == (tmp_path / "out" / "overlays" / video / "0.gif").read_bytes()
+    local_pngs = sorted(p.relative_to(tmp_path / "out" / "png").as_posix() for p in (tmp_path / "out" / "png").rglob("*.png"))
+    assert len(local_pngs) == 9
+    for name in local_pngs:
+        assert (out / "png" / name).read_bytes() == (tmp_path / "out" / "png" / name).read_bytes()
+    assert [r["status"] for r in read_manifest(out / "manifest.parquet")[0]] == ["done", "done"]
+
+    again = infer(config, f"{bucket}/archive/videos", f"{bucket}/archive/queries.jsonl", f"{bucket}/out", **options)
+    assert (again["done"], again["skipped"]) == (0, 2)
+
+    listed = location(bucket) / "archive" / "list.txt"
+    listed_text = f"{bucket}/archive/videos/clip.mp4\nvideos/frames\n"
+    write_text_atomic(listed, listed_text)
+    assert [(s.name, s.path, s.kind) for s in discover_videos(str(listed))] == [
+        ("clip", f"{bucket}/archive/videos/clip.mp4", "container"),
+        ("frames", f"{bucket}/archive/videos/frames", "folder"),
+    ]
