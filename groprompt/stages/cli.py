@@ -88,6 +88,16 @@ def exit_code_of(work: Callable[[], object]) -> int:
         return USER_ERROR_EXIT
 
 
+LOCATION_ARGUMENTS = ("videos", "queries", "out", "checkpoint", "png_dir", "submission")
+
+
+def argument_uris(args: argparse.Namespace) -> list[str]:
+    """The object-storage URIs given on the command line (``--videos``, ``--queries``, ``--out``, ``--checkpoint``...)."""
+    values = [getattr(args, name, None) for name in LOCATION_ARGUMENTS]
+    flat = [item for value in values for item in (value if isinstance(value, list) else [value])]
+    return [item for item in flat if isinstance(item, str) and "://" in item]
+
+
 def run_stage(
     parser: argparse.ArgumentParser,
     argv: list[str] | None,
@@ -103,9 +113,9 @@ def run_stage(
     def stage() -> object:
         config = with_absolute_paths(load_config(args.config or list(default_configs), args.overrides))
         settings = flatten(config)
-        for key in PATH_KEYS:  # a missing bucket or an unreachable store is refused before Ray starts
-            if settings[key] is not None:
-                check_store(location(settings[key]))
+        for value in [settings[key] for key in PATH_KEYS] + argument_uris(args):  # refused before Ray starts:
+            if value is not None:  # a missing bucket, an unreachable store
+                check_store(location(value))
         init_ray(args.address or config.runtime.ray_address)
         for name in RAY_DATA_TASK_ERROR_LOGGERS:  # the stage reports a failed task itself: one line, or its traceback
             logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -284,3 +284,14 @@ def test_an_unreachable_store_exits_with_2_naming_the_uri_before_ray_starts(
     assert run_stage(stage_parser("x"), ["data.embeddings=s3://some-bucket/embeddings"], never) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: s3://some-bucket/embeddings: ") and "connect" in lines[0].lower()
+
+
+@pytest.mark.slow
+def test_a_missing_bucket_on_the_command_line_exits_with_2_before_ray_starts(
+    s3_endpoint: str, no_ray: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.infer import main
+
+    argv = ["--videos", "videos", "--queries", "q.csv", "--out", "s3://no-such-output-bucket/out", "--random-model"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: s3://no-such-output-bucket/out: bucket 'no-such-output-bucket' does not exist"]
