@@ -4,8 +4,9 @@
     python pipelines/infer.py --config conf/base.yaml --videos videos/ --queries queries.csv --out work/infer
         --checkpoint mlflow:<run_id> [--segmentor sam|sam-hq|sam2|grabcut|box] [--png] [--overlay gif|mp4] model.sam_checkpoint=sam.pth
 
-``--videos`` is a folder of video files (MP4 and whatever else PyAV reads) and/or frame folders (JPEG/PNG), a
-``.txt`` list of paths, or several paths. ``--queries`` is a CSV (``video,query``) or JSONL
+``--videos`` is a folder of video files (MP4 and whatever else PyAV reads), frame folders (JPEG/PNG) and/or tars of
+video files (WebDataset style), a ``.txt`` list of paths, or several paths; any of them may be a bucket URI
+(``s3://bucket/prefix``), as may ``--queries``, ``--out`` and ``--checkpoint``. ``--queries`` is a CSV (``video,query``) or JSONL
 (``{"video": ..., "query": ...}``); ``video`` is the file stem or folder name. ``--checkpoint`` is a training
 checkpoint folder, a checkpoint file or ``mlflow:<run_id>``; ``--random-model`` is an UNTRAINED model (smoke tests).
 

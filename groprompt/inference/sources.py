@@ -1,9 +1,10 @@
-"""Input videos: finding them (files, frame folders, lists of paths; on local disk or in object storage) and decoding
-their frames one at a time."""
+"""Input videos: finding them (files, frame folders, lists of paths, WebDataset tars of video files; on local disk or in
+object storage) and decoding their frames one at a time."""
 
 from __future__ import annotations
 
 import io
+import tarfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,16 +21,19 @@ if TYPE_CHECKING:
 
 CONTAINER_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".gif", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+TAR_SUFFIX = ".tar"
 DEFAULT_FPS = 10.0  # frame folders and containers without a known rate
 
 
 @dataclass(frozen=True)
 class VideoSource:
-    """One input video: a container file (``kind="container"``) or a folder of frames (``kind="folder"``)."""
+    """One input video: a container file (``kind="container"``), a folder of frames (``kind="folder"``), or a video
+    file inside a tar (``kind="tar-member"``: ``path`` is the tar, ``member`` the file's name in it)."""
 
     name: str
     path: str  # an absolute local path or a URI
     kind: str
+    member: str = ""
 
 
 def video_source(path: str | Path | Location, is_folder: bool | None = None) -> VideoSource:
@@ -37,20 +41,29 @@ def video_source(path: str | Path | Location, is_folder: bool | None = None) -> 
     ``is_folder`` when a listing already said which."""
     path = location(path)
     folder = path.is_dir() if is_folder is None else is_folder
-    where = str(path.resolve()) if isinstance(path, Path) else str(path)
-    return VideoSource(path.name, where, "folder") if folder else VideoSource(path.stem, where, "container")
+    return VideoSource(path.name, _absolute(path), "folder") if folder else VideoSource(path.stem, _absolute(path), "container")
+
+
+def _absolute(path: Location) -> str:
+    """How a video source names its file: an absolute local path, or the URI."""
+    return str(path.resolve()) if isinstance(path, Path) else str(path)
 
 
 def discover_videos(videos: str | Path | Sequence[str | Path]) -> list[VideoSource]:
     """The videos named by ``videos`` (local paths or URIs such as ``s3://bucket/prefix``): a folder or prefix of
-    video files and/or frame folders, a folder of frames (one video), a ``.txt`` list of paths or URIs (one a line,
-    paths relative to the list), or a sequence of such paths.
+    video files, frame folders and tars, a folder of frames (one video), a ``.txt`` list of paths or URIs (one a
+    line, paths relative to the list), a tar (WebDataset style: each video file in it is one video, named by its
+    file name without the suffix; other members are ignored), or a sequence of such paths.
 
     Paths that do not exist are kept (as containers): reading them fails later and is recorded per video.
     Two videos with the same name are an error.
     """
     found = _video_paths(location(videos)) if isinstance(videos, (str, Path)) else [(location(p), None) for p in videos]
-    sources = [video_source(path, is_folder) for path, is_folder in found]
+    sources = [
+        source
+        for path, is_folder in found
+        for source in (tar_videos(path) if not is_folder and path.suffix.lower() == TAR_SUFFIX else [video_source(path, is_folder)])
+    ]
     names = [s.name for s in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -69,9 +82,21 @@ def _video_paths(root: Location) -> list[tuple[Location, bool | None]]:
         return [
             (path, folder)
             for path, folder in entries
-            if (folder and _is_frame_folder(path)) or (not folder and path.suffix.lower() in CONTAINER_SUFFIXES)
+            if (folder and _is_frame_folder(path)) or (not folder and path.suffix.lower() in CONTAINER_SUFFIXES | {TAR_SUFFIX})
         ]
     return [(root, None)]
+
+
+def tar_videos(tar: Location) -> list[VideoSource]:
+    """The video files in a tar, in the tar's order (its headers are read; the files' bytes are skipped over)."""
+    if not tar.is_file():
+        raise DataError(f"{tar}: tar not found")
+    try:
+        with open_random(tar) as handle, tarfile.open(fileobj=handle, mode="r:") as archive:
+            members = [m.name for m in archive if m.isfile() and Path(m.name).suffix.lower() in CONTAINER_SUFFIXES]
+    except (tarfile.TarError, OSError) as error:
+        raise DataError(f"{tar}: not a readable tar ({error})") from error
+    return [VideoSource(Path(name).stem, _absolute(tar), "tar-member", name) for name in members]
 
 
 def _is_frame_folder(path: Location) -> bool:
@@ -83,32 +108,39 @@ def iter_frames(source: VideoSource | str | Path) -> Iterator[tuple[str, np.ndar
     file stems for frame folders (sorted). Raises ``DataError`` naming the file when it cannot be read."""
     if not isinstance(source, VideoSource):
         source = video_source(source)
-    path = location(source.path)
     if source.kind == "folder":
-        yield from _iter_folder(path)
+        yield from _iter_folder(location(source.path))
     else:
-        yield from _iter_container(path)
+        yield from _iter_container(source)
 
 
-def _open_container(path: Location, stack: ExitStack) -> av.container.InputContainer:
-    """PyAV's container of a local file, or of an object read by ranged requests (MP4s seek to their index), closed
-    with ``stack``."""
+def _open_container(source: VideoSource, stack: ExitStack) -> av.container.InputContainer:
+    """PyAV's container of a video file (local, or an object read by ranged requests: MP4s seek to their index) or of
+    a video inside a tar (read in place, not extracted), closed with ``stack``."""
     import av
 
-    source = str(path) if isinstance(path, Path) else stack.enter_context(open_random(path))
-    return stack.enter_context(av.open(source))
+    path = location(source.path)
+    if source.kind == "tar-member":
+        handle = stack.enter_context(open_random(path))
+        archive = stack.enter_context(tarfile.open(fileobj=handle, mode="r:"))  # noqa: SIM115 - the stack closes it
+        member = archive.extractfile(source.member)
+        if member is None:
+            raise DataError(f"{path}: {source.member} is not a file in the tar")
+        return stack.enter_context(av.open(member))
+    return stack.enter_context(av.open(str(path) if isinstance(path, Path) else stack.enter_context(open_random(path))))
 
 
-def _iter_container(path: Location) -> Iterator[tuple[str, np.ndarray]]:
+def _iter_container(source: VideoSource) -> Iterator[tuple[str, np.ndarray]]:
     """Frames decoded by PyAV from the first video stream."""
     import av
 
-    if not path.is_file():
-        raise DataError(f"{path}: video file not found")
+    path = f"{source.path}:{source.member}" if source.member else source.path
+    if not location(source.path).is_file():
+        raise DataError(f"{source.path}: video file not found")
     with ExitStack() as stack:
         try:
-            container = _open_container(path, stack)
-        except (av.error.FFmpegError, OSError, ValueError) as error:
+            container = _open_container(source, stack)
+        except (av.error.FFmpegError, OSError, ValueError, tarfile.TarError, KeyError) as error:
             raise DataError(f"{path}: not a readable video ({error})") from error
         if not container.streams.video:
             raise DataError(f"{path}: no video stream")
@@ -141,11 +173,11 @@ def _iter_folder(path: Location) -> Iterator[tuple[str, np.ndarray]]:
 
 def video_fps(source: VideoSource, default: float = DEFAULT_FPS) -> float:
     """The container's average frame rate, else ``default`` (frame folders, unknown rates)."""
-    if source.kind != "container":
+    if source.kind == "folder":
         return default
     try:
         with ExitStack() as stack:
-            container = _open_container(location(source.path), stack)
+            container = _open_container(source, stack)
             rate = container.streams.video[0].average_rate
             return float(rate) if rate else default
     except Exception:  # noqa: BLE001 - unreadable videos fail later, with their reason recorded

@@ -118,7 +118,7 @@ def output_fingerprint(
     """What a video's outputs depend on: the video file, its queries, the weights, segmentor and options."""
     return fingerprint(
         {
-            "video": source.path,
+            "video": f"{source.path}:{source.member}" if source.member else source.path,
             "queries": [(q.exp_id, q.query) for q in queries],
             "model": model_id,
             "model_config": asdict(model_config),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,8 @@ def test_infer_reads_videos_and_queries_from_a_bucket_and_writes_there_what_it_w
     local_ray: None, bucket: str, tmp_path: Path
 ) -> None:
     """A prefix of MP4s and frame folders, a queries file and the outputs all in a bucket: the same masks, PNGs and
-    overlays as the run on local disk, and a re-run skips every video; a ``.txt`` list may name videos by URI."""
+    overlays as the run on local disk, and a re-run skips every video; a WebDataset tar of videos in the bucket gives
+    the same masks; a ``.txt`` list may name videos by URI."""
     videos = tmp_path / "videos"
     write_video(videos / "clip.mp4", moving_square(5, height=48, width=64), fps=10)
     write_frame_folder(videos / "frames", frames=4, height=40, width=56)
@@ -146,6 +148,17 @@ def test_infer_reads_videos_and_queries_from_a_bucket_and_writes_there_what_it_w
 
     again = infer(config, f"{bucket}/archive/videos", f"{bucket}/archive/queries.jsonl", f"{bucket}/out", **options)
     assert (again["done"], again["skipped"]) == (0, 2)
+
+    (tmp_path / "tars").mkdir()
+    write_video(tmp_path / "frames.mp4", moving_square(4, height=40, width=56), fps=10)
+    with tarfile.open(tmp_path / "tars" / "videos-000000.tar", "w") as tar:  # WebDataset style: videos beside metadata
+        for member in (videos / "clip.mp4", queries, tmp_path / "frames.mp4"):
+            tar.add(member, arcname=member.name)
+    upload_tree(tmp_path / "tars", f"{bucket}/tars")
+    from_tar = infer(config, f"{bucket}/tars/videos-000000.tar", f"{bucket}/archive/queries.jsonl", f"{bucket}/from-tar", **options)
+    assert (from_tar["done"], from_tar["errors"]) == (2, 0)  # two videos, as above: the same actors and threads
+    clip = "from-tar/masks/clip.parquet"
+    assert masks_of(location(bucket) / clip) == masks_of(tmp_path / "out" / "masks" / "clip.parquet")
 
     listed = location(bucket) / "archive" / "list.txt"
     listed_text = f"{bucket}/archive/videos/clip.mp4\nvideos/frames\n"
