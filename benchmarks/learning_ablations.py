@@ -10,7 +10,8 @@ does (box IoU of the top box over the frames where the object is present, averag
 the loss terms' weights (selection, deep supervision, confidence), the learning rate, the decoder's width, the clip
 length, the features (``tiny-d0``: the random SAM without its transformer blocks; ``pixels``: a control, not a
 model, where the embedding is the normalised frame pooled to the embedding grid, each cell's 4 x 4 sub-cell colours
-as 48 channels, zero-padded to the SAM's width). Ends with one Markdown table, values in %.
+as 48 channels, zero-padded to the SAM's width), and the motion path (the visual projection reading a 3 x 3 or 5 x 5
+neighbourhood, or a local correlation with frame t-1 of radius 1 or 2). Ends with one Markdown table, values in %.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ VARIANTS: dict[str, list[str]] = {
     "clip-4": ["data.clip_len=4", "train.batch_size=8"],  # the same frames per step and steps
     "sam-tiny-d0": ["model.sam=tiny-d0"],
     "pixels": [],
+    "visual-kernel-3": ["model.visual_kernel=3"],  # the motion path: each token sees its neighbours' differences
+    "visual-kernel-5": ["model.visual_kernel=5"],
+    "correlation-1": ["model.motion_correlation=1"],  # ... or its correlation with frame t-1's tokens around it
+    "correlation-2": ["model.motion_correlation=2"],
 }
 PIXEL_CONTROL = "pixels"
 SUB_CELLS = 4  # each embedding cell described by its 4 x 4 sub-cells' mean colours

@@ -49,6 +49,8 @@ class ModelConfig:
     propagate: bool = True  # online query propagation from frame t-1
     enhancer_layers: int = 1  # feature enhancer: self-attention over a frame's text-fused visual tokens (position is relative)
     frame_difference: bool = True  # each visual token also sees its embedding minus frame t-1's (motion); zero on frame 0
+    visual_kernel: int = 1  # the visual projection's kernel: 1 reads each cell alone, 3 also its neighbours (which way a difference moved)
+    motion_correlation: int = 0  # radius r: each token also sees its cosine similarity to frame t-1's tokens within r cells (0: off)
     sentence_film: bool = True  # the pooled sentence scales and shifts every visual token (FiLM) before the text fusion
     enhancer_text_attention: bool = True  # each enhancer layer also cross-attends from the tokens to the sentence's tokens
     encoder_dtype: str = "float32"  # frozen SAM image and text encoders: float32 | bfloat16 (autocast; in the embedding identity)
@@ -74,6 +76,13 @@ class ModelConfig:
             "a frozen encoder needs a frozen backbone and text encoder (no gradient reaches them through it)",
             self.freeze,
         )
+        _require(
+            self.visual_kernel >= 1 and self.visual_kernel % 2 == 1,
+            "model.visual_kernel",
+            "must be a positive odd number",
+            self.visual_kernel,
+        )
+        _require(self.motion_correlation >= 0, "model.motion_correlation", "must be 0 (off) or a radius in cells", self.motion_correlation)
         _require(self.proposal_image_size >= 32, "model.proposal_image_size", "must be at least 32", self.proposal_image_size)
         _require(self.enhancer_layers >= 0, "model.enhancer_layers", "must be >= 0", self.enhancer_layers)
         dtypes = f"must be one of {', '.join(EMBED_DTYPES)}"

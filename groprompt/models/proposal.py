@@ -236,8 +236,11 @@ class ProposalGenerator(nn.Module):
         self.config = config
         self.grid = grid
         self.sentence_dim = text_dim  # ModalCon's sentence features: the frozen text encoder's pooled features
-        inputs = 2 * image_dim if config.frame_difference else image_dim
-        self.visual_proj = nn.Sequential(nn.Conv2d(inputs, d, kernel_size=1), nn.GroupNorm(32 if d % 32 == 0 else 1, d))
+        inputs = (2 * image_dim if config.frame_difference else image_dim) + (2 * config.motion_correlation + 1) ** 2 * (
+            config.motion_correlation > 0
+        )
+        kernel = config.visual_kernel
+        self.visual_proj = nn.Sequential(nn.Conv2d(inputs, d, kernel, padding=kernel // 2), nn.GroupNorm(32 if d % 32 == 0 else 1, d))
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d))
         self.fusion = nn.MultiheadAttention(d, config.num_heads, batch_first=True)
         self.fusion_norm = nn.LayerNorm(d)
@@ -324,10 +327,14 @@ class ProposalGenerator(nn.Module):
 
     def visual_input(self, embedding: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         """What ``visual_proj`` reads (channels on dim -3): the embedding, with ``model.frame_difference`` followed by
-        its difference from the previous frame's."""
-        if not self.config.frame_difference:
-            return embedding
-        return torch.cat([embedding, embedding - previous], dim=-3)
+        its difference from the previous frame's, and with ``model.motion_correlation`` by its local correlation with
+        the previous frame (``local_correlation``)."""
+        parts = [embedding]
+        if self.config.frame_difference:
+            parts.append(embedding - previous)
+        if self.config.motion_correlation:
+            parts.append(local_correlation(embedding, previous, self.config.motion_correlation))
+        return torch.cat(parts, dim=-3)
 
     def encode_tokens(self, tokens: torch.Tensor, text: ProjectedText) -> FrameTokens:
         """Visual tokens (B, N, d) with their projected sentences to text-fused, enhanced visual tokens, their scores
@@ -410,6 +417,19 @@ class ProposalStream:
         """The output of the next frame, given its SAM image embedding (C, g, g); ``pixels`` are not read."""
         output, self.state = self.proposal.forward_frame(embedding[None], self.text, self.state)
         return output
+
+
+def local_correlation(current: torch.Tensor, previous: torch.Tensor, radius: int) -> torch.Tensor:
+    """(..., C, g, g) embeddings of a frame and the one before to (..., (2r + 1)^2, g, g): the cosine similarity of
+    each cell of ``current`` to the cells of ``previous`` within ``radius`` cells (zero outside the grid), offsets
+    row-major from (-r, -r): where a cell's content came from, so which way it moves (a correlation layer, as
+    optical-flow networks use)."""
+    lead, (channels, height, width) = current.shape[:-3], current.shape[-3:]
+    now = nn.functional.normalize(current.reshape(-1, channels, height, width), dim=1)
+    before = nn.functional.normalize(previous.reshape(-1, channels, height, width), dim=1)
+    window = 2 * radius + 1
+    neighbours = nn.functional.unfold(before, window, padding=radius).view(-1, channels, window * window, height, width)
+    return (neighbours * now[:, :, None]).sum(1).reshape(*lead, window * window, height, width)
 
 
 def _frames(x: torch.Tensor, frames: int) -> tuple[torch.Tensor, ...]:

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from groprompt.config import ModelConfig, load_config
+from groprompt.errors import ConfigError
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.modalcon import ModalConHead
-from groprompt.models.proposal import FrameOutput, ProposalGenerator, count_trainable, grid_centres
+from groprompt.models.proposal import FrameOutput, ProposalGenerator, count_trainable, grid_centres, local_correlation
 from groprompt.models.text import TextFeatures
 from tests.helpers import REPO_ROOT
 
@@ -161,3 +162,45 @@ def test_paper_size_is_about_15m_trainable_parameters() -> None:
     count = count_trainable(model)
     print(f"paper-size GroPrompt: {count / 1e6:.2f}M trainable parameters")
     assert 12e6 < count < 18e6
+
+
+def test_local_correlation_is_the_cosine_similarity_to_each_neighbour_of_the_previous_frame() -> None:
+    torch.manual_seed(0)
+    current, previous, radius = torch.randn(2, 3, 4, 5, 6), torch.randn(2, 3, 4, 5, 6), 1
+    found = local_correlation(current, previous, radius)
+    assert found.shape == (2, 3, 9, 5, 6)
+    for y in range(5):
+        for x in range(6):
+            for index, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+                inside = 0 <= y + dy < 5 and 0 <= x + dx < 6
+                expected = (
+                    torch.cosine_similarity(current[..., y, x], previous[..., y + dy, x + dx], dim=-1)
+                    if inside
+                    else torch.zeros(2, 3)
+                )
+                assert torch.allclose(found[..., index, y, x], expected, atol=1e-6), (y, x, dy, dx)
+
+
+@pytest.mark.parametrize("changes", [{"visual_kernel": 3}, {"motion_correlation": 2}])
+def test_the_motion_path_variants_keep_clips_and_streams_equal(changes: dict[str, int]) -> None:
+    """With a wider visual kernel or the local correlation, a clip at once still equals the frame-by-frame stream, and
+    a token's input now depends on its neighbours in frame t-1."""
+    torch.manual_seed(0)
+    generator = ProposalGenerator(replace(TINY, **changes), image_dim=16, grid=8, text_dim=24).eval()
+    text, clip = random_text(2), torch.randn(2, 3, 16, 8, 8)
+    projected, state = generator.project_text(text), None
+    for t, output in enumerate(generator(clip, text)):
+        streamed, state = generator.forward_frame(clip[:, t], projected, state)
+        assert torch.allclose(streamed.boxes, output.boxes, atol=1e-6)
+    moved = clip[:, 0].clone()
+    moved[..., 0, 1] += 1.0  # frame t-1 changes at cell (0, 1) only
+    convolution = generator.visual_proj[0]  # before the group norm, whose statistics span every token
+    visual = convolution(generator.visual_input(clip[:, 1], clip[:, 0]))
+    changed = convolution(generator.visual_input(clip[:, 1], moved))
+    differs = (visual - changed).abs().amax(1)[0] > 0
+    assert differs[0, 0] and differs[0, 1] and differs[1, 2] and not differs[4, 4]
+
+
+def test_an_even_visual_kernel_is_refused() -> None:
+    with pytest.raises(ConfigError, match="model.visual_kernel"):
+        replace(TINY, visual_kernel=2)
