@@ -67,11 +67,14 @@ def runs_named(config: Config, name: str) -> list[Any]:
     return client.search_runs(experiments, filter_string=f"attributes.run_name = '{name}'")
 
 
+@pytest.mark.parametrize("storage", ["local", "bucket"])
 def test_ctrl_c_then_a_rerun_ends_where_the_uninterrupted_run_ended(
-    refshapes_config: Config, learned: dict[str, Any], tmp_path: Path
+    refshapes_config: Config, learned: dict[str, Any], tmp_path: Path, storage: str, request: pytest.FixtureRequest
 ) -> None:
-    storage_path = refshapes_config.train.storage_path
-    name = "stopped"
+    """With ``train.storage_path`` on local disk, and in a bucket (checkpoints, the run record and Ray Train's
+    snapshot all in object storage)."""
+    storage_path = refshapes_config.train.storage_path if storage == "local" else f"{request.getfixturevalue('bucket')}/runs"
+    name = f"stopped-{storage}"
     config = replace(refshapes_config, **{"train.name": name, "train.storage_path": storage_path})
     run_folder = location(storage_path) / name
     import ray
