@@ -174,9 +174,7 @@ def test_local_correlation_is_the_cosine_similarity_to_each_neighbour_of_the_pre
             for index, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
                 inside = 0 <= y + dy < 5 and 0 <= x + dx < 6
                 expected = (
-                    torch.cosine_similarity(current[..., y, x], previous[..., y + dy, x + dx], dim=-1)
-                    if inside
-                    else torch.zeros(2, 3)
+                    torch.cosine_similarity(current[..., y, x], previous[..., y + dy, x + dx], dim=-1) if inside else torch.zeros(2, 3)
                 )
                 assert torch.allclose(found[..., index, y, x], expected, atol=1e-6), (y, x, dy, dx)
 
