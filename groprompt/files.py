@@ -181,6 +181,20 @@ def list_folder(path: Location) -> list[tuple[Location, bool]]:
     return sorted(((path / info.base_name, info.type == pafs.FileType.Directory) for info in path.listing()), key=lambda e: str(e[0]))
 
 
+@contextmanager
+def local_file(path: Location) -> Iterator[Path]:
+    """The file as a local path, for tools that take only those: itself, or a temporary copy of an object (removed
+    after the block)."""
+    if isinstance(path, Path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="groprompt-download-") as folder:
+        copy = Path(folder) / path.name
+        with open_input(path) as reader, open(copy, "wb") as writer:
+            shutil.copyfileobj(reader, writer, COPY_CHUNK)
+        yield copy
+
+
 def file_size(path: Location) -> int:
     """Bytes in the file."""
     return path.stat().st_size if isinstance(path, Path) else int(path.info().size or 0)
@@ -212,6 +226,16 @@ def check_writable(path: Location) -> None:
         path.filesystem.delete_file(probe.native)
     except OSError as error:
         raise DataError(f"{path}: cannot write there: {error}") from error
+
+
+def output_folder(path: str | os.PathLike[str]) -> Location:
+    """A folder outputs go to, before any work: made (a local path, resolved), or checked writable (object storage)."""
+    folder = location(path)
+    if isinstance(folder, Path):
+        folder = folder.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+    check_writable(folder)
+    return folder
 
 
 def remove_tree(path: Location) -> None:

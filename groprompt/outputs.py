@@ -40,10 +40,11 @@ def davis_palette() -> list[int]:
     return palette
 
 
-def read_index_png(path: str | Path) -> np.ndarray:
-    """Read a palette (or greyscale) PNG as an (H, W) int32 map of object ids."""
+def read_index_png(path: str | Path | Location) -> np.ndarray:
+    """Read a palette (or greyscale) PNG (local or in object storage) as an (H, W) int32 map of object ids."""
+    path = location(path)
     try:
-        with Image.open(path) as image:
+        with Image.open(path if isinstance(path, Path) else io.BytesIO(path.read_bytes())) as image:
             if image.mode not in ("P", "L", "1", "I", "I;16"):
                 raise DataError(f"{path}: expected a palette or greyscale PNG, got mode {image.mode}")
             return np.asarray(image, dtype=np.int32)
@@ -120,13 +121,13 @@ def write_expression_pngs(root: str | Path | Location, video: str, exp_id: str, 
     return count
 
 
-def write_object_pngs(root: str | Path, video: str, frames: Iterable[tuple[str, Mapping[int, np.ndarray]]]) -> int:
+def write_object_pngs(root: str | Path | Location, video: str, frames: Iterable[tuple[str, Mapping[int, np.ndarray]]]) -> int:
     """Write ``<root>/<video>/<frame>.png`` id maps (``ids_from_masks``), the ``eval-masks`` layout; returns the count.
 
     ``frames`` yields (frame name, {object id: (H, W) binary mask}); for Ref-DAVIS17, pass per frame the masks
     predicted for one annotator's expressions, keyed by the object each expression refers to.
     """
-    folder = Path(root) / _safe_name(video)
+    folder = location(root) / _safe_name(video)
     count = 0
     for frame, masks in frames:
         write_index_png(folder / f"{_safe_name(frame)}.png", ids_from_masks(masks))
@@ -150,7 +151,7 @@ MEVIS_SUBMISSION = SubmissionLayout("MeViS", "")  # the video folders directly (
 
 
 def write_submission_zip(
-    path: str | Path,
+    path: str | Path | Location,
     masks: Iterable[tuple[str, str, str, np.ndarray]],
     expected: Collection[tuple[str, str, str]] | None = None,
     layout: SubmissionLayout = REF_YOUTUBE_VOS_SUBMISSION,
@@ -162,9 +163,9 @@ def write_submission_zip(
     elsewhere, as the official CodaLab server's reference submissions (MTTR, ReferFormer) write them. Names must be
     plain path components (no separators, no ``.``/``..``) and unique. The server expects every frame of every
     expression of every video in the split: given ``expected`` (video, exp_id, frame) members, anything missing
-    or extra is a DataError (``check_submission``) and no zip is written.
+    or extra is a DataError (``check_submission``) and no zip is written. ``path`` may be in object storage.
     """
-    path = Path(path)
+    path = location(path)
     names: set[str] = set()
     written: set[tuple[str, str, str]] = set()
     with atomic_path(path) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -190,7 +191,7 @@ def submission_member(video: str, exp_id: str, frame: str, root: str = SUBMISSIO
 
 
 def check_submission(
-    path: str | Path,
+    path: str | Path | Location,
     written: Collection[tuple[str, str, str]],
     expected: Collection[tuple[str, str, str]],
     layout: SubmissionLayout = REF_YOUTUBE_VOS_SUBMISSION,

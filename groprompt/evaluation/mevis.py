@@ -25,7 +25,7 @@ import numpy as np
 from groprompt.data.formats.mevis import RleMasks
 from groprompt.data.records import Video
 from groprompt.errors import DataError
-from groprompt.files import atomic_path
+from groprompt.files import Location, atomic_path, location
 from groprompt.metrics import j_and_f
 from groprompt.outputs import read_index_png
 
@@ -50,7 +50,7 @@ def _objects(video: Video, target: int | None) -> tuple[int, ...]:
     return () if target is None else video.groups.get(target, (target,))
 
 
-def _prediction(path: Path, size: tuple[int, int]) -> np.ndarray:
+def _prediction(path: Location, size: tuple[int, int]) -> np.ndarray:
     """A predicted (H, W) bool mask (non-zero pixels); a ``DataError`` naming the file when missing or of another size."""
     if not path.is_file():
         raise DataError(f"{path}: prediction missing (its video's folder exists: every frame of every expression needs one)")
@@ -60,11 +60,11 @@ def _prediction(path: Path, size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def score_video(video: Video, pred_dir: str | Path) -> list[ExpressionScore]:
+def score_video(video: Video, pred_dir: str | Path | Location) -> list[ExpressionScore]:
     """The scores of every expression of one video (``groprompt.data.formats.mevis``, with its masks), in meta order."""
     if not isinstance(video.masks, RleMasks):
         raise DataError(f"{video.describe()}: has no masks (mask_dict.json) to score against; the 'valid' split is scored by the server")
-    folder = Path(pred_dir) / video.video_id
+    folder = location(pred_dir) / video.video_id
     n_frames = len(video.frame_names)
     if not folder.is_dir():
         return [ExpressionScore(video.video_id, e.exp_id, 0.0, 0.0, n_frames, unpredicted=True) for e in video.expressions]
@@ -80,10 +80,10 @@ def score_video(video: Video, pred_dir: str | Path) -> list[ExpressionScore]:
     return scores
 
 
-def score_videos(videos: Iterable[Video], pred_dir: str | Path, workers: int | None = None) -> list[ExpressionScore]:
+def score_videos(videos: Iterable[Video], pred_dir: str | Path | Location, workers: int | None = None) -> list[ExpressionScore]:
     """``score_video`` of every video (videos in parallel threads), in the given order; a ``DataError`` naming the
     folder when there is no prediction folder or no expression to score."""
-    pred_dir, videos = Path(pred_dir), list(videos)
+    pred_dir, videos = location(pred_dir), list(videos)
     if not pred_dir.is_dir():
         raise DataError(f"{pred_dir}: prediction folder is missing")
     if not any(video.expressions for video in videos):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from groprompt.errors import DataError
+from groprompt.files import Location, list_folder, location
 from groprompt.mask_eval import evaluate_folders, global_means
 from groprompt.outputs import write_object_pngs
 
@@ -35,12 +36,12 @@ def annotator_ranks(obj_ids: Sequence[int]) -> list[int]:
     return ranks
 
 
-def annotator_folder(root: str | Path, annotator: int) -> Path:
-    """Where annotator ``annotator``'s merged PNGs go: ``<root>/anno_<k>``."""
-    return Path(root) / f"anno_{annotator}"
+def annotator_folder(root: str | Path | Location, annotator: int) -> Location:
+    """Where annotator ``annotator``'s merged PNGs go: ``<root>/anno_<k>`` (local or in object storage)."""
+    return location(root) / f"anno_{annotator}"
 
 
-def write_annotator_frame(root: str | Path, video: str, frame: str, obj_ids: Sequence[int], masks: np.ndarray) -> None:
+def write_annotator_frame(root: str | Path | Location, video: str, frame: str, obj_ids: Sequence[int], masks: np.ndarray) -> None:
     """Write one frame of a video for every annotator: ``<root>/anno_<k>/<video>/<frame>.png``, each the id map of
     that annotator's expressions' masks (``masks``: (E, H, W), one per expression, in meta order)."""
     ranks = annotator_ranks(obj_ids)
@@ -49,10 +50,11 @@ def write_annotator_frame(root: str | Path, video: str, frame: str, obj_ids: Seq
         write_object_pngs(annotator_folder(root, annotator), video, [(frame, merged)])
 
 
-def score_annotators(gt_dir: str | Path, root: str | Path, sequences: Sequence[str]) -> dict[str, Any]:
+def score_annotators(gt_dir: str | Path, root: str | Path | Location, sequences: Sequence[str]) -> dict[str, Any]:
     """The unsupervised task per annotator folder of ``root`` against the ground truth ``gt_dir`` (DAVIS layout),
     over ``sequences``: ``{"anno_<k>": {"J", "F", "JF"}, ..., "mean": {"J", "F", "JF"}, "n_sequences", "n_objects"}``."""
-    folders = sorted(Path(root).glob("anno_*"), key=lambda p: int(p.name.removeprefix("anno_")))
+    annotators = [path for path, is_folder in list_folder(location(root)) if is_folder and path.name.startswith("anno_")]
+    folders = sorted(annotators, key=lambda p: int(p.name.removeprefix("anno_")))
     if not folders:
         raise DataError(f"{root}: no annotator folders anno_<k>")
     scores = {folder.name: evaluate_folders(gt_dir, folder, task="unsupervised", sequences=sequences) for folder in folders}

@@ -35,8 +35,8 @@ class MaskOutputs:
     """Where every frame's masks go besides scoring: per expression (``<png_dir>/<video>/<exp_id>/<frame>.png``),
     and per Ref-DAVIS17 annotator (``<annotator_dir>/anno_<k>/<video>/<frame>.png``, ``groprompt.evaluation.ref_davis``)."""
 
-    png_dir: Path | None = None
-    annotator_dir: Path | None = None
+    png_dir: Location | None = None
+    annotator_dir: Location | None = None
 
     @property
     def wanted(self) -> bool:
@@ -209,7 +209,9 @@ def evaluate_shard(
     need_embeddings = box_source.needs_embeddings or segmentor.needs_embedding
     if need_embeddings and embeddings is None:
         raise ValueError("this box source or segmentor needs the SAM embeddings of the shard")
-    outputs = MaskOutputs(Path(png_dir) if png_dir is not None else None, Path(annotator_dir) if annotator_dir is not None else None)
+    outputs = MaskOutputs(
+        location(png_dir) if png_dir is not None else None, location(annotator_dir) if annotator_dir is not None else None
+    )
     rows = []
     for sample, embedding in paired_samples(location(frames), location(embeddings) if embeddings is not None and need_embeddings else None):
         expressions = sample.meta["expressions"] if outputs.png_dir is not None else referring_expressions(sample.meta)

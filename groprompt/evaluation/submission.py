@@ -9,14 +9,18 @@ from pathlib import Path
 import numpy as np
 
 from groprompt.data.records import Video
+from groprompt.files import Location, list_folder, location
 from groprompt.outputs import MEVIS_SUBMISSION, REF_YOUTUBE_VOS_SUBMISSION, SubmissionLayout, read_index_png
 
 
-def submission_masks(png_dir: str | Path) -> Iterator[tuple[str, str, str, np.ndarray]]:
-    """(video, exp_id, frame, mask) of every ``<png_dir>/<video>/<exp_id>/<frame>.png``, sorted by name; what
-    ``groprompt.outputs.write_submission_zip`` takes."""
-    for path in sorted(Path(png_dir).glob("*/*/*.png")):
-        yield path.parent.parent.name, path.parent.name, path.stem, read_index_png(path) > 0
+def submission_masks(png_dir: str | Path | Location) -> Iterator[tuple[str, str, str, np.ndarray]]:
+    """(video, exp_id, frame, mask) of every ``<png_dir>/<video>/<exp_id>/<frame>.png`` (local or in object storage),
+    sorted by name; what ``groprompt.outputs.write_submission_zip`` takes."""
+    for video, video_is_folder in list_folder(location(png_dir)):
+        for expression, expression_is_folder in list_folder(video) if video_is_folder else []:
+            for path, is_folder in list_folder(expression) if expression_is_folder else []:
+                if not is_folder and path.suffix == ".png":
+                    yield video.name, expression.name, path.stem, read_index_png(path) > 0
 
 
 def submission_members(videos: Iterable[Video]) -> set[tuple[str, str, str]]:

@@ -26,7 +26,7 @@ from groprompt.evaluation.ref_davis import score_annotators
 from groprompt.evaluation.scoring import evaluate_shards, whole_video_groups
 from groprompt.evaluation.submission import submission_layout, submission_masks, submission_members
 from groprompt.evaluation.tracking import eval_params, log_evaluation, unlogged_params
-from groprompt.files import atomic_path, location, write_json_atomic
+from groprompt.files import Location, atomic_path, local_file, location, output_folder, write_json_atomic
 from groprompt.models.frozen import frozen_sam
 from groprompt.outputs import write_submission_zip
 from groprompt.segmentors import SEGMENTORS, Segmentor, VideoSegmentor, build_segmentor, check_segmentor
@@ -108,14 +108,13 @@ def _evaluate_group(group: dict[str, Any], settings: dict[str, Any]) -> list[dic
     return partials
 
 
-def _output_paths(out_dir: str | Path, png_dir: str | Path | None, needs_pngs: bool) -> tuple[Path, Path | None]:
-    """The output folder (created) and the PNG folder: as given, else ``<out>/pngs`` when a submission or the MeViS
-    protocol needs PNGs."""
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    if needs_pngs and png_dir is None:
-        png_dir = out / "pngs"
-    return out, Path(png_dir).resolve() if png_dir is not None else None
+def _output_paths(out_dir: str | Path, png_dir: str | Path | None, needs_pngs: bool) -> tuple[Location, Location | None]:
+    """The output folder (made, or a bucket checked writable) and the PNG folder: as given, else ``<out>/pngs`` when a
+    submission or the MeViS protocol needs PNGs."""
+    out = output_folder(out_dir)
+    if png_dir is not None:
+        return out, output_folder(png_dir)
+    return out, out / "pngs" if needs_pngs else None
 
 
 def _score_shards(rows: list[dict[str, Any]], settings: dict[str, Any], weights: TrainedWeights | None) -> list[dict[str, Any]]:
@@ -136,7 +135,7 @@ def _score_shards(rows: list[dict[str, Any]], settings: dict[str, Any], weights:
     )
 
 
-def _record(summary: dict[str, Any], out: Path, config: Config, run_id: str | None, track: bool, run_name: str | None) -> None:
+def _record(summary: dict[str, Any], out: Location, config: Config, run_id: str | None, track: bool, run_name: str | None) -> None:
     """Write ``summary.json`` (with the run id) and log the evaluation into ``run_id``, else into a new run when ``track``."""
     own_run = run_id is None and track
     if own_run:
@@ -145,8 +144,9 @@ def _record(summary: dict[str, Any], out: Path, config: Config, run_id: str | No
     summary_path = out / "summary.json"
     write_json_atomic(summary_path, summary)
     if run_id is not None:
-        with run_status(run_id, config.runtime.tracking_uri) if own_run else nullcontext():
-            log_evaluation(run_id, summary, Path(summary["metrics"]), summary_path, config.runtime.tracking_uri)
+        status = run_status(run_id, config.runtime.tracking_uri) if own_run else nullcontext()
+        with status, local_file(location(summary["metrics"])) as metrics, local_file(summary_path) as summary_file:
+            log_evaluation(run_id, summary, metrics, summary_file, config.runtime.tracking_uri)
 
 
 def evaluate(

@@ -19,7 +19,7 @@ from groprompt.checkpoints import TrainedWeights, load_trained, random_weights, 
 from groprompt.config import Config, ModelConfig, with_absolute_paths
 from groprompt.data.manifest import MANIFEST, write_manifest
 from groprompt.errors import ConfigError
-from groprompt.files import Location, check_store, check_writable, location, write_json_atomic
+from groprompt.files import Location, check_store, location, output_folder, write_json_atomic
 from groprompt.inference.predictor import build_predictor
 from groprompt.inference.queries import InputError, Query, group_queries, read_queries, write_errors
 from groprompt.inference.sources import VideoSource, discover_videos
@@ -136,16 +136,6 @@ def infer(
     write_json_atomic(out / SUMMARY, summary)
     print(format_summary(summary), flush=True)
     return summary
-
-
-def output_folder(out_dir: str | Path) -> Location:
-    """The output folder, made (local) or checked writable (a bucket), before any work."""
-    out = location(out_dir)
-    if isinstance(out, Path):
-        out = out.resolve()
-        out.mkdir(parents=True, exist_ok=True)
-    check_writable(out)
-    return out
 
 
 def _split_finished(

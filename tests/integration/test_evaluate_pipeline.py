@@ -3,10 +3,12 @@ Ref-DAVIS17 per annotator."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -17,6 +19,7 @@ from groprompt.config import load_config
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, read_shard
 from groprompt.errors import ConfigError
+from groprompt.files import location, open_random
 from groprompt.mask_eval import evaluate_folders, global_means
 from groprompt.models.frozen import build_frozen
 from groprompt.models.groprompt import build_model
@@ -51,8 +54,16 @@ def eval_masks_layout(frames_dir: Path, png_dir: Path, gt_root: Path, pred_root:
                     )
 
 
+SETTINGS = ("boxes", "segmentor", "split", "checkpoint", "n_expressions", "n_frames", "JF", "J", "F", "box_iou", "by_kind")
+
+
+def same_scores(remote: dict[str, Any], local: dict[str, Any]) -> bool:
+    """The two summaries agree on every setting and score (``SETTINGS``) the local one holds."""
+    return all(remote[key] == local[key] for key in SETTINGS if key in local)
+
+
 @pytest.mark.slow
-def test_evaluate_pipeline(local_ray: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_pipeline(local_ray: None, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_refshapes(tmp_path / "refshapes", RefShapesSpec(videos=4, frames=4, size=128, seed=1), valid_fraction=0.5, progress=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = [
@@ -109,6 +120,19 @@ def test_evaluate_pipeline(local_ray: None, tmp_path: Path, capsys: pytest.Captu
         "evaluation/metrics.parquet",
         "evaluation/summary.json",
     }
+    # the same evaluation with every output in a bucket: the same scores, PNGs read back from there into the zip,
+    # and the tables logged to MLflow from there
+    remote = evaluate(config, "model", f"mlflow:{train_run}", "box", "valid", f"{bucket}/model", submission=f"{bucket}/sub.zip")
+    assert same_scores(remote, summary) and remote["metrics"] == f"{bucket}/model/metrics.parquet"
+    with open_random(location(remote["metrics"])) as handle:
+        pd.testing.assert_frame_equal(pd.read_parquet(handle), table)
+    with zipfile.ZipFile(io.BytesIO((location(bucket) / "sub.zip").read_bytes())) as archive:
+        assert sorted(archive.namelist()) == sorted(names)
+    assert {a.path for a in mlflow.MlflowClient(uri).list_artifacts(remote["run_id"], "evaluation")} == {
+        "evaluation/metrics.parquet",
+        "evaluation/summary.json",
+    }
+
     with pytest.raises(ConfigError, match="eval.boxes='model'"):  # refused before any work: the run holds another evaluation
         evaluate(config, "oracle", segmentor="box", split="valid", out_dir=tmp_path / "refused", run_id=summary["run_id"])
     assert not (tmp_path / "refused").exists()
@@ -139,7 +163,7 @@ def test_evaluate_pipeline(local_ray: None, tmp_path: Path, capsys: pytest.Captu
 
 
 @pytest.mark.slow
-def test_ref_davis_annotators_through_the_stage(local_ray: None, shared_data: Path, tmp_path: Path) -> None:
+def test_ref_davis_annotators_through_the_stage(local_ray: None, shared_data: Path, bucket: str, tmp_path: Path) -> None:
     # Two single-object ref-davis-mini videos, cut into windows of 20 frames over several shards. Every annotator's
     # expressions name the one object with the same oracle box, so each annotator scores what the per-expression
     # identity matching gives, and eval-masks --task unsupervised on an annotator's folder agrees.
@@ -159,3 +183,7 @@ def test_ref_davis_annotators_through_the_stage(local_ray: None, shared_data: Pa
         assert values["JF"] == pytest.approx(summary["JF"]) and values["J"] == pytest.approx(summary["J"])
     scores = evaluate_folders(root / "valid" / "Annotations", tmp_path / "out" / "ref-davis17-annotators" / "anno_2", task="unsupervised")
     assert global_means(scores)["JF_mean"] == pytest.approx(davis["anno_2"]["JF"])
+
+    # the annotators' PNGs written to a bucket and scored from there
+    remote = evaluate(config, "oracle", segmentor="box", split="valid", out_dir=f"{bucket}/out", track=False)
+    assert remote["davis_unsupervised"] == davis and same_scores(remote, summary)
