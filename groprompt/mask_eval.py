@@ -30,7 +30,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from groprompt.errors import DataError
-from groprompt.files import Location, atomic_path, location
+from groprompt.files import Location, atomic_path, list_folder, location
 from groprompt.metrics import j_and_f
 from groprompt.outputs import VOID_ID, read_index_png
 
@@ -68,12 +68,12 @@ def _present_ids(ids: np.ndarray) -> set[int]:
     return {int(i) for i in np.flatnonzero(counts) if i not in (0, VOID_ID)}
 
 
-def _frame_pairs(gt_dir: Path, pred_dir: Location) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _frame_pairs(gt_dir: Location, pred_dir: Location) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ground truth, prediction) id maps of every ground-truth frame, in name order, read one at a time.
 
     DataError, naming the file, for a missing folder or frame and a size mismatch.
     """
-    frames = sorted(gt_dir.glob("*.png"))
+    frames = sorted(gt_dir.glob("*.png"), key=str)
     if not frames:
         raise DataError(f"{gt_dir}: no ground-truth PNG frames")
     if not pred_dir.is_dir():
@@ -102,7 +102,7 @@ def _sequence_scores(sequence: str, n_frames: int, object_ids: Sequence[int], pe
     )
 
 
-def evaluate_sequence(gt_dir: Path, pred_dir: Location) -> SequenceScores:
+def evaluate_sequence(gt_dir: Location, pred_dir: Location) -> SequenceScores:
     """Score one sequence folder against its prediction folder by identity matching (the semi-supervised task)."""
     gt_ids: set[int] = set()
     # per_frame[t][obj] = (J, F) for every object present in frame t's ground truth or prediction; an object
@@ -120,7 +120,7 @@ def evaluate_sequence(gt_dir: Path, pred_dir: Location) -> SequenceScores:
     return _sequence_scores(gt_dir.name, len(per_frame), object_ids, scores)
 
 
-def evaluate_sequence_unsupervised(gt_dir: Path, pred_dir: Location) -> SequenceScores:
+def evaluate_sequence_unsupervised(gt_dir: Location, pred_dir: Location) -> SequenceScores:
     """Score one sequence folder against its prediction folder by the unsupervised task (see the module docstring)."""
     n_gt = 0
     # per frame: J and F (n_gt, 2) of an empty prediction, and of each predicted id present in the frame
@@ -147,7 +147,7 @@ def evaluate_sequence_unsupervised(gt_dir: Path, pred_dir: Location) -> Sequence
 
 
 def evaluate_folders(
-    gt_dir: str | Path,
+    gt_dir: str | Path | Location,
     pred_dir: str | Path | Location,
     workers: int | None = None,
     task: str = "semi-supervised",
@@ -161,11 +161,11 @@ def evaluate_folders(
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {list(TASKS)}")
-    gt_dir, pred_dir = Path(gt_dir), location(pred_dir)  # predictions may be in object storage
+    gt_dir, pred_dir = location(gt_dir), location(pred_dir)  # either may be in object storage
     for folder, role in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
         if not folder.is_dir():
             raise DataError(f"{folder}: {role} folder is missing")
-    names = sorted(sequences) if sequences is not None else sorted(p.name for p in gt_dir.iterdir() if p.is_dir())
+    names = sorted(sequences) if sequences is not None else sorted(p.name for p, is_folder in list_folder(gt_dir) if is_folder)
     if not names:
         raise DataError(f"{gt_dir}: no sequence folders")
     score = evaluate_sequence if task == "semi-supervised" else evaluate_sequence_unsupervised

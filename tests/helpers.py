@@ -293,3 +293,12 @@ def image_member_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(shards, "iter_members", watched)
     return reads
+
+
+def upload_tree(folder: Path, target: str) -> None:
+    """Every file under ``folder`` to the prefix ``target`` (``s3://bucket/prefix``), keeping relative paths."""
+    import boto3
+
+    bucket, _, prefix = target.removeprefix("s3://").partition("/")
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        boto3.client("s3").upload_file(str(file), bucket, f"{prefix}/{file.relative_to(folder).as_posix()}")

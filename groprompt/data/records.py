@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from groprompt.errors import DataError
+from groprompt.files import Location
 
 BoxXYXY = tuple[float, float, float, float]  # pixels, x1 y1 x2 y2, exclusive right/bottom edge
 
@@ -35,7 +35,7 @@ class FrameSource(Protocol):
 
     def read(self, index: int) -> np.ndarray: ...
 
-    def file(self, index: int) -> Path:
+    def file(self, index: int) -> Location:
         """The file that holds frame ``index``: its image, or the whole video's file."""
         ...
 
@@ -49,7 +49,7 @@ class MaskSource(Protocol):
 
     def read(self, index: int) -> np.ndarray | None: ...
 
-    def file(self, index: int) -> Path:
+    def file(self, index: int) -> Location:
         """The file that holds frame ``index``'s annotation (named in errors)."""
         ...
 
@@ -72,7 +72,7 @@ class Video:
     frames: FrameSource | None = None
     masks: MaskSource | None = None
     boxes: dict[int, tuple[BoxXYXY | None, ...]] = field(default_factory=dict)
-    annotation_file: Path | None = None  # the file that lists the video and its sentences (named in errors)
+    annotation_file: Location | None = None  # the file that lists the video and its sentences (named in errors)
     groups: dict[int, tuple[int, ...]] = field(default_factory=dict)  # target id -> its objects (``target_mask``)
 
     @property

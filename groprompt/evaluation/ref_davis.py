@@ -50,7 +50,7 @@ def write_annotator_frame(root: str | Path | Location, video: str, frame: str, o
         write_object_pngs(annotator_folder(root, annotator), video, [(frame, merged)])
 
 
-def score_annotators(gt_dir: str | Path, root: str | Path | Location, sequences: Sequence[str]) -> dict[str, Any]:
+def score_annotators(gt_dir: str | Path | Location, root: str | Path | Location, sequences: Sequence[str]) -> dict[str, Any]:
     """The unsupervised task per annotator folder of ``root`` against the ground truth ``gt_dir`` (DAVIS layout),
     over ``sequences``: ``{"anno_<k>": {"J", "F", "JF"}, ..., "mean": {"J", "F", "JF"}, "n_sequences", "n_objects"}``."""
     annotators = [path for path, is_folder in list_folder(location(root)) if is_folder and path.name.startswith("anno_")]

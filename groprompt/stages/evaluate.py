@@ -208,7 +208,7 @@ def evaluate(
     table = merge_partials(_score_shards(rows, task_settings, weights))
     summary = summarize(table)
     if annotator_dir is not None:
-        gt_dir = Path(config.data.root) / split / "Annotations"
+        gt_dir = location(config.data.root) / split / "Annotations"
         summary["davis_unsupervised"] = score_annotators(gt_dir, annotator_dir, sorted(set(table["video"])))
     if mevis:
         summary["mevis"] = protocol_means(score_videos(read_videos(config.data.format, config.data.root, split, with_boxes=False), png_dir))

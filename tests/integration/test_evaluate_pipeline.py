@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from groprompt.checkpoints import log_trained_model
-from groprompt.config import load_config
+from groprompt.config import load_config, replace
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, read_shard
 from groprompt.errors import ConfigError
@@ -30,7 +30,7 @@ from groprompt.stages.evaluate import evaluate
 from groprompt.stages.shard import shard_dataset
 from groprompt.tracking import start_run
 from pipelines.evaluate import main
-from tests.helpers import mini_davis
+from tests.helpers import mini_davis, upload_tree
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -184,6 +184,8 @@ def test_ref_davis_annotators_through_the_stage(local_ray: None, shared_data: Pa
     scores = evaluate_folders(root / "valid" / "Annotations", tmp_path / "out" / "ref-davis17-annotators" / "anno_2", task="unsupervised")
     assert global_means(scores)["JF_mean"] == pytest.approx(davis["anno_2"]["JF"])
 
-    # the annotators' PNGs written to a bucket and scored from there
-    remote = evaluate(config, "oracle", segmentor="box", split="valid", out_dir=f"{bucket}/out", track=False)
+    # the dataset (its ground truth) and the annotators' PNGs in a bucket, scored from there
+    upload_tree(root, f"{bucket}/davis")
+    in_bucket = replace(config, **{"data.root": f"{bucket}/davis"})
+    remote = evaluate(in_bucket, "oracle", segmentor="box", split="valid", out_dir=f"{bucket}/out", track=False)
     assert remote["davis_unsupervised"] == davis and same_scores(remote, summary)

@@ -19,6 +19,7 @@ from groprompt.outputs import rle_to_mask
 from groprompt.stages.infer import format_summary, infer
 from groprompt.viz import write_video
 from pipelines.infer import main
+from tests.helpers import upload_tree
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,15 +99,6 @@ def test_infer_pipeline_end_to_end_and_resume(local_ray: None, tmp_path: Path, c
     inputs = ["--config", str(REPO / "conf/tiny.yaml"), "--videos", str(videos), "--queries", str(lost), "--out", str(tmp_path / "lost")]
     assert main([*inputs, "--random-model"]) == 1  # nothing was processed: not a success
     assert [r["video"] for r in pq.read_table(tmp_path / "lost" / "errors.parquet").to_pylist()] == ["nowhere"]
-
-
-def upload_tree(folder: Path, target: str) -> None:
-    """Every file under ``folder`` to the prefix ``target`` (``s3://bucket/prefix``), keeping relative paths."""
-    import boto3
-
-    bucket, _, prefix = target.removeprefix("s3://").partition("/")
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        boto3.client("s3").upload_file(str(file), bucket, f"{prefix}/{file.relative_to(folder).as_posix()}")
 
 
 def masks_of(table: Location) -> list[dict[str, object]]:

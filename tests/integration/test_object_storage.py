@@ -1,5 +1,5 @@
-"""The shard and embed stages with their outputs in a bucket of a real S3-compatible server: the same files as on
-local disk, written whole, and a re-run that rewrites only what is missing."""
+"""The shard and embed stages with their inputs and outputs in a bucket of a real S3-compatible server: the same files
+as on local disk, written whole, and a re-run that rewrites only what is missing."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from groprompt.files import ObjectPath, location
 from groprompt.models.sam import FrozenSam
 from groprompt.stages.embed import embed_shards
 from groprompt.stages.shard import shard_dataset
+from tests.helpers import upload_tree
 
 
 def modified(path: ObjectPath) -> object:
@@ -54,6 +55,11 @@ def test_shard_and_embed_stages_write_to_a_bucket_what_they_write_on_disk_and_re
         *(r["shard"] for r in embedding_rows),
         *(f"{r['shard']}.json" for r in embedding_rows),
     }  # nothing hidden left
+
+    # the dataset itself in the bucket (data.root): the same shards as read from disk
+    upload_tree(tmp_path / "refshapes", f"{bucket}/refshapes")
+    from_bucket = shard_dataset("refshapes", f"{bucket}/refshapes", "train", f"{bucket}/frames-from-bucket", settings)
+    assert read_manifest(from_bucket)[0] == frame_rows
 
     kept = {row["shard"]: modified(store / "embeddings" / row["shard"]) for row in embedding_rows[1:]}
     (store / "embeddings" / embedding_rows[0]["shard"]).unlink()  # as if interrupted before this shard's upload

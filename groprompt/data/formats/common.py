@@ -1,6 +1,7 @@
 """Shared by the readers: frame and mask sources over folders holding one image file per frame, and boxes.
 
-Sources hold paths and names only (no open files), so records stay picklable.
+Sources hold paths and names only (no open files), so records stay picklable. The folders and files may be local or
+in object storage (``groprompt.files.location``).
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from groprompt.data.records import Video, boxes_from_masks, check_objects_annotated
 from groprompt.errors import DataError
+from groprompt.files import Location, list_folder
 from groprompt.outputs import read_index_png
 
 
@@ -27,19 +28,18 @@ def _checked(names: tuple[str, ...], index: int) -> str:
     return names[index]
 
 
-def _listing(folder: Path) -> set[str]:
+def _listing(folder: Location) -> set[str]:
     try:
-        return set(os.listdir(folder))
+        return {path.name for path, _ in list_folder(folder)}
     except (FileNotFoundError, NotADirectoryError):
         return set()
 
 
-def load_json(path: Path, expected: str) -> Any:
+def load_json(path: Location, expected: str) -> Any:
     """The parsed JSON file; a ``DataError`` naming it when it is missing (``expected`` says what it should hold),
     unreadable or not JSON."""
     try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
+        return json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: missing (expected {expected})") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -48,7 +48,7 @@ def load_json(path: Path, expected: str) -> Any:
         raise DataError(f"{path}: invalid JSON: {error}") from error
 
 
-def image_bytes(path: Path) -> bytes:
+def image_bytes(path: Location) -> bytes:
     """The bytes of an image file; a ``DataError`` naming it when it is missing or unreadable."""
     try:
         return path.read_bytes()
@@ -58,7 +58,7 @@ def image_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: unreadable image: {error}") from error
 
 
-def decoded_image(payload: bytes, source: Path) -> Image.Image:
+def decoded_image(payload: bytes, source: Location) -> Image.Image:
     """Image bytes decoded in full, so that a truncated file fails here; a ``DataError`` naming ``source`` otherwise."""
     try:
         image = Image.open(io.BytesIO(payload))
@@ -74,11 +74,11 @@ def decoded_image(payload: bytes, source: Path) -> Image.Image:
 class ImageFolderFrames:
     """Frames ``<folder>/<name><suffix>``, decoded to RGB uint8 (H, W, 3)."""
 
-    folder: Path
+    folder: Location
     names: tuple[str, ...]
     suffix: str = ".jpg"
 
-    def file(self, index: int) -> Path:
+    def file(self, index: int) -> Location:
         return self.folder / f"{_checked(self.names, index)}{self.suffix}"
 
     def read(self, index: int) -> np.ndarray:
@@ -99,10 +99,11 @@ class ImageFolderFrames:
         present = _listing(self.folder)
         for name in self.names:
             if f"{name}{self.suffix}" in present:
+                path = self.folder / f"{name}{self.suffix}"
                 try:
-                    with Image.open(self.folder / f"{name}{self.suffix}") as image:
+                    with Image.open(path if isinstance(path, Path) else io.BytesIO(path.read_bytes())) as image:
                         width, height = image.size
-                except (OSError, SyntaxError):
+                except (OSError, SyntaxError, DataError):
                     continue
                 return height, width
         return 0, 0
@@ -113,10 +114,10 @@ class IndexPngMasks:
     """Palette (or greyscale) PNG id maps ``<folder>/<name>.png``, one for every listed frame: a video with an
     annotation folder is annotated in every frame, and a missing PNG is a ``DataError`` naming it."""
 
-    folder: Path
+    folder: Location
     names: tuple[str, ...]
 
-    def file(self, index: int) -> Path:
+    def file(self, index: int) -> Location:
         return self.folder / f"{_checked(self.names, index)}.png"
 
     def read(self, index: int) -> np.ndarray:

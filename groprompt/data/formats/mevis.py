@@ -30,7 +30,6 @@ and a frames list that disagrees with the JPEGs on disk.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from groprompt.data.formats.common import ImageFolderFrames, attach_boxes, load_
 from groprompt.data.records import Expression, Video
 from groprompt.data.splits import parse_split
 from groprompt.errors import DataError
+from groprompt.files import Location, list_folder, location
 from groprompt.outputs import VOID_ID, rle_to_mask
 
 DATASET = "mevis"
@@ -58,11 +58,11 @@ Rle = Mapping[str, Any]
 class RleMasks:
     """The masks of one MeViS video: ``objects[k]`` holds object k+1's COCO RLE in each frame, None where it is absent."""
 
-    path: Path  # mask_dict.json, named in errors
+    path: Location  # mask_dict.json, named in errors
     size: tuple[int, int]  # (height, width) of every RLE, checked against the frames
     objects: tuple[tuple[Rle | None, ...], ...]
 
-    def file(self, index: int) -> Path:
+    def file(self, index: int) -> Location:
         return self.path
 
     def object_mask(self, obj: int, index: int) -> np.ndarray:
@@ -102,13 +102,14 @@ def split_has_masks(root: str | Path, split: str) -> bool:
     """Whether the reader gives ``split`` masks (a held-out part: its base split's): a mask_dict.json under ``root``,
     never read for the server split."""
     base = parse_split(split).base
-    return base != SERVER_SPLIT and (Path(root) / base / MASK_DICT).is_file()
+    return base != SERVER_SPLIT and (location(root) / base / MASK_DICT).is_file()
 
 
 def read_mevis(root: str | Path, split: str | None = None, with_boxes: bool = True) -> Iterator[Video]:
     """MeViS videos of ``split`` (default "valid_u"). The annotation files are parsed now; JPEG folders are listed and
-    RLE sizes checked as the videos are taken, frames and masks decoded lazily."""
-    root, split = Path(root), split or DEFAULT_SPLIT
+    RLE sizes checked as the videos are taken, frames and masks decoded lazily. ``root`` may be local or in object
+    storage."""
+    root, split = location(root), split or DEFAULT_SPLIT
     if not root.is_dir():
         raise DataError(f"{root}: no such dataset folder (expected <root>/{split}/{META_NAME})")
     meta = root / split / META_NAME
@@ -117,7 +118,7 @@ def read_mevis(root: str | Path, split: str | None = None, with_boxes: bool = Tr
     return _videos(entries, meta, root / split, split, mask_dict, with_boxes)
 
 
-def _load_meta(path: Path, with_anno_ids: bool) -> dict[str, _Entry]:
+def _load_meta(path: Location, with_anno_ids: bool) -> dict[str, _Entry]:
     """Parse meta_expressions.json: video id -> its entry, in file order; anno_id lists only ``with_anno_ids``."""
     data = load_json(path, "the MeViS meta expressions")
     if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
@@ -157,7 +158,7 @@ def _is_id(value: object) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or (isinstance(value, str) and value.isdigit())
 
 
-def _load_mask_dict(path: Path) -> dict[str, Any]:
+def _load_mask_dict(path: Location) -> dict[str, Any]:
     """Parse mask_dict.json: anno_id (text) -> per-frame RLEs."""
     data = load_json(path, "the MeViS masks of the split: every split but 'valid' has them")
     if not isinstance(data, dict):
@@ -166,7 +167,7 @@ def _load_mask_dict(path: Path) -> dict[str, Any]:
 
 
 def _videos(
-    entries: dict[str, _Entry], meta: Path, split_dir: Path, split: str, mask_dict: dict[str, Any] | None, with_boxes: bool
+    entries: dict[str, _Entry], meta: Location, split_dir: Location, split: str, mask_dict: dict[str, Any] | None, with_boxes: bool
 ) -> Iterator[Video]:
     for video_id, entry in entries.items():
         frames = _checked_frames(split_dir / "JPEGImages" / video_id, entry.frames, meta)
@@ -211,10 +212,10 @@ def _target(objects: tuple[int, ...], groups: dict[tuple[int, ...], int], n_obje
     return groups.setdefault(objects, n_objects + len(groups) + 1)
 
 
-def _checked_frames(folder: Path, names: tuple[str, ...], meta: Path) -> ImageFolderFrames:
+def _checked_frames(folder: Location, names: tuple[str, ...], meta: Location) -> ImageFolderFrames:
     """The video's frames; a ``DataError`` naming the folder when its JPEGs are not exactly the frames the meta lists."""
     try:
-        on_disk = {name[: -len(".jpg")] for name in os.listdir(folder) if name.endswith(".jpg")}
+        on_disk = {path.stem for path, _ in list_folder(folder) if path.name.endswith(".jpg")}
     except (FileNotFoundError, NotADirectoryError):
         on_disk = set()
     missing, unlisted = [n for n in names if n not in on_disk], sorted(on_disk - set(names))
@@ -226,7 +227,7 @@ def _checked_frames(folder: Path, names: tuple[str, ...], meta: Path) -> ImageFo
 
 
 def _object_rles(
-    mask_dict: Mapping[str, Any], anno_id: int, video_id: str, frames: tuple[str, ...], size: tuple[int, int], path: Path
+    mask_dict: Mapping[str, Any], anno_id: int, video_id: str, frames: tuple[str, ...], size: tuple[int, int], path: Location
 ) -> tuple[Rle | None, ...]:
     """One object's per-frame RLEs, checked: present, one per frame, each of the frames' size (when known)."""
     where = f"{path}: anno_id {anno_id} (video {video_id!r})"

@@ -30,11 +30,12 @@ from pathlib import Path
 from groprompt.data.formats.common import ImageFolderFrames, IndexPngMasks, attach_boxes, load_json
 from groprompt.data.records import Expression, Video
 from groprompt.errors import DataError
+from groprompt.files import Location, location
 
 META_NAME = "meta_expressions.json"
 
 
-def meta_path(root: Path, split: str) -> Path:
+def meta_path(root: Location, split: str) -> Location:
     """Where the meta expressions of ``split`` live under a dataset root."""
     return root / "meta_expressions" / split / META_NAME
 
@@ -72,7 +73,7 @@ def _group_ids(targets: list[tuple[int, ...]]) -> dict[tuple[int, ...], int]:
 Meta = dict[str, tuple[tuple[str, ...], tuple[Expression, ...], dict[int, tuple[int, ...]]]]
 
 
-def load_meta(path: Path, several_objects: bool = False) -> Meta:
+def load_meta(path: Location, several_objects: bool = False) -> Meta:
     """Parse a meta_expressions.json: video id -> (frame names, expressions, groups), in file order; an ``obj_id`` list
     (a sentence about several objects) is read only with ``several_objects``."""
     data = load_json(path, "the meta expressions file")
@@ -108,14 +109,14 @@ def load_meta(path: Path, several_objects: bool = False) -> Meta:
     return videos
 
 
-def _locate(root: Path, split: str | None, default_split: str) -> tuple[Path, Path | None, str]:
+def _locate(root: Location, split: str | None, default_split: str) -> tuple[Location, Location | None, str]:
     """(meta file, dataset root or None when only the annotation file is given, split)."""
     if root.is_file():
         if root.name == META_NAME and root.parent.parent.name == "meta_expressions":
             file_split = root.parent.name
             if split is not None and split != file_split:
                 raise DataError(f"{root}: is the {file_split!r} meta, but split {split!r} was asked for")
-            return root, root.parents[2], file_split
+            return root, root.parent.parent.parent, file_split
         return root, None, split or default_split
     if not root.is_dir():
         raise DataError(f"{root}: no such dataset folder or annotation file")
@@ -124,7 +125,7 @@ def _locate(root: Path, split: str | None, default_split: str) -> tuple[Path, Pa
 
 
 def read_referformer_layout(
-    root: str | Path,
+    root: str | Path | Location,
     split: str | None,
     with_boxes: bool,
     *,
@@ -134,8 +135,8 @@ def read_referformer_layout(
     several_objects: bool = False,
 ) -> Iterator[Video]:
     """Videos of a benchmark in the ReferFormer layout (``obj_id`` lists only with ``several_objects``). The meta file
-    is parsed now; frames lazily."""
-    meta, data_root, split = _locate(Path(root), split, default_split)
+    is parsed now; frames lazily. ``root`` may be local or in object storage."""
+    meta, data_root, split = _locate(location(root), split, default_split)
     videos = load_meta(meta, several_objects)
     if drop_test_from_valid and split == "valid" and data_root is not None:
         test_meta = meta_path(data_root, "test")
@@ -149,7 +150,7 @@ def read_referformer_layout(
     return _videos(videos, meta, data_root, split, dataset, with_boxes)
 
 
-def _videos(videos: Meta, meta: Path, data_root: Path | None, split: str, dataset: str, with_boxes: bool) -> Iterator[Video]:
+def _videos(videos: Meta, meta: Location, data_root: Location | None, split: str, dataset: str, with_boxes: bool) -> Iterator[Video]:
     for video_id, (names, expressions, groups) in videos.items():
         frames = masks = None
         height = width = 0

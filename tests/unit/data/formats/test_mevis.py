@@ -14,7 +14,7 @@ from groprompt.config import load_config
 from groprompt.data.formats import check_training_splits, dataset_summary, read_videos
 from groprompt.data.formats.mevis import RleMasks, split_has_masks
 from groprompt.errors import ConfigError, DataError
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, upload_tree
 from tests.unit.conftest import MEVIS_SIZE, MEVIS_VIDEOS, MevisData, encoded, rect_mask
 
 
@@ -169,3 +169,21 @@ def test_a_split_with_masks_needs_its_mask_dict(mevis_copy: MevisData) -> None:
 
 def test_which_splits_have_masks(mevis: MevisData) -> None:
     assert [split_has_masks(mevis.root, s) for s in ("valid_u", "train-holdout", "valid", "nowhere")] == [True, True, False, False]
+
+
+def test_a_dataset_in_a_bucket_reads_as_it_does_from_disk(mevis: MevisData, bucket: str) -> None:
+    """``data.root`` in object storage: the same videos, boxes, frames and masks as on local disk."""
+    upload_tree(mevis.root, f"{bucket}/mevis")
+    for split in ("valid_u", "valid"):
+        local = list(read_videos("mevis", mevis.root, split))
+        remote = list(read_videos("mevis", f"{bucket}/mevis", split))
+        assert [(v.video_id, v.frame_names, v.expressions, v.boxes, v.height, v.width) for v in remote] == [
+            (v.video_id, v.frame_names, v.expressions, v.boxes, v.height, v.width) for v in local
+        ]
+        for near, far in zip(local, remote):
+            assert far.frames is not None and str(far.frames.file(1)).startswith(f"{bucket}/mevis/{split}/JPEGImages/")
+            assert np.array_equal(far.frames.read(1), near.frames.read(1))
+            assert (far.masks is None) == (near.masks is None)
+            if near.masks is not None:
+                assert np.array_equal(far.masks.read(2), near.masks.read(2))
+    assert split_has_masks(f"{bucket}/mevis", "valid_u") and not split_has_masks(f"{bucket}/mevis", "valid")
