@@ -15,7 +15,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,7 +24,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
 from groprompt.errors import CheckpointError, ConfigError
-from groprompt.files import sha256_file
+from groprompt.files import Location, location, sha256_file
 from groprompt.models.encoder_options import EncoderOptions, encoder_autocast, use_sdpa
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ def build_sam(config: SamConfig) -> Sam:
     )
 
 
-def load_sam_weights(sam: Sam, path: Path) -> None:
+def load_sam_weights(sam: Sam, path: Location) -> None:
     """Load a ``Sam`` state dict from ``path`` (``weights_only``), strictly; errors name the file."""
     from groprompt.checkpoints import read_file
 
@@ -188,7 +187,7 @@ class FrozenSam(nn.Module):
             sam = build_sam(SAM_CONFIGS[name])
         if checkpoint is None:
             return cls(sam, name, f"random-init:{seed}", options)
-        path = Path(checkpoint)
+        path = location(checkpoint)  # a local file or an object in a bucket
         load_sam_weights(sam, path)
         return cls(sam, name, sha256_file(path), options)
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from groprompt.errors import CheckpointError, ConfigError
 from groprompt.models.sam import SAM_CONFIGS, FrozenSam
-from tests.helpers import BOXES, SIZES, random_frame
+from tests.helpers import BOXES, SIZES, random_frame, upload_tree
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,14 @@ def test_checkpoint_loads_every_tensor_and_is_identified_by_sha256(tiny_checkpoi
     assert all(torch.equal(loaded.sam.state_dict()[key], value) for key, value in saved.items())
     assert loaded.weights_id == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
     assert not any(param.requires_grad for param in loaded.parameters()) and not loaded.training
+
+
+def test_a_checkpoint_in_a_bucket_loads_as_from_disk(tiny_checkpoint: Path, bucket: str) -> None:
+    upload_tree(tiny_checkpoint.parent, f"{bucket}/models")
+    local = FrozenSam.from_name("tiny", checkpoint=tiny_checkpoint, seed=0)
+    remote = FrozenSam.from_name("tiny", checkpoint=f"{bucket}/models/{tiny_checkpoint.name}", seed=0)
+    assert remote.weights_id == local.weights_id
+    assert all(torch.equal(remote.sam.state_dict()[key], value) for key, value in local.sam.state_dict().items())
 
 
 def test_missing_checkpoint_names_the_file(tmp_path: Path) -> None:
