@@ -132,13 +132,12 @@ def test_head_is_cpu_only_and_a_worker_group_has_gpus() -> None:
     assert any(GPU in containers(g["template"])[0]["resources"]["limits"] for g in train["spec"]["rayClusterSpec"]["workerGroupSpecs"])
 
 
-BUCKET_JOBS = ("groprompt-train", "groprompt-sweep")  # every path a bucket URI: no shared volume
 S3_SECRET = "groprompt-s3"
 
 
-def test_ray_pods_use_the_project_images_see_mlflow_and_reach_their_storage() -> None:
-    """Training and the sweep read the bucket with the credentials Secret and mount no shared volume; the long-running
-    cluster and inference mount the ReadWriteMany claim."""
+def test_ray_pods_use_the_project_images_see_mlflow_and_read_the_bucket() -> None:
+    """Every Ray pod reads the bucket with the credentials Secret and mounts no shared volume; the ReadWriteMany claim
+    is there, optional, for what is not read from a bucket yet."""
     url = mlflow_service_url()
     (claim,) = of_kind("PersistentVolumeClaim")
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -153,11 +152,7 @@ def test_ray_pods_use_the_project_images_see_mlflow_and_reach_their_storage() ->
             volumes = template["spec"].get("volumes", [])
             claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v}
             secrets = {source["secretRef"]["name"] for source in container.get("envFrom", []) if "secretRef" in source}
-            if name in BUCKET_JOBS:
-                assert not claims and secrets == {S3_SECRET}, name
-            else:
-                assert claims == {claim["metadata"]["name"]}, name
-                assert "/mnt/groprompt" in {m["mountPath"] for m in container["volumeMounts"]}, name
+            assert not claims and secrets == {S3_SECRET}, name
 
 
 @pytest.mark.parametrize("job", ["groprompt-train", "groprompt-sweep", "groprompt-infer"])
@@ -169,15 +164,14 @@ def test_rayjob_entrypoints_run_existing_scripts_with_valid_configurations(job: 
     assert script == f"pipelines/{job.removeprefix('groprompt-')}.py"
     assert configs and all((REPO_ROOT / config).is_file() for config in configs), configs
     config = load_config([REPO_ROOT / c for c in configs], overrides)  # unknown keys raise
-    # Paths on storage every node sees: the bucket for training and the sweep, the shared volume for inference.
+    # Paths on storage every node sees: the bucket.
     if job == "groprompt-infer":
         paths = [options["--videos"], options["--queries"], options["--out"]]
     else:
         paths = [config.data.shards, config.data.embeddings, config.train.storage_path]
     if config.model.sam_checkpoint:
         paths.append(config.model.sam_checkpoint)
-    shared = "s3://groprompt/" if job in BUCKET_JOBS else "/mnt/groprompt/"
-    assert all(path.startswith(shared) for path in paths), paths
+    assert all(path.startswith("s3://groprompt/") for path in paths), paths
     if job == "groprompt-train":
         assert config.train.use_gpu and config.train.num_workers >= 1
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
