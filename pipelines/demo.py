@@ -23,7 +23,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def report(args: argparse.Namespace, config: Config) -> None:
     """Run the demo and print the ablation table and how to browse the runs."""
-    print("\n" + run_demo(config, args.videos, args.frames, None if args.sweep == "none" else Path(args.sweep), args.test_fraction))
+    sweep_config = None if args.sweep == "none" else Path(args.sweep)
+    print("\n" + run_demo(config, Path(args.work).resolve(), args.videos, args.frames, sweep_config, args.test_fraction))
     uri = resolve_tracking_uri(config.runtime.tracking_uri)
     print(
         f"Open the MLflow UI on these runs:\n  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-fraction", type=float, default=0.15, help="share of them in the split the table reports")
     parser.add_argument("--frames", type=int, default=8, help="frames per video")
     parser.add_argument("--sweep", default=str(CONF / "sweep" / "demo.yaml"), help="sweep file, or 'none'")
+    parser.add_argument("--work", default="work", help="local folder for the stage records, evaluations, overlays and table")
     return run_stage(parser, argv, report, default_configs=(CONF / "demo.yaml",))
 
 

@@ -6,6 +6,8 @@ references) -> ablation table, and GIF overlays of the L_box + L_contra model on
 Training fits ``data.split`` and validates (and the sweep selects) on ``data.val_split``, held-out training videos
 (``conf/demo.yaml``: ``train-fit`` / ``train-holdout``); the table and the GIFs report RefShapes' own ``valid`` videos,
 which no stage selects on. Every stage's outcome is recorded under ``<work>/demo/``; a re-run reuses completed stages.
+``<work>`` is a local folder of its own (records, evaluations, overlays, the report); the data, shards, embeddings and
+training runs go where the configuration says, local or in a bucket.
 """
 
 from __future__ import annotations
@@ -49,11 +51,10 @@ def stage(folder: Path, name: str, work: Callable[[], dict[str, Any]]) -> dict[s
     return outcome
 
 
-def run_demo(config: Config, videos: int, frames: int, sweep_config: Path | None, test_fraction: float = 0.25) -> str:
-    """All stages on ``videos`` generated videos (``test_fraction`` of them in the reported split); returns the ablation
-    report (Markdown)."""
+def run_demo(config: Config, work: Path, videos: int, frames: int, sweep_config: Path | None, test_fraction: float = 0.25) -> str:
+    """All stages on ``videos`` generated videos (``test_fraction`` of them in the reported split), recorded under
+    ``work``; returns the ablation report (Markdown)."""
     config = with_tracking_uri(config)
-    work = Path(config.train.storage_path).parent
     folder = work / "demo"
     folder.mkdir(parents=True, exist_ok=True)
     print(

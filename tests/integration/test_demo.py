@@ -30,7 +30,7 @@ def test_demo_fills_the_ablation_table_and_reuses_stages(local_ray: None, tmp_pa
     config = with_absolute_paths(load_config([DEFAULT_CONFIG], overrides))
     # the sweep stage is left out here (tests/integration/test_train_pipeline.py runs a sweep): it would double
     # this test's time, and the suite must stay under 20 minutes on 2 cores
-    report = run_demo(config, videos=12, frames=4, sweep_config=None)
+    report = run_demo(config, tmp_path, videos=12, frames=4, sweep_config=None)
     methods = ("| L_box only |", "| L_box + L_contra |", f"| {ROW_SENTENCE_BLIND} |", "| GT box + grabcut |")
     rows = [line for line in report.splitlines() if line.startswith(methods)]
     kinds = report.count("## Expression type:")
@@ -43,6 +43,6 @@ def test_demo_fills_the_ablation_table_and_reuses_stages(local_ray: None, tmp_pa
     gifs = sorted((tmp_path / "overlays").glob("*.gif"))
     assert len({gif.name.split("__")[0] for gif in gifs}) == OVERLAY_VIDEOS
 
-    again = run_demo(config, videos=12, frames=4, sweep_config=None)
+    again = run_demo(config, tmp_path, videos=12, frames=4, sweep_config=None)
     assert again == report
     assert capsys.readouterr().out.count("done before, reusing") >= 9
