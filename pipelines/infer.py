@@ -7,7 +7,7 @@
 ``--videos`` is a folder of video files (MP4 and whatever else PyAV reads), frame folders (JPEG/PNG) and/or tars of
 video files (WebDataset style), a ``.txt`` list of paths, or several paths; any of them may be a bucket URI
 (``s3://bucket/prefix``), as may ``--queries``, ``--out`` and ``--checkpoint``. ``--queries`` is a CSV (``video,query``) or JSONL
-(``{"video": ..., "query": ...}``); ``video`` is the file stem or folder name. ``--checkpoint`` is a training
+(``{"video": ..., "query": ...}``); ``video`` names a file by stem, name or path, or a folder. ``--checkpoint`` is a training
 checkpoint folder, a checkpoint file or ``mlflow:<run_id>``; ``--random-model`` is an UNTRAINED model (smoke tests).
 
 Each video is one row of a Ray Data pipeline whose actors (one per logical CPU, at most one per video) hold the

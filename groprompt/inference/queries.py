@@ -102,16 +102,24 @@ def _csv_records(path: Location) -> list[Record]:
 def group_queries(
     queries: Iterable[Query], videos: Sequence[VideoSource]
 ) -> tuple[list[tuple[VideoSource, list[Query]]], list[InputError]]:
-    """Each video (in ``videos`` order) with its queries; queries naming no known video become errors.
-    Videos without queries are left out."""
-    by_name = {v.name: v for v in videos}
+    """Each video (in ``videos`` order) with its queries; a query names its video by stem (``camel``), file name
+    (``camel.mp4``) or path; one naming no known video, or several, becomes an error. Videos without queries are left
+    out."""
+    candidates: dict[str, list[VideoSource]] = {}
+    for video in videos:
+        file_name = Path(video.member or video.path).name
+        for key in dict.fromkeys((video.name, file_name, video.path)):
+            candidates.setdefault(key, []).append(video)
     grouped: dict[str, list[Query]] = {}
     errors: list[InputError] = []
     for q in queries:
-        if q.video not in by_name:
+        found = candidates.get(q.video, [])
+        if not found:
             errors.append(InputError(q.video, q.query, "video not found among the inputs"))
+        elif len(found) > 1:
+            errors.append(InputError(q.video, q.query, f"names several videos: {found[0].path} and {found[1].path}"))
         else:
-            grouped.setdefault(q.video, []).append(q)
+            grouped.setdefault(found[0].name, []).append(q)
     return [(v, grouped[v.name]) for v in videos if v.name in grouped], errors
 
 

@@ -57,6 +57,25 @@ def test_group_queries_reports_missing_videos(tmp_path: Path) -> None:
     assert errors == [InputError("zz", "lost", "video not found among the inputs")]
 
 
+def test_a_query_names_its_video_by_stem_file_name_or_path_and_an_ambiguous_name_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "folders" / "x.mp4").mkdir(parents=True)  # a frame folder whose name is another video's file name
+    videos = [
+        video_source(tmp_path / "camel.mp4"),
+        video_source(tmp_path / "other" / "x.mp4"),
+        video_source(tmp_path / "folders" / "x.mp4"),
+    ]
+    camel = str((tmp_path / "camel.mp4").resolve())
+    queries = [Query("camel.mp4", "by file name", "0"), Query(camel, "by path", "1"), Query("camel", "by stem", "2")]
+    queries += [Query("x.mp4", "which one?", "0"), Query("camel.avi", "not this one", "0")]
+    grouped, errors = group_queries(queries, videos)
+    assert [(v.name, [q.query for q in qs]) for v, qs in grouped] == [("camel", ["by file name", "by path", "by stem"])]
+    container, folder = (str((tmp_path / name / "x.mp4").resolve()) for name in ("other", "folders"))
+    assert errors == [
+        InputError("x.mp4", "which one?", f"names several videos: {container} and {folder}"),
+        InputError("camel.avi", "not this one", "video not found among the inputs"),
+    ]
+
+
 def test_errors_table_round_trips_and_keeps_its_schema_when_empty(tmp_path: Path) -> None:
     errors = [InputError("a", "one", "empty query"), InputError("", "x", "no video named")]
     write_errors(tmp_path / "out" / "errors.parquet", errors)
