@@ -9,7 +9,6 @@ an evaluation-mode model beside its frozen encoders.
 
 from __future__ import annotations
 
-import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import yaml
 
 from groprompt.config import SEGMENTOR_KEYS, Config, ModelConfig, load_config, replace, to_dict
 from groprompt.errors import CheckpointError
-from groprompt.files import Location, atomic_path, location, open_input, sha256_file
+from groprompt.files import Location, atomic_path, location, readable, sha256_file
 
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
@@ -68,8 +67,7 @@ def read_file(path: str | Path | Location) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        with open_input(path) as stream:  # torch.load seeks: an object is read whole into memory first
-            return torch.load(stream if isinstance(path, Path) else io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
+        return torch.load(readable(path), map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for a file it cannot read
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint of tensors and plain data ({reason})") from error

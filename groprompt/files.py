@@ -14,6 +14,7 @@ import contextlib
 import fnmatch
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -158,6 +159,12 @@ def open_input(path: Location) -> BinaryIO:
         raise  # as for a local file: the caller names what is missing
     except OSError as error:
         raise DataError(f"{path}: {error}") from error
+
+
+def readable(path: Location) -> Path | io.BytesIO:
+    """What a reader that seeks and takes a path or a file (Pillow, ``torch.load``) opens: a local file's path, or an
+    object's bytes read whole into memory."""
+    return path if isinstance(path, Path) else io.BytesIO(path.read_bytes())
 
 
 def open_random(path: Location) -> BinaryIO:

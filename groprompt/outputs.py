@@ -20,7 +20,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from groprompt.errors import DataError
-from groprompt.files import Location, atomic_path, location
+from groprompt.files import Location, atomic_path, location, readable
 
 VOID_ID = 255  # DAVIS void label: ground-truth pixels that J and F ignore (a shard stores an unannotated frame as all void)
 
@@ -44,7 +44,7 @@ def read_index_png(path: str | Path | Location) -> np.ndarray:
     """Read a palette (or greyscale) PNG (local or in object storage) as an (H, W) int32 map of object ids."""
     path = location(path)
     try:
-        with Image.open(path if isinstance(path, Path) else io.BytesIO(path.read_bytes())) as image:
+        with Image.open(readable(path)) as image:
             if image.mode not in ("P", "L", "1", "I", "I;16"):
                 raise DataError(f"{path}: expected a palette or greyscale PNG, got mode {image.mode}")
             return np.asarray(image, dtype=np.int32)

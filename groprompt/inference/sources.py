@@ -3,7 +3,6 @@ object storage) and decoding their frames one at a time."""
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from groprompt.errors import DataError
-from groprompt.files import Location, list_folder, location, open_random
+from groprompt.files import Location, list_folder, location, open_random, readable
 
 if TYPE_CHECKING:
     import av.container
@@ -164,7 +163,7 @@ def _iter_folder(path: Location) -> Iterator[tuple[str, np.ndarray]]:
     files = [entry for entry, folder in list_folder(path) if not folder and entry.suffix.lower() in IMAGE_SUFFIXES]
     for file in files:
         try:
-            with Image.open(file if isinstance(file, Path) else io.BytesIO(file.read_bytes())) as image:
+            with Image.open(readable(file)) as image:
                 frame = np.asarray(image.convert("RGB"))
         except (UnidentifiedImageError, OSError) as error:
             raise DataError(f"{file}: unreadable frame ({error})") from error

@@ -10,7 +10,6 @@ import dataclasses
 import io
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from groprompt.data.records import Video, boxes_from_masks, check_objects_annotated
 from groprompt.errors import DataError
-from groprompt.files import Location, list_folder
+from groprompt.files import Location, list_folder, readable
 from groprompt.outputs import read_index_png
 
 
@@ -101,7 +100,7 @@ class ImageFolderFrames:
             if f"{name}{self.suffix}" in present:
                 path = self.folder / f"{name}{self.suffix}"
                 try:
-                    with Image.open(path if isinstance(path, Path) else io.BytesIO(path.read_bytes())) as image:
+                    with Image.open(readable(path)) as image:
                         width, height = image.size
                 except (OSError, SyntaxError, DataError):
                     continue
