@@ -27,7 +27,7 @@ from groprompt.data.embeddings import embed_shard
 from groprompt.files import sha256_file
 from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import build_model
-from groprompt.training import build_optimizer, train_epoch
+from groprompt.training.loop import build_optimizer, train_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 BEFORE = ["model.d_model=128", "model.ffn_dim=256", "model.num_heads=4", "data.clip_len=4", "train.batch_size=8"]

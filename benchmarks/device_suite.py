@@ -67,8 +67,8 @@ from groprompt.models.modalcon import ModalConHead
 from groprompt.models.sam import FrozenSam
 from groprompt.models.sam2_video import Sam2Segmentor, random_sam2
 from groprompt.models.sam_hq import SamHQSegmentor, random_sam_hq
+from groprompt.models.segmentors import Segmentor, VideoSegmentor, build_segmentor, open_stream
 from groprompt.models.text import FrozenTextEncoder
-from groprompt.segmentors import Segmentor, VideoSegmentor, build_segmentor, open_stream
 from groprompt.stages.embed import embed_shards
 from groprompt.stages.infer import infer
 from groprompt.stages.shard import shard_dataset

@@ -51,8 +51,8 @@ from groprompt.data.shards import ShardSettings, read_shard
 from groprompt.models.sam import SAM_CONFIGS, FrozenSam
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's pipelines/ package
-from groprompt.encoder_pool import encoder_bytes, plan_pool, prepare_encoder_process
 from groprompt.stages.embed import embed_shards
+from groprompt.stages.encoder_pool import encoder_bytes, plan_pool, prepare_encoder_process
 from groprompt.stages.shard import shard_dataset
 
 VIT_B_TFLOP_PER_FRAME = 0.97  # image encoder at 1024 px

@@ -23,8 +23,8 @@ from groprompt.evaluation.scoring import evaluate_shards
 from groprompt.models.frozen import build_frozen
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.sam import FrozenSam
-from groprompt.segmentors import BoxSegmentor
-from groprompt.training import expression_box_ious
+from groprompt.models.segmentors import BoxSegmentor
+from groprompt.training.loop import expression_box_ious
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -36,7 +36,7 @@ from torch import nn
 from groprompt.config import Config
 from groprompt.data.refshapes import RefShapesSpec
 from groprompt.models.sam import FrozenSam
-from groprompt.training import run_training
+from groprompt.training.loop import run_training
 
 VARIANTS: dict[str, list[str]] = {
     "default": [],

@@ -29,7 +29,7 @@ from learning import (  # benchmarks/, the script's folder
 )
 
 from groprompt.data.refshapes import RefShapesSpec
-from groprompt.training import run_training
+from groprompt.training.loop import run_training
 
 
 def main(argv: list[str] | None = None) -> int:

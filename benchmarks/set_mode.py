@@ -31,7 +31,7 @@ from groprompt.data.refshapes import RefShapesSpec
 from groprompt.evaluation.box_sources import ModelBoxes, SentenceBlindBoxes
 from groprompt.models.frozen import build_frozen
 from groprompt.models.groprompt import GroPrompt
-from groprompt.training import run_training
+from groprompt.training.loop import run_training
 
 MODES = {"one box": False, "set": True}
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)

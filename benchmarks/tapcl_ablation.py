@@ -3,7 +3,7 @@
     python benchmarks/tapcl_ablation.py                       # 3 seeds, 240 training videos, 2 epochs
     python benchmarks/tapcl_ablation.py --seeds 5 --videos 400 train.epochs=3
 
-Runs the training loop (``groprompt.training.run_training``) without Ray, with a plain session, on a RefShapes set
+Runs the training loop (``groprompt.training.loop.run_training``) without Ray, with a plain session, on a RefShapes set
 sharded and embedded by the library functions (tiny random-weight SAM, ``conf/demo.yaml``'s model). Each seed trains
 both variants from the same initialisation and data order; the held-out box IoU (top box over the frames where the
 object is present, averaged per expression as the evaluation does) is printed per expression type as mean and standard
@@ -25,7 +25,7 @@ from learning import PlainSession, model_box_iou, prepare_refshapes, work_config
 
 from groprompt.config import replace
 from groprompt.data.refshapes import RefShapesSpec
-from groprompt.training import run_training
+from groprompt.training.loop import run_training
 
 METRIC = "val_box_iou"
 VARIANTS = {

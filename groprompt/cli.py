@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from groprompt.errors import DataError, UserError
-from groprompt.stages.cli import exit_code_of
+from groprompt.stages.runner import exit_code_of
 
 
 def _eval_masks(args: argparse.Namespace) -> int:
     if args.task == "mevis":
         return _eval_mevis(args)
-    from groprompt.mask_eval import evaluate_folders, format_mean_row, write_csv
+    from groprompt.evaluation.mask_folders import evaluate_folders, format_mean_row, write_csv
 
     scores = evaluate_folders(args.gt, args.pred, task=args.task)
     if args.csv:
@@ -61,7 +61,7 @@ def _make_refshapes(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from groprompt.report import write_report
+    from groprompt.evaluation.report import write_report
 
     rows = [_split_row(item) for item in args.row]
     results = {name: _read_summary(path) for name, path in rows}

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from groprompt.config import Config
-from groprompt.stages.cli import run_stage, stage_parser
 from groprompt.stages.demo import run_demo
+from groprompt.stages.runner import run_stage, stage_parser
 from groprompt.tracking import resolve_tracking_uri
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

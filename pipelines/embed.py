@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from groprompt.stages.cli import run_stage, stage_parser
 from groprompt.stages.embed import embed_split
+from groprompt.stages.runner import run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

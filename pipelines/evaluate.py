@@ -18,9 +18,9 @@ import sys
 
 from groprompt.config import Config
 from groprompt.evaluation.box_sources import BOX_SOURCES
-from groprompt.segmentors import SEGMENTORS
-from groprompt.stages.cli import run_stage, stage_parser
+from groprompt.models.segmentors import SEGMENTORS
 from groprompt.stages.evaluate import evaluate, format_summary
+from groprompt.stages.runner import run_stage, stage_parser
 
 
 def work(args: argparse.Namespace, config: Config) -> int:

@@ -25,10 +25,10 @@ import argparse
 import sys
 
 from groprompt.config import Config
-from groprompt.inference.overlays import OVERLAY_FORMATS
-from groprompt.segmentors import SEGMENTORS
-from groprompt.stages.cli import run_stage, stage_parser
+from groprompt.models.segmentors import SEGMENTORS
 from groprompt.stages.infer import infer
+from groprompt.stages.runner import run_stage, stage_parser
+from groprompt.viz.overlay_videos import OVERLAY_FORMATS
 
 
 def work(args: argparse.Namespace, config: Config) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from groprompt.stages.cli import run_stage, stage_parser
+from groprompt.stages.runner import run_stage, stage_parser
 from groprompt.stages.shard import shard_split
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from groprompt.stages.cli import run_stage, stage_parser
+from groprompt.stages.runner import run_stage, stage_parser
 from groprompt.stages.sweep import format_rows, sweep
 
 

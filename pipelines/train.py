@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from groprompt.stages.cli import run_stage, stage_parser
+from groprompt.stages.runner import run_stage, stage_parser
 from groprompt.stages.train import format_outcome, train
 
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from groprompt.checkpoints import CHECKPOINT_FILE
 from groprompt.config import Config, replace
+from groprompt.evaluation.report import ROW_BOX_ONLY, ROW_CONTRA, oracle_row
 from groprompt.files import Location
-from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, oracle_row
 
 if TYPE_CHECKING:
     from groprompt.models.sam import FrozenSam
@@ -253,7 +253,7 @@ class FakeSession:
 
 def train(config: Config, session: FakeSession) -> FakeSession:
     """``run_training`` without leaving its seed or thread count behind for other tests."""
-    from groprompt.training import run_training
+    from groprompt.training.loop import run_training
 
     threads = torch.get_num_threads()
     try:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from groprompt.metrics import iou_summary
+from groprompt.evaluation.metrics import iou_summary
 
 IOU_DATASETS = ("a2d-sentences", "jhmdb-sentences")  # summaries add P@K, overall and mean IoU over frame samples
 KEY_COLUMNS = ("video", "exp_id")
@@ -60,7 +60,7 @@ def expression_means(table: pd.DataFrame) -> dict[str, Any]:
 
 def sample_metrics(table: pd.DataFrame) -> dict[str, Any]:
     """The A2D/JHMDB-Sentences protocol over every frame sample of ``table``: ``n_samples``, ``P@K``,
-    ``overall_iou`` and ``mean_iou`` (``groprompt.metrics.iou_summary``); only ``n_samples`` (0) without samples."""
+    ``overall_iou`` and ``mean_iou`` (``groprompt.evaluation.metrics.iou_summary``); only ``n_samples`` (0) without samples."""
     intersections = np.fromiter(chain.from_iterable(table["sample_intersections"]), dtype=np.int64)
     unions = np.fromiter(chain.from_iterable(table["sample_unions"]), dtype=np.int64)
     if intersections.size == 0:

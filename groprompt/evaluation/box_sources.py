@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class Prompts:
     """A sample's prompts: boxes (E, T, K, 4) xyxy in original-frame pixels, K boxes per expression and frame (one but
     in the set mode; NaN rows where the source gives no box), and their confidences (E, T, K) in [0, 1] (a segmentor
-    with memory weighs a box by it, ``groprompt.segmentors``). An expression's mask is the union of its boxes' masks."""
+    with memory weighs a box by it, ``groprompt.models.segmentors``). An expression's mask is the union of its boxes' masks."""
 
     boxes: np.ndarray
     scores: np.ndarray

@@ -2,7 +2,7 @@
 
 Predictions are ``<pred>/<video>/<exp_id>/<frame>.png``, any non-zero pixel foreground. For every expression of the
 split's meta, the ground truth of a frame is the union of its anno_ids' masks (``RleMasks.union``; empty where they
-are all absent); J (``groprompt.metrics.region_similarity``: 1 where both masks are empty) and F
+are all absent); J (``groprompt.evaluation.metrics.region_similarity``: 1 where both masks are empty) and F
 (``contour_accuracy``, bound_th 0.008), per frame, are each averaged over ALL the video's frames, then over the
 expressions; J&F is the mean of the two means.
 
@@ -25,9 +25,9 @@ import numpy as np
 from groprompt.data.formats.mevis import RleMasks
 from groprompt.data.records import Video
 from groprompt.errors import DataError
+from groprompt.evaluation.metrics import j_and_f
 from groprompt.files import Location, atomic_path, location
-from groprompt.metrics import j_and_f
-from groprompt.outputs import read_index_png
+from groprompt.mask_io import read_index_png
 
 CSV_COLUMNS = ("video", "exp_id", "J", "F")
 

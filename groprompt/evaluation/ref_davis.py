@@ -5,7 +5,7 @@ In the ReferFormer layout every object of a video has one sentence from each of 
 first-frame and full-video sentences, then annotator 2's), listed object by object: expression k of a video is
 annotator k % 4's sentence about object k // 4 + 1 (ReferFormer's ``inference_davis.py``: ``i = obj_id * 4 +
 anno_id``). ``annotator_ranks`` reads the annotator as the rank of an expression among those of its object, which
-is the same thing and needs no count. Merged masks: ``groprompt.outputs.ids_from_masks`` (where two expressions'
+is the same thing and needs no count. Merged masks: ``groprompt.mask_io.ids_from_masks`` (where two expressions'
 masks overlap, the higher object id wins; ReferFormer takes the more confident one, which binary masks lack).
 
 Layout written and read, the one ReferFormer's ``eval_davis.py`` scores: ``<root>/anno_<k>/<video>/<frame>.png``.
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from groprompt.errors import DataError
+from groprompt.evaluation.mask_folders import evaluate_folders, global_means
 from groprompt.files import Location, list_folder, location
-from groprompt.mask_eval import evaluate_folders, global_means
-from groprompt.outputs import write_object_pngs
+from groprompt.mask_io import write_object_pngs
 
 
 def annotator_ranks(obj_ids: Sequence[int]) -> list[int]:

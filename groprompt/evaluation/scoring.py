@@ -21,11 +21,11 @@ from groprompt.data.shards import ShardSample, read_shard, sample_groups
 from groprompt.errors import DataError
 from groprompt.evaluation.aggregate import SAMPLE_COLUMNS, SUM_COLUMNS
 from groprompt.evaluation.box_sources import BoxSource, ground_truth_boxes
+from groprompt.evaluation.metrics import j_and_f, mask_intersection_union
 from groprompt.evaluation.ref_davis import write_annotator_frame
 from groprompt.files import Location, location
-from groprompt.metrics import j_and_f, mask_intersection_union
-from groprompt.outputs import VOID_ID, write_expression_pngs
-from groprompt.segmentors import Segmentor, SegmentorStream, VideoSegmentor, open_stream, step_sets
+from groprompt.mask_io import VOID_ID, write_expression_pngs
+from groprompt.models.segmentors import Segmentor, SegmentorStream, VideoSegmentor, open_stream, step_sets
 
 ShardPaths = tuple[str | Location, str | Location | None]  # a frame shard and its embedding shard (None when not needed)
 

@@ -10,12 +10,12 @@ import numpy as np
 
 from groprompt.data.records import Video
 from groprompt.files import Location, list_folder, location
-from groprompt.outputs import MEVIS_SUBMISSION, REF_YOUTUBE_VOS_SUBMISSION, SubmissionLayout, read_index_png
+from groprompt.mask_io import MEVIS_SUBMISSION, REF_YOUTUBE_VOS_SUBMISSION, SubmissionLayout, read_index_png
 
 
 def submission_masks(png_dir: str | Path | Location) -> Iterator[tuple[str, str, str, np.ndarray]]:
     """(video, exp_id, frame, mask) of every ``<png_dir>/<video>/<exp_id>/<frame>.png`` (local or in object storage),
-    sorted by name; what ``groprompt.outputs.write_submission_zip`` takes."""
+    sorted by name; what ``groprompt.mask_io.write_submission_zip`` takes."""
     for video, video_is_folder in list_folder(location(png_dir)):
         for expression, expression_is_folder in list_folder(video) if video_is_folder else []:
             for path, is_folder in list_folder(expression) if expression_is_folder else []:

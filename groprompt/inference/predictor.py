@@ -11,7 +11,7 @@ from groprompt.config import ModelConfig
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
     from groprompt.models.groprompt import GroPrompt
-    from groprompt.segmentors import Segmentor, VideoSegmentor
+    from groprompt.models.segmentors import Segmentor, VideoSegmentor
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Predictor:
 def build_predictor(model_config: ModelConfig, weights: TrainedWeights, segmentor: str = "sam", seed: int = 0) -> Predictor:
     """Load the frozen encoders, the model with ``weights`` (``random_weights`` gives an UNTRAINED model drawn
     from ``seed``: smoke tests only) and the named segmentor."""
-    from groprompt.segmentors import build_segmentor
+    from groprompt.models.segmentors import build_segmentor
 
     frozen, model = build_trained_model(model_config, weights, seed=seed)
     return Predictor(

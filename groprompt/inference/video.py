@@ -22,13 +22,13 @@ from groprompt.data.pixels import frame_pixels
 from groprompt.errors import ConfigError, DataError
 from groprompt.files import Location, atomic_path, fingerprint, location, open_random
 from groprompt.inference.online import frame_prompts
-from groprompt.inference.overlays import OVERLAY_FORMATS, OverlayWriter
 from groprompt.inference.predictor import Predictor
 from groprompt.inference.queries import InputError, Query
 from groprompt.inference.sources import VideoSource, iter_frames, video_fps
-from groprompt.outputs import mask_to_rle, write_expression_pngs
-from groprompt.segmentors import open_stream, step_sets
-from groprompt.viz import default_colors, overlay
+from groprompt.mask_io import mask_to_rle, write_expression_pngs
+from groprompt.models.segmentors import open_stream, step_sets
+from groprompt.viz.drawing import default_colors, overlay
+from groprompt.viz.overlay_videos import OVERLAY_FORMATS, OverlayWriter
 
 METADATA_KEY = b"groprompt_infer"
 ROW_GROUP_FRAMES = 64  # frames per parquet row group: bounds the rows held before they are written
@@ -159,7 +159,7 @@ def predict_video(
     """Stream every frame's predictions for all queries at once.
 
     Online: frame t is predicted from frames <= t; the proposal generator's batch is the queries, and the segmentor
-    turns their boxes into masks through one stream over the video (``groprompt.segmentors.open_stream``).
+    turns their boxes into masks through one stream over the video (``groprompt.models.segmentors.open_stream``).
     """
     with torch.inference_mode():
         online = predictor.model.proposal.stream(predictor.frozen, list(sentences))

@@ -7,10 +7,10 @@ from torch import nn
 
 from groprompt.config import LossConfig, ModelConfig
 from groprompt.data.clips import ClipBatch
-from groprompt.engine import compute_losses
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.generator import build_generator
 from groprompt.models.modalcon import ModalConHead
+from groprompt.training.step import compute_losses
 
 
 class GroPrompt(nn.Module):

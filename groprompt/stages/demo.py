@@ -20,15 +20,15 @@ from typing import Any
 
 from groprompt.config import Config, load_config, replace
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
-from groprompt.evaluation.pictures import OVERLAYS_FOLDER, write_overlays
+from groprompt.evaluation.report import ROW_BOX_ONLY, ROW_CONTRA, ROW_SENTENCE_BLIND, oracle_row, write_report
 from groprompt.files import write_json_atomic
-from groprompt.report import ROW_BOX_ONLY, ROW_CONTRA, ROW_SENTENCE_BLIND, oracle_row, write_report
 from groprompt.stages.embed import embed_split
 from groprompt.stages.evaluate import evaluate
 from groprompt.stages.shard import shard_split
 from groprompt.stages.sweep import sweep
 from groprompt.stages.train import train
 from groprompt.tracking import with_tracking_uri
+from groprompt.viz.heldout import OVERLAYS_FOLDER, write_overlays
 
 SEGMENTOR = "grabcut"
 OVERLAY_VIDEOS = 3  # held-out videos drawn as GIFs

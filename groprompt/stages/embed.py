@@ -16,11 +16,11 @@ from groprompt.config import Config
 from groprompt.data.embeddings import MANIFEST, embed_shard, storage_dtype
 from groprompt.data.manifest import read_manifest
 from groprompt.data.stage_outputs import write_embedding_manifest
-from groprompt.encoder_pool import PoolPlan, encoder_bytes, plan_pool, prepare_encoder_process
 from groprompt.errors import ConfigError, DataError
 from groprompt.files import Location, check_writable, location
 from groprompt.models.encoder_options import EncoderOptions
 from groprompt.models.sam import SAM_CONFIGS, FrozenSam, require_weights
+from groprompt.stages.encoder_pool import PoolPlan, encoder_bytes, plan_pool, prepare_encoder_process
 
 
 class ShardEmbedder:

@@ -22,14 +22,14 @@ from groprompt.errors import ConfigError, DataError
 from groprompt.evaluation.aggregate import merge_partials, summarize
 from groprompt.evaluation.box_sources import BOX_SOURCES, REFERENCE_SOURCES, BoxSource, ModelBoxes
 from groprompt.evaluation.mevis import protocol_means, score_videos
+from groprompt.evaluation.mlflow_logging import eval_params, log_evaluation, unlogged_params
 from groprompt.evaluation.ref_davis import score_annotators
 from groprompt.evaluation.scoring import evaluate_shards, whole_video_groups
 from groprompt.evaluation.submission import submission_layout, submission_masks, submission_members
-from groprompt.evaluation.tracking import eval_params, log_evaluation, unlogged_params
 from groprompt.files import Location, atomic_path, local_file, location, output_folder, write_json_atomic
+from groprompt.mask_io import write_submission_zip
 from groprompt.models.frozen import frozen_sam
-from groprompt.outputs import write_submission_zip
-from groprompt.segmentors import SEGMENTORS, Segmentor, VideoSegmentor, build_segmentor, check_segmentor
+from groprompt.models.segmentors import SEGMENTORS, Segmentor, VideoSegmentor, build_segmentor, check_segmentor
 from groprompt.tracking import run_status, start_run, with_tracking_uri
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from groprompt.inference.predictor import build_predictor
 from groprompt.inference.queries import InputError, Query, group_queries, read_queries, write_errors
 from groprompt.inference.sources import VideoSource, discover_videos
 from groprompt.inference.video import OutputOptions, VideoResult, infer_video, masks_path, output_fingerprint, verified_rows
-from groprompt.segmentors import SEGMENTORS, check_segmentor
+from groprompt.models.segmentors import SEGMENTORS, check_segmentor
 from groprompt.tracking import with_tracking_uri
 
 ERRORS = "errors.parquet"

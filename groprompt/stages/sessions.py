@@ -1,4 +1,4 @@
-"""Ray Train workers and Ray Tune trials, as the training loop (``groprompt.training.Session``) sees them."""
+"""Ray Train workers and Ray Tune trials, as the training loop (``groprompt.training.loop.Session``) sees them."""
 
 from __future__ import annotations
 

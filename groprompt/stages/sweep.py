@@ -19,13 +19,13 @@ from groprompt.cluster import cluster_cpus
 from groprompt.config import Config, from_dict, replace, to_dict
 from groprompt.data.formats import check_training_splits
 from groprompt.errors import ConfigError
-from groprompt.figures import sweep_heatmap
 from groprompt.files import write_text_atomic
-from groprompt.outputs import markdown_table
+from groprompt.mask_io import markdown_table
 from groprompt.stages.sessions import RaySession
 from groprompt.stages.train import run_storage
 from groprompt.tracking import epoch_history, log_loss_curve, log_params, run_status, start_run, with_tracking_uri
-from groprompt.training import run_training
+from groprompt.training.loop import run_training
+from groprompt.viz.sweep_heatmap import sweep_heatmap
 
 METRIC = "val_box_iou"
 

@@ -20,7 +20,7 @@ from groprompt.files import Location, location, remove_tree, write_json_atomic
 from groprompt.models.sam import require_weights
 from groprompt.stages.sessions import RaySession, registered_checkpoints
 from groprompt.tracking import continue_or_start_run, epoch_history, log_loss_curve, run_status, with_tracking_uri
-from groprompt.training import run_training
+from groprompt.training.loop import run_training
 
 MLFLOW_RUN_FILE = "mlflow-run-id"  # in <storage>/<name>/: the run a restarted training continues
 USER_ERROR_FILE = "user-error.json"  # in <storage>/<name>/: a worker's user error, raised again by the driver

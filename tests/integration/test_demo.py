@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from groprompt.config import load_config, with_absolute_paths
-from groprompt.report import ROW_SENTENCE_BLIND
+from groprompt.evaluation.report import ROW_SENTENCE_BLIND
 from groprompt.stages.demo import OVERLAY_VIDEOS, run_demo
 from tests.helpers import REPO_ROOT
 

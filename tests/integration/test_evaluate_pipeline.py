@@ -19,12 +19,12 @@ from groprompt.config import load_config, replace
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, read_shard
 from groprompt.errors import ConfigError
+from groprompt.evaluation.mask_folders import evaluate_folders, global_means
+from groprompt.evaluation.report import ROW_BOX_ONLY, ablation_report, oracle_row
 from groprompt.files import location, open_random
-from groprompt.mask_eval import evaluate_folders, global_means
+from groprompt.mask_io import VOID_ID, read_index_png, write_index_png
 from groprompt.models.frozen import build_frozen
 from groprompt.models.groprompt import build_model
-from groprompt.outputs import VOID_ID, read_index_png, write_index_png
-from groprompt.report import ROW_BOX_ONLY, ablation_report, oracle_row
 from groprompt.stages.embed import embed_shards
 from groprompt.stages.evaluate import evaluate
 from groprompt.stages.shard import shard_dataset

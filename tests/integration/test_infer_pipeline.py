@@ -15,9 +15,9 @@ from groprompt.config import load_config
 from groprompt.data.manifest import read_manifest
 from groprompt.files import Location, location, open_random, write_text_atomic
 from groprompt.inference.sources import discover_videos
-from groprompt.outputs import rle_to_mask
+from groprompt.mask_io import rle_to_mask
 from groprompt.stages.infer import format_summary, infer
-from groprompt.viz import write_video
+from groprompt.viz.drawing import write_video
 from pipelines.infer import main
 from tests.helpers import upload_tree
 

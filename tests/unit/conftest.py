@@ -1,8 +1,10 @@
-"""Shared unit fixtures: a tiny MeViS dataset in the real on-disk layout (the dataset itself is not available here)."""
+"""Shared unit fixtures: a tiny MeViS dataset in the real on-disk layout (the dataset itself is not available here), and
+small RefShapes evaluation shards with tiny-SAM embeddings beside the frozen encoders that read them."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+from groprompt.data.embeddings import embed_shard, embedding_identity
+from groprompt.data.formats import read_videos
+from groprompt.data.manifest import write_manifest
+from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.data.shards import ShardSettings, plan_shards, write_shard
+from groprompt.files import sha256_file
+from groprompt.models.frozen import FrozenEncoders
+from groprompt.models.sam import FrozenSam
+from groprompt.models.text import FrozenTextEncoder
 
 MEVIS_SIZE = (96, 128)  # (H, W): a 0.008 boundary tolerance of 2 pixels
 Rect = tuple[int, int, int, int]  # x1, y1, x2, y2 (exclusive)
@@ -120,3 +132,42 @@ def mevis(tmp_path_factory: pytest.TempPathFactory) -> MevisData:
 def mevis_copy(tmp_path: Path) -> MevisData:
     """A fresh tiny MeViS dataset that a test may damage."""
     return write_mevis(tmp_path / "mevis")
+
+
+def make_eval_shards(root: Path, max_side: int = 1024) -> tuple[Path, Path]:
+    """Three 4-frame 128-pixel RefShapes videos in windows of 2 (two samples per video), with masks and tiny-SAM
+    embeddings; manifests as the shard and embed stages write them. Returns (frames dir, embeddings dir)."""
+    write_refshapes(
+        root / "refshapes",
+        RefShapesSpec(videos=3, frames=4, size=128, seed=0, multi_object_share=0.5, leaves_frame_share=0.5),
+        valid_fraction=0.25,
+        progress=False,
+    )
+    videos = [v for split in ("train", "valid") for v in read_videos("refshapes", root / "refshapes", split, with_boxes=False)]
+    settings = ShardSettings(window=2, max_side=max_side, shard_bytes=40_000, with_masks=True)
+    frames_dir, embeddings_dir = root / "frames", root / "embeddings"
+    frames_dir.mkdir()
+    records = [write_shard(plan, frames_dir, settings) for plan in plan_shards(videos, settings)]
+    columns = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")
+    write_manifest(frames_dir / "manifest.parquet", [{c: r[c] for c in columns} for r in records], {"stage": "shard"})
+    sam = FrozenSam.from_name("tiny")
+    embeddings_dir.mkdir()
+    embedded = [embed_shard(sam, frames_dir / r["shard"], r["sha256"], embeddings_dir, 4)[0] for r in records]
+    metadata = {
+        "stage": "embed",
+        "identity": embedding_identity(sam, "float16"),
+        "frames_manifest": {"path": str(frames_dir / "manifest.parquet"), "sha256": sha256_file(frames_dir / "manifest.parquet")},
+    }
+    write_manifest(embeddings_dir / "manifest.parquet", [{c: r[c] for c in columns} for r in embedded], metadata)
+    return frames_dir, embeddings_dir
+
+
+@pytest.fixture(scope="session")
+def make_shards() -> Callable[..., tuple[Path, Path]]:
+    """``make_eval_shards(root, max_side=1024)``, for tests that need shards of their own."""
+    return make_eval_shards
+
+
+@pytest.fixture(scope="session")
+def frozen() -> FrozenEncoders:
+    return FrozenEncoders(sam=FrozenSam.from_name("tiny", seed=0), text=FrozenTextEncoder())

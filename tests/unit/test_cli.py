@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from groprompt.cli import main
-from groprompt.report import ablation_report
+from groprompt.evaluation.report import ablation_report
 from tests.helpers import RESULTS
 
 

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from groprompt.data.records import Video, boxes_from_masks, check_objects_annotated
 from groprompt.errors import DataError
 from groprompt.files import Location, list_folder, readable
-from groprompt.outputs import read_index_png
+from groprompt.mask_io import read_index_png
 
 
 def _checked(names: tuple[str, ...], index: int) -> str:

@@ -19,7 +19,7 @@ target (obj_id None): never trained on, scored by the MeViS protocol against emp
 lists are not read: the masks and the protocol go by anno_id. In "valid" every obj_id is None.
 
 Overlap: MeViS stores each object's mask on its own, so two may overlap. In the id maps (the shards' masks, and the
-boxes taken from them) the higher object id takes an overlapped pixel, as ``groprompt.outputs.ids_from_masks`` does;
+boxes taken from them) the higher object id takes an overlapped pixel, as ``groprompt.mask_io.ids_from_masks`` does;
 the MeViS protocol (``groprompt.evaluation.mevis``) takes the union of the objects' own masks (``RleMasks.union``).
 
 mask_dict.json is parsed whole, as the official tools do, and each ``Video`` carries its objects' RLEs (decoded only
@@ -42,7 +42,7 @@ from groprompt.data.records import Expression, Video
 from groprompt.data.splits import parse_split
 from groprompt.errors import DataError
 from groprompt.files import Location, list_folder, location
-from groprompt.outputs import VOID_ID, rle_to_mask
+from groprompt.mask_io import VOID_ID, rle_to_mask
 
 DATASET = "mevis"
 META_NAME = "meta_expressions.json"

@@ -24,7 +24,7 @@ from groprompt.data.refshapes.spec import RefShapesSpec
 from groprompt.data.refshapes.video import SyntheticVideo, make_video, video_id
 from groprompt.errors import DataError
 from groprompt.files import atomic_path, write_text_atomic
-from groprompt.outputs import write_index_png
+from groprompt.mask_io import write_index_png
 
 SPEC_FILE = "refshapes.json"
 FORMAT_VERSION = 2  # 2: multi-object (list-valued obj_id) and leaves-frame expressions

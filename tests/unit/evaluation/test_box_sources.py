@@ -27,10 +27,10 @@ from groprompt.evaluation.scoring import evaluate_shard, evaluate_shards, whole_
 from groprompt.inference.predictor import Predictor
 from groprompt.inference.sources import iter_frames
 from groprompt.inference.video import predict_video
+from groprompt.mask_io import read_index_png
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import GroPrompt, build_model
-from groprompt.outputs import read_index_png
-from groprompt.segmentors import build_segmentor
+from groprompt.models.segmentors import build_segmentor
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)
 NO_TRACKING = ""  # file sources never reach MLflow

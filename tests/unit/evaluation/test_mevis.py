@@ -22,8 +22,8 @@ from groprompt.evaluation.box_sources import OracleBoxes
 from groprompt.evaluation.mevis import score_videos
 from groprompt.evaluation.scoring import evaluate_shard
 from groprompt.evaluation.submission import submission_layout, submission_masks, submission_members
-from groprompt.outputs import write_index_png, write_submission_zip
-from groprompt.segmentors import build_segmentor
+from groprompt.mask_io import write_index_png, write_submission_zip
+from groprompt.models.segmentors import build_segmentor
 from tests.unit.conftest import MEVIS_SIZE, MEVIS_VIDEOS, SERVER_VIDEOS, MevisData, frame_names, rect_mask
 
 Prediction = Callable[[str, str, int], np.ndarray]  # (video, exp_id, frame index) -> predicted mask

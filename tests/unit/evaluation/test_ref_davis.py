@@ -10,7 +10,7 @@ import pytest
 
 from groprompt.data.formats import read_videos
 from groprompt.evaluation.ref_davis import annotator_folder, annotator_ranks, score_annotators, write_annotator_frame
-from groprompt.outputs import read_index_png, write_index_png
+from groprompt.mask_io import read_index_png, write_index_png
 
 
 def test_annotators_follow_the_referformer_layout(shared_data: Path) -> None:

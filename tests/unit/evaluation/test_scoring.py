@@ -20,11 +20,11 @@ from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSample, ShardSettings, plan_shards, read_shard
 from groprompt.evaluation.aggregate import merge_partials, summarize
 from groprompt.evaluation.box_sources import OracleBoxes, Prompts, certain
+from groprompt.evaluation.mask_folders import evaluate_folders, global_means
 from groprompt.evaluation.scoring import evaluate_shard, score_sample, video_of_sample, whole_video_groups
-from groprompt.mask_eval import evaluate_folders, global_means
+from groprompt.mask_io import VOID_ID, read_index_png, write_index_png
 from groprompt.models.sam import FrozenSam
-from groprompt.outputs import VOID_ID, read_index_png, write_index_png
-from groprompt.segmentors import build_segmentor
+from groprompt.models.segmentors import build_segmentor
 
 
 def test_windows_merge_into_one_row_per_expression(shard_pairs: list[tuple[Path, Path]], oracle_box: pd.DataFrame) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from groprompt.data.formats import read_videos
 from groprompt.evaluation.submission import submission_masks, submission_members
-from groprompt.outputs import write_submission_zip
+from groprompt.mask_io import write_submission_zip
 
 
 def test_submission_holds_every_png_of_every_expression(

@@ -13,7 +13,7 @@ from groprompt.inference.predictor import Predictor, build_predictor
 from groprompt.inference.queries import Query
 from groprompt.inference.sources import video_source
 from groprompt.inference.video import infer_video
-from groprompt.outputs import rle_to_mask
+from groprompt.mask_io import rle_to_mask
 
 
 def test_random_predictor_is_named_by_its_seed(predictor: Predictor) -> None:

@@ -18,7 +18,7 @@ from groprompt.inference.predictor import Predictor, build_predictor
 from groprompt.inference.queries import Query
 from groprompt.inference.sources import video_source
 from groprompt.inference.video import OutputOptions, infer_video, masks_path
-from groprompt.outputs import read_index_png, rle_to_mask
+from groprompt.mask_io import read_index_png, rle_to_mask
 
 
 def test_frame_boxes_are_clipped_pixels() -> None:

@@ -27,9 +27,9 @@ from groprompt.inference.video import predict_video
 from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import build_model
 from groprompt.models.grounding_dino import FROZEN_PARAMETERS
+from groprompt.models.segmentors import build_segmentor
 from groprompt.models.text import FrozenTextEncoder, default_text_encoder_path
-from groprompt.segmentors import build_segmentor
-from groprompt.training import build_optimizer, rank_keys, validation_iou
+from groprompt.training.loop import build_optimizer, rank_keys, validation_iou
 from tests.helpers import FakeSession, image_member_reads, save_tiny_grounding_dino, shard_and_embed, train
 
 PIXELS = 64  # frames resized to 64 x 64 for the detector

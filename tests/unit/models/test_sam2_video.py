@@ -14,7 +14,7 @@ from torch import nn
 
 from groprompt.config import ModelConfig
 from groprompt.models.sam2_video import Sam2Segmentor, Sam2Stream
-from groprompt.segmentors import build_segmentor, open_stream
+from groprompt.models.segmentors import build_segmentor, open_stream
 
 SIZE = (48, 80)
 THRESHOLD = 0.5

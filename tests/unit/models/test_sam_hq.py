@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from groprompt.config import ModelConfig
 from groprompt.models.sam_hq import SamHQSegmentor
-from groprompt.segmentors import build_segmentor
+from groprompt.models.segmentors import build_segmentor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BOXES = np.array([[5.0, 4.0, 40.0, 30.0], [30.5, 10.0, 79.0, 47.0], [0.0, 0.0, 80.0, 48.0]])

@@ -15,7 +15,7 @@ from PIL import Image
 from groprompt.data.formats import dataset_summary, read_videos
 from groprompt.errors import DataError
 from groprompt.evaluation.submission import submission_members
-from groprompt.outputs import write_index_png
+from groprompt.mask_io import write_index_png
 
 H, W = 24, 32
 

@@ -18,7 +18,7 @@ from groprompt.data.refshapes.spec import RefShapesSpec
 from groprompt.data.refshapes.video import make_video
 from groprompt.data.refshapes.writer import SPEC_FILE, write_refshapes
 from groprompt.errors import DataError
-from groprompt.outputs import read_index_png
+from groprompt.mask_io import read_index_png
 
 
 def file_hashes(root: Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Overlay videos written as a stream: ``groprompt.viz.write_video`` in a thread per file, fed frame by frame."""
+"""Overlay videos written as a stream: ``groprompt.viz.drawing.write_video`` in a thread per file, fed frame by frame."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from groprompt.files import Location, location
-from groprompt.viz import write_video
+from groprompt.viz.drawing import write_video
 
 OVERLAY_FORMATS = ("gif", "mp4")
 QUEUE_FRAMES = 4  # frames waiting for a writer: bounds memory while the encoder catches up

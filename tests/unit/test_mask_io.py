@@ -15,9 +15,9 @@ from pycocotools import mask as mask_utils
 
 from groprompt.data.formats import read_videos
 from groprompt.errors import DataError
+from groprompt.evaluation.mask_folders import evaluate_folders
 from groprompt.evaluation.submission import submission_members
-from groprompt.mask_eval import evaluate_folders
-from groprompt.outputs import (
+from groprompt.mask_io import (
     check_submission,
     ids_from_masks,
     mask_to_rle,

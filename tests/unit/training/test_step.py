@@ -8,11 +8,11 @@ import torch
 
 from groprompt.config import LossConfig, ModelConfig
 from groprompt.data.clips import ClipBatch
-from groprompt.engine import compute_losses, nearest_members, predict_boxes, to_prompt_coordinates
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import build_model
 from groprompt.models.sam import FrozenSam
 from groprompt.models.text import FrozenTextEncoder
+from groprompt.training.step import compute_losses, nearest_members, predict_boxes, to_prompt_coordinates
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)
 

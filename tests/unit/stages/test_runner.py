@@ -9,7 +9,7 @@ import pytest
 import groprompt.cluster
 from groprompt.config import Config
 from groprompt.errors import CheckpointError, ConfigError, DataError
-from groprompt.stages.cli import USER_ERROR_EXIT, describe, exit_code_of, run_stage, stage_parser, user_error
+from groprompt.stages.runner import USER_ERROR_EXIT, describe, exit_code_of, run_stage, stage_parser, user_error
 
 
 class RayTaskError(Exception):

@@ -15,8 +15,8 @@ from scipy import ndimage
 
 from groprompt.cli import main
 from groprompt.errors import DataError
-from groprompt.mask_eval import evaluate_folders, format_mean_row, global_means, write_csv
-from groprompt.outputs import read_index_png, write_index_png
+from groprompt.evaluation.mask_folders import evaluate_folders, format_mean_row, global_means, write_csv
+from groprompt.mask_io import read_index_png, write_index_png
 
 SEQUENCES = ("blackswan", "breakdance", "car-shadow")
 FRAMES_PER_SEQUENCE = 8

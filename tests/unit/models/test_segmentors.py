@@ -14,10 +14,10 @@ import torch
 
 from groprompt.config import ModelConfig
 from groprompt.errors import ConfigError
-from groprompt.metrics import region_similarity
+from groprompt.evaluation.metrics import region_similarity
 from groprompt.models.sam import FrozenSam
 from groprompt.models.sam_hq import SamHQSegmentor
-from groprompt.segmentors import (
+from groprompt.models.segmentors import (
     BoxSegmentor,
     FrameStream,
     GrabCutSegmentor,

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import torch
 
-from groprompt import training
 from groprompt.checkpoints import build_trained_model, load_trained, read_payload
 from groprompt.config import Config, ModelConfig, replace, to_dict
 from groprompt.data.clips import ClipBatch, metadata_of, shard_pairs
@@ -28,7 +27,8 @@ from groprompt.files import location
 from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.sam import FrozenSam
-from groprompt.segmentors import build_segmentor
+from groprompt.models.segmentors import build_segmentor
+from groprompt.training import loop as training
 from tests.helpers import FakeSession, shard_and_embed, train
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)

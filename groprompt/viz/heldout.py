@@ -1,5 +1,5 @@
 """Pictures of what a trained model does on held-out videos: one animated GIF per referring expression, every frame
-with the sentence above it, the predicted mask and box, and the ground-truth box (``groprompt.viz``)."""
+with the sentence above it, the predicted mask and box, and the ground-truth box (``groprompt.viz.drawing``)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from groprompt.data.clips import referring_expressions, shard_pairs
 from groprompt.data.shards import ShardSample
 from groprompt.evaluation.box_sources import BoxSource, ModelBoxes, ground_truth_boxes
 from groprompt.evaluation.scoring import paired_samples, sample_frames, segment_boxes
-from groprompt.segmentors import Segmentor, VideoSegmentor, build_segmentor, open_stream
+from groprompt.models.segmentors import Segmentor, VideoSegmentor, build_segmentor, open_stream
 from groprompt.tracking import with_tracking_uri
-from groprompt.viz import Color, captioned, overlay, write_video
+from groprompt.viz.drawing import Color, captioned, overlay, write_video
 
 OVERLAYS_FOLDER = "overlays"  # the MLflow artifact folder of the GIFs
 PREDICTED_COLOR: Color = (255, 40, 200)

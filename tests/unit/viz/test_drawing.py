@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groprompt.viz import CAPTION_BACKGROUND, captioned, default_colors, overlay, wrapped_lines, write_video
+from groprompt.viz.drawing import CAPTION_BACKGROUND, captioned, default_colors, overlay, wrapped_lines, write_video
 
 
 def test_overlay_tints_the_mask_and_outlines_the_box() -> None:

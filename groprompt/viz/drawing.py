@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from groprompt.files import Location, atomic_path, location
-from groprompt.outputs import davis_palette
+from groprompt.mask_io import davis_palette
 
 Color = tuple[int, int, int]
 MP4_CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"

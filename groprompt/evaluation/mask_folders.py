@@ -30,9 +30,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from groprompt.errors import DataError
+from groprompt.evaluation.metrics import j_and_f
 from groprompt.files import Location, atomic_path, list_folder, location
-from groprompt.metrics import j_and_f
-from groprompt.outputs import VOID_ID, read_index_png
+from groprompt.mask_io import VOID_ID, read_index_png
 
 CSV_COLUMNS = ("sequence", "n_frames", "J_mean", "F_mean", "JF_mean")
 TASKS = ("semi-supervised", "unsupervised")

@@ -1,4 +1,4 @@
-"""groprompt.inference.overlays: overlay videos written from a background thread."""
+"""groprompt.viz.overlay_videos: overlay videos written from a background thread."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from groprompt.inference.overlays import OverlayWriter
+from groprompt.viz.overlay_videos import OverlayWriter
 
 
 def frames(count: int, height: int = 24, width: int = 32) -> list[np.ndarray]:

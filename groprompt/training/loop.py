@@ -28,13 +28,13 @@ from groprompt.data.clips import (
 )
 from groprompt.data.formats import check_training_splits
 from groprompt.data.shards import read_shard
-from groprompt.engine import predict_boxes
 from groprompt.errors import DataError
 from groprompt.files import location
 from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import GroPrompt, build_model
 from groprompt.models.proposal import count_trainable
 from groprompt.tracking import MetricLogger
+from groprompt.training.step import predict_boxes
 
 LOSS_METRICS = {
     "total": "loss_total",

@@ -22,7 +22,7 @@ from groprompt.errors import ConfigError, DataError
 from groprompt.models.sam import FrozenSam
 from groprompt.stages.sweep import sweep
 from groprompt.stages.train import train
-from groprompt.training import require_validation_boxes, run_training
+from groprompt.training.loop import require_validation_boxes, run_training
 from tests.helpers import REPO_ROOT, shard_and_embed
 
 MODEL = ModelConfig(sam="tiny", d_model=32, decoder_layers=2, num_heads=2, ffn_dim=64, num_queries=6)

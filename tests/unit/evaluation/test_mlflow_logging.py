@@ -11,7 +11,7 @@ import pytest
 
 from groprompt.errors import ConfigError
 from groprompt.evaluation.aggregate import merge_partials, summarize
-from groprompt.evaluation.tracking import flat_metrics, log_evaluation
+from groprompt.evaluation.mlflow_logging import flat_metrics, log_evaluation
 
 
 def test_flat_metrics_name_precision_per_kind_and_annotator_values(partial_row: Callable[..., dict[str, Any]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from groprompt.metrics import (
+from groprompt.evaluation.metrics import (
     boundary_map,
     boundary_radius,
     contour_accuracy,

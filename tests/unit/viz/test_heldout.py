@@ -13,9 +13,9 @@ from PIL import Image
 from groprompt.config import load_config
 from groprompt.data.clips import referring_expressions
 from groprompt.data.shards import read_shard
-from groprompt.evaluation.pictures import GROUND_TRUTH_COLOR, OVERLAYS_FOLDER, PREDICTED_COLOR, overlay_frame, write_overlays
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import build_model
+from groprompt.viz.heldout import GROUND_TRUTH_COLOR, OVERLAYS_FOLDER, PREDICTED_COLOR, overlay_frame, write_overlays
 from tests.helpers import REPO_ROOT
 
 SMALL_MODEL = ["model.d_model=32", "model.decoder_layers=2", "model.num_heads=2", "model.ffn_dim=64", "model.num_queries=6"]

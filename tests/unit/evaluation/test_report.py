@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from groprompt.report import ROW_NOTES, ROW_SENTENCE_BLIND, ablation_report, oracle_row, write_report
+from groprompt.evaluation.report import ROW_NOTES, ROW_SENTENCE_BLIND, ablation_report, oracle_row, write_report
 from tests.helpers import RESULTS
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from groprompt.encoder_pool import encoder_bytes, plan_pool
 from groprompt.models.sam import SAM_CONFIGS
+from groprompt.stages.encoder_pool import encoder_bytes, plan_pool
 
 GIB = 2**30
 
