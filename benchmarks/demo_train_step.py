@@ -28,6 +28,7 @@ from groprompt.files import sha256_file
 from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import build_model
 from groprompt.training.loop import build_optimizer, train_epoch
+from groprompt.training.step import TrainingStep
 
 REPO = Path(__file__).resolve().parents[1]
 BEFORE = ["model.d_model=128", "model.ffn_dim=256", "model.num_heads=4", "data.clip_len=4", "train.batch_size=8"]
@@ -48,9 +49,9 @@ def clips_per_second(config: Config, frozen: FrozenEncoders, items: list[ClipIte
     rng = random.Random(seed)
     size = config.train.batch_size
     batches = [collate(rng.sample(items, size)) for _ in range(steps + 1)]
-    train_epoch(model, frozen, batches[:1], optimizer, scheduler, config)
+    train_epoch(TrainingStep(model), frozen, batches[:1], optimizer, scheduler, config)
     started = time.perf_counter()
-    train_epoch(model, frozen, batches[1:], optimizer, scheduler, config)
+    train_epoch(TrainingStep(model), frozen, batches[1:], optimizer, scheduler, config)
     return steps * size / (time.perf_counter() - started)
 
 

@@ -72,6 +72,7 @@ from groprompt.models.text import FrozenTextEncoder
 from groprompt.stages.embed import embed_shards
 from groprompt.stages.infer import infer
 from groprompt.stages.shard import shard_dataset
+from groprompt.training.step import compute_losses
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, EncoderOptions] = {
@@ -382,7 +383,7 @@ class OnDevice(torch.nn.Module):
             for f in dataclasses.fields(batch)
             if isinstance(getattr(batch, f.name), torch.Tensor)
         }
-        return self.model(frozen, dataclasses.replace(batch, **moved), loss)
+        return compute_losses(self.model, frozen, dataclasses.replace(batch, **moved), loss)
 
 
 def train_rows(run: Run) -> Iterator[Row]:
@@ -492,7 +493,7 @@ def grounding_dino_rows(run: Run) -> Iterator[Row]:
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        model(frozen, batch, config.loss)["total"].backward()
+        compute_losses(model, frozen, batch, config.loss)["total"].backward()
         optimizer.step()
 
     torch.cuda.reset_peak_memory_stats(device)

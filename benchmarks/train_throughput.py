@@ -30,6 +30,7 @@ from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, plan_shards, read_shard, write_shard
 from groprompt.models.frozen import build_frozen
 from groprompt.models.groprompt import build_model
+from groprompt.training.step import compute_losses
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +84,7 @@ def timed_pass(make_items, model, frozen, optimizer, batch_size: int, steps: int
         batch = collate([next(items) for _ in range(batch_size)])
         if encode is not None:
             encode(batch.embeddings.shape[0] * batch.embeddings.shape[1])
-        terms = model(frozen, batch, LossConfig())
+        terms = compute_losses(model, frozen, batch, LossConfig())
         optimizer.zero_grad()
         terms["total"].backward()
         optimizer.step()

@@ -19,7 +19,8 @@ import yaml
 
 from groprompt.config import SEGMENTOR_KEYS, Config, ModelConfig, load_config, replace, to_dict
 from groprompt.errors import CheckpointError
-from groprompt.files import Location, atomic_path, location, readable, sha256_file
+from groprompt.files import Location, atomic_path, location, sha256_file
+from groprompt.torch_files import read_file
 
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
@@ -59,18 +60,6 @@ def save_payload(folder: str | Path, payload: dict[str, Any]) -> Path:
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
     return path
-
-
-def read_file(path: str | Path | Location) -> Any:
-    """Tensors and plain data from a torch file (``weights_only``), local or in object storage; errors name the file."""
-    path = location(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(readable(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types for a file it cannot read
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint of tensors and plain data ({reason})") from error
 
 
 def read_payload(folder: str | Path | Location) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from torch import nn
 from groprompt.boxes import cxcywh_to_xyxy, generalized_box_iou
 from groprompt.config import LossConfig
 from groprompt.matching import hungarian_match, matching_cost
-from groprompt.models.proposal import FrameOutput
+from groprompt.models.generator import FrameOutput
 
 
 def box_loss_terms(outputs: list[FrameOutput], targets: torch.Tensor, valid: torch.Tensor, config: LossConfig) -> dict[str, torch.Tensor]:

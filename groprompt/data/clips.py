@@ -19,13 +19,12 @@ import numpy as np
 import torch
 
 from groprompt.config import DataConfig
-from groprompt.data.embeddings import check_embeddings, embedding_identity, read_embedding_shard
+from groprompt.data.embeddings import FrameEncoder, check_embeddings, embedding_identity, read_embedding_shard
 from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.pixels import resized_pixels
 from groprompt.data.shards import ShardSample, check_shard, read_shard, sample_groups
 from groprompt.errors import DataError
 from groprompt.files import Location, location, sha256_file
-from groprompt.models.sam import FrozenSam
 
 
 @dataclass
@@ -102,7 +101,7 @@ class ClipItem:
     previous: np.ndarray | None = None  # (C, g, g) the frame before the clip in its sample (its first frame at the start)
 
 
-def shard_pairs(data: DataConfig, split: str, sam: FrozenSam) -> list[ShardPair]:
+def shard_pairs(data: DataConfig, split: str, sam: FrameEncoder) -> list[ShardPair]:
     """The frame and embedding shards of a split (``<data.shards>/<split>``, ``<data.embeddings>/<split>``).
 
     Refuses embeddings computed with another SAM, weights, input size or dtype, or from other frame shards, and

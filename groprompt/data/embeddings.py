@@ -20,9 +20,9 @@ import json
 import queue
 import tarfile
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -31,11 +31,43 @@ from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.shards import ShardSample, add_member, iter_members, read_shard, verified_record
 from groprompt.errors import ConfigError, DataError
 from groprompt.files import Location, atomic_path, fingerprint, location, sha256_file, write_json_atomic
-from groprompt.models.sam import FrozenSam
 
 FORMAT_VERSION = 1
 STORAGE_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 """Storage dtypes by name; float16 is the default (half the bytes of float32, within SAM's dynamic range)."""
+
+
+class EncoderSettings(Protocol):
+    """How a frame encoder computes: what an embedding's identity records of it."""
+
+    dtype: str
+
+
+class FrameEncoder(Protocol):
+    """What writing and checking embeddings needs of the frozen image encoder (``groprompt.models.sam.FrozenSam``)."""
+
+    name: str
+    weights_id: str
+    options: EncoderSettings
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def embed_dim(self) -> int: ...
+
+    @property
+    def embed_grid(self) -> int: ...
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]: ...
+
+    def prepare(self, frame: np.ndarray) -> torch.Tensor: ...
+
+    def encode_prepared(self, images: Sequence[torch.Tensor]) -> torch.Tensor: ...
+
 
 _NUMPY_STORAGE = {"float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2"), "float32": np.dtype("<f4")}
 _Pending = list[tuple[str, bytes | torch.Tensor]]  # members awaiting the encoder: JSON bytes, or prepared frames
@@ -52,7 +84,7 @@ def storage_dtype(name: str) -> torch.dtype:
     return STORAGE_DTYPES[name]
 
 
-def embedding_identity(sam: FrozenSam, dtype: str) -> dict[str, Any]:
+def embedding_identity(sam: FrameEncoder, dtype: str) -> dict[str, Any]:
     """What makes embeddings interchangeable: model, weights, input size, encoder and storage dtypes, shape, format."""
     storage_dtype(dtype)
     return {
@@ -102,7 +134,7 @@ def from_storage(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def embed_shard(
-    sam: FrozenSam,
+    sam: FrameEncoder,
     frame_shard: Location,
     frame_sha256: str,
     out_dir: Location,
@@ -152,7 +184,7 @@ def embed_shard(
 
 
 def _embedding_members(
-    sam: FrozenSam, frame_shard: Location, frame_sha256: str, batch_size: int, dtype: str, prefetch: int
+    sam: FrameEncoder, frame_shard: Location, frame_sha256: str, batch_size: int, dtype: str, prefetch: int
 ) -> Iterator[tuple[str, bytes]]:
     """The members of an embedding shard in order, encoding frames ``batch_size`` at a time."""
     batches = _pending_batches(sam, frame_shard, frame_sha256, batch_size, dtype)
@@ -160,7 +192,7 @@ def _embedding_members(
         yield from _encoded(sam, pending, dtype)
 
 
-def _pending_batches(sam: FrozenSam, frame_shard: Location, frame_sha256: str, batch_size: int, dtype: str) -> Generator[_Pending]:
+def _pending_batches(sam: FrameEncoder, frame_shard: Location, frame_sha256: str, batch_size: int, dtype: str) -> Generator[_Pending]:
     """The shard's members in order, cut after every ``batch_size`` frames, frames decoded and ``prepare``d
     (in pinned memory when the encoder is on CUDA); the shard checked against ``frame_sha256`` on the stream."""
     pin = sam.device.type == "cuda"
@@ -222,7 +254,7 @@ def prefetched(items: Generator[_Item], depth: int) -> Iterator[_Item]:
         thread.join()
 
 
-def _encoded(sam: FrozenSam, pending: _Pending, dtype: str) -> Iterator[tuple[str, bytes]]:
+def _encoded(sam: FrameEncoder, pending: _Pending, dtype: str) -> Iterator[tuple[str, bytes]]:
     """Pending members with each frame replaced by its ``.npy`` embedding; one encoder pass for all frames."""
     images = [payload for _, payload in pending if isinstance(payload, torch.Tensor)]
     embeddings = iter(to_storage(sam.encode_prepared(images), dtype))
@@ -230,7 +262,7 @@ def _encoded(sam: FrozenSam, pending: _Pending, dtype: str) -> Iterator[tuple[st
         yield name, payload if isinstance(payload, bytes) else _npy_bytes(next(embeddings))
 
 
-def _sample_meta(sam: FrozenSam, sample: ShardSample, dtype: str) -> bytes:
+def _sample_meta(sam: FrameEncoder, sample: ShardSample, dtype: str) -> bytes:
     stored = (sample.meta["stored_height"], sample.meta["stored_width"])
     meta = {
         "key": sample.key,

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import groprompt
-from groprompt.data.embeddings import embed_shard
+from groprompt.data.embeddings import FrameEncoder, embed_shard
 from groprompt.data.formats import read_videos
 from groprompt.data.manifest import MANIFEST, read_manifest, write_manifest
 from groprompt.data.records import Video
 from groprompt.data.shards import ShardSettings, plan_shards, write_shard
 from groprompt.errors import DataError
 from groprompt.files import Location, location, sha256_file
-from groprompt.models.sam import FrozenSam
 
 MANIFEST_COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")
 
@@ -65,7 +64,9 @@ def shard_here(format: str, root: str | Path, split: str, out: str | Location, s
     )
 
 
-def embed_here(shards_dir: str | Location, out: str | Location, sam: FrozenSam, batch_size: int = 16, dtype: str = "float16") -> Location:
+def embed_here(
+    shards_dir: str | Location, out: str | Location, sam: FrameEncoder, batch_size: int = 16, dtype: str = "float16"
+) -> Location:
     """The embed stage's work for the frame shards of ``shards_dir``, in this process; returns the manifest's path."""
     shards_dir, out = location(shards_dir), location(out)
     rows, _ = read_manifest(shards_dir / MANIFEST)

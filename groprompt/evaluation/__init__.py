@@ -11,7 +11,7 @@ Box sources (``box_sources``):
 - ``oracle``: the ground-truth box of each frame (the paper's "GT box + SAM" upper bound); no box where the
   object is absent, which gives an empty mask;
 - ``model``: the top-confidence box of the trained proposal generator, online over the whole video (the state
-  runs from one sample to the next: the boxes inference gives, ``groprompt.inference.online``).
+  runs from one sample to the next: the boxes inference gives, ``groprompt.models.prompts``).
 
 Protocols, each number by the benchmark's own:
 - every benchmark, per expression (``J``, ``F``, ``JF``, ``box_iou``): J and F as DAVIS computes them over the

@@ -17,7 +17,7 @@ from groprompt.checkpoints import TrainedWeights, build_trained_model
 from groprompt.config import ModelConfig
 from groprompt.data.pixels import frame_pixels
 from groprompt.data.shards import sample_groups
-from groprompt.inference.online import frame_prompts
+from groprompt.models.prompts import frame_prompts
 
 if TYPE_CHECKING:
     from groprompt.models.frozen import FrozenEncoders
@@ -137,7 +137,7 @@ BOX_SOURCES = ("model", *REFERENCE_SOURCES)
 
 class ModelBoxes:
     """The trained proposal generator's top box per frame and its confidence (``FrameOutput.top_scores``), or in the set
-    mode the boxes it keeps (``groprompt.inference.online.frame_prompts``), online
+    mode the boxes it keeps (``groprompt.models.prompts.frame_prompts``), online
     over a whole video: frame t sees frames <= t only, and the state carries over from one sample of a video to the
     next (the same boxes as inference gives), so a video's samples must come in order
     (``groprompt.evaluation.scoring.evaluate_shards``)."""

@@ -21,11 +21,11 @@ from groprompt.config import ModelConfig
 from groprompt.data.pixels import frame_pixels
 from groprompt.errors import ConfigError, DataError
 from groprompt.files import Location, atomic_path, fingerprint, location, open_random
-from groprompt.inference.online import frame_prompts
 from groprompt.inference.predictor import Predictor
 from groprompt.inference.queries import InputError, Query
 from groprompt.inference.sources import VideoSource, iter_frames, video_fps
 from groprompt.mask_io import mask_to_rle, write_expression_pngs
+from groprompt.models.prompts import frame_prompts
 from groprompt.models.segmentors import open_stream, step_sets
 from groprompt.viz.drawing import default_colors, overlay
 from groprompt.viz.overlay_videos import OVERLAY_FORMATS, OverlayWriter

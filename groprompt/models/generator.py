@@ -1,4 +1,4 @@
-"""The proposal generator's interface, which both kinds implement, and the registry that builds the configured one.
+"""The proposal generator's interface, which both kinds implement, and what it outputs per frame.
 
 A generator turns B clips (cached SAM embeddings and, for one that reads them, pixels) and B sentences into one
 ``FrameOutput`` per frame and a unit sentence feature per clip (ModalCon's z); ``stream`` runs it online over a
@@ -7,14 +7,40 @@ video, one frame at a time. The training loss, validation, evaluation and infere
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from groprompt.config import LossConfig, ModelConfig
+from groprompt.config import LossConfig
 from groprompt.models.frozen import FrozenEncoders
-from groprompt.models.proposal import FrameOutput
+
+
+@dataclass(frozen=True)
+class FrameOutput:
+    """Predictions for one frame. Level 0 holds the selected tokens' own proposals, then one level per layer."""
+
+    boxes: torch.Tensor  # (levels, B, Q, 4) normalised cxcywh
+    logits: torch.Tensor  # (levels, B, Q) confidences
+    token_logits: torch.Tensor  # (B, N) query-selection scores of every visual token
+    token_centres: torch.Tensor  # (N, 2) normalised (x, y) of each token's cell
+    token_boxes: torch.Tensor  # (B, N, 4) every token's own proposal (level 0 draws from these)
+
+    def top_boxes(self) -> torch.Tensor:
+        """(B, 4) the final layer's top-confidence box per sample."""
+        best = self.logits[-1].argmax(-1)
+        return self.boxes[-1, torch.arange(best.shape[0]), best]
+
+    def top_scores(self) -> torch.Tensor:
+        """(B,) the top box's confidence in [0, 1]: the sigmoid of its logit (Grounding DINO's convention: a
+        query's best token logit), so it depends on that query alone, not on how many queries there are."""
+        return torch.sigmoid(self.logits[-1].amax(-1))
+
+    def kept_boxes(self, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The set mode's boxes: (B, Q, 4) the final layer's boxes, NaN where their confidence (the sigmoid of the
+        logit, as ``top_scores``) is under ``threshold``, and (B, Q) the confidences."""
+        scores = torch.sigmoid(self.logits[-1])
+        return self.boxes[-1].masked_fill((scores < threshold)[..., None], torch.nan), scores
 
 
 class FrameStream(Protocol):
@@ -60,26 +86,3 @@ class Generator(Protocol):
         ...
 
     def stream(self, frozen: FrozenEncoders, sentences: list[str]) -> FrameStream: ...
-
-
-def _sam_decoder(config: ModelConfig, frozen: FrozenEncoders) -> torch.nn.Module:
-    from groprompt.models.proposal import ProposalGenerator
-
-    return ProposalGenerator(config, image_dim=frozen.sam.embed_dim, grid=frozen.sam.embed_grid, text_dim=frozen.text.dim)
-
-
-def _grounding_dino(config: ModelConfig, frozen: FrozenEncoders) -> torch.nn.Module:
-    from groprompt.models.grounding_dino import GroundingDinoGenerator
-
-    return GroundingDinoGenerator.from_config(config)
-
-
-GENERATORS: dict[str, Callable[[ModelConfig, FrozenEncoders], torch.nn.Module]] = {
-    "sam-decoder": _sam_decoder,
-    "grounding-dino": _grounding_dino,
-}
-
-
-def build_generator(config: ModelConfig, frozen: FrozenEncoders) -> torch.nn.Module:
-    """The configured generator (``model.proposal``), sized to fit the frozen encoders."""
-    return GENERATORS[config.proposal](config, frozen)

@@ -27,7 +27,7 @@ from groprompt.config import LossConfig, ModelConfig
 from groprompt.errors import CheckpointError, ConfigError
 from groprompt.models.encoder_options import encoder_autocast
 from groprompt.models.frozen import FrozenEncoders
-from groprompt.models.proposal import FrameOutput
+from groprompt.models.generator import FrameOutput
 
 FROZEN_PARAMETERS = {  # model.freeze group -> parameter-name prefixes in GroundingDinoForObjectDetection
     "backbone": ("model.backbone.",),

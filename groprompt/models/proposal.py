@@ -23,34 +23,8 @@ from torch import nn
 
 from groprompt.config import LossConfig, ModelConfig
 from groprompt.models.frozen import FrozenEncoders
+from groprompt.models.generator import FrameOutput
 from groprompt.models.text import TextFeatures
-
-
-@dataclass(frozen=True)
-class FrameOutput:
-    """Predictions for one frame. Level 0 holds the selected tokens' own proposals, then one level per layer."""
-
-    boxes: torch.Tensor  # (levels, B, Q, 4) normalised cxcywh
-    logits: torch.Tensor  # (levels, B, Q) confidences
-    token_logits: torch.Tensor  # (B, N) query-selection scores of every visual token
-    token_centres: torch.Tensor  # (N, 2) normalised (x, y) of each token's cell
-    token_boxes: torch.Tensor  # (B, N, 4) every token's own proposal (level 0 draws from these)
-
-    def top_boxes(self) -> torch.Tensor:
-        """(B, 4) the final layer's top-confidence box per sample."""
-        best = self.logits[-1].argmax(-1)
-        return self.boxes[-1, torch.arange(best.shape[0]), best]
-
-    def top_scores(self) -> torch.Tensor:
-        """(B,) the top box's confidence in [0, 1]: the sigmoid of its logit (Grounding DINO's convention: a
-        query's best token logit), so it depends on that query alone, not on how many queries there are."""
-        return torch.sigmoid(self.logits[-1].amax(-1))
-
-    def kept_boxes(self, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The set mode's boxes: (B, Q, 4) the final layer's boxes, NaN where their confidence (the sigmoid of the
-        logit, as ``top_scores``) is under ``threshold``, and (B, Q) the confidences."""
-        scores = torch.sigmoid(self.logits[-1])
-        return self.boxes[-1].masked_fill((scores < threshold)[..., None], torch.nan), scores
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from torch import nn
 from groprompt.errors import CheckpointError, ConfigError
 from groprompt.files import Location, location, sha256_file
 from groprompt.models.encoder_options import EncoderOptions, encoder_autocast, use_sdpa
+from groprompt.torch_files import read_file
 
 if TYPE_CHECKING:
     pass
@@ -122,8 +123,6 @@ def build_sam(config: SamConfig) -> Sam:
 
 def load_sam_weights(sam: Sam, path: Location) -> None:
     """Load a ``Sam`` state dict from ``path`` (``weights_only``), strictly; errors name the file."""
-    from groprompt.checkpoints import read_file
-
     state = read_file(path)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")

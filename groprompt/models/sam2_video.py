@@ -28,7 +28,7 @@ import torch
 
 from groprompt.config import ModelConfig
 from groprompt.models.pretrained import load_frozen
-from groprompt.models.segmentors import FOLDER_MODEL_TYPES, frame_size, rgb_frame
+from groprompt.models.segmentor_inputs import FOLDER_MODEL_TYPES, frame_size, rgb_frame
 
 MEMORY_KEYS = ("maskmem_features", "maskmem_pos_enc")  # what memory attention reads of a recent frame
 POINTER_KEY = "object_pointer"  # what it reads of the frames within the object-pointer window

@@ -17,7 +17,7 @@ import torch
 
 from groprompt.config import ModelConfig
 from groprompt.models.pretrained import load_frozen
-from groprompt.models.segmentors import FOLDER_MODEL_TYPES, check_boxes, frame_size, rgb_frame
+from groprompt.models.segmentor_inputs import FOLDER_MODEL_TYPES, check_boxes, frame_size, rgb_frame
 
 _TINY_SIDE, _TINY_PATCH, _TINY_DIM = 64, 8, 32
 SAM_HQ_CONFIGS: dict[str, dict[str, Any]] = {

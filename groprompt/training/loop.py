@@ -34,7 +34,7 @@ from groprompt.models.frozen import FrozenEncoders, build_frozen
 from groprompt.models.groprompt import GroPrompt, build_model
 from groprompt.models.proposal import count_trainable
 from groprompt.tracking import MetricLogger
-from groprompt.training.step import predict_boxes
+from groprompt.training.step import TrainingStep
 
 LOSS_METRICS = {
     "total": "loss_total",
@@ -121,7 +121,7 @@ def expression_box_ious(
             pixels = sample_pixels(sample, pixel_size)
             if pixels is not None:
                 pixels = torch.from_numpy(pixels)[None].to(device)
-            predicted, _ = predict_boxes(model.proposal, frozen, clip, [e["text"] for e in expressions], pixels, model.set_threshold)
+            predicted, _ = model.predict_boxes(frozen, clip, [e["text"] for e in expressions], pixels)
             predicted = predicted.cpu()
             for row, expression in enumerate(expressions):
                 boxes, valid = normalised_boxes(meta, expression["obj_id"], frames)
@@ -197,7 +197,7 @@ def run_training(config: Config, session: Session, run_id: str | None) -> None:
         scheduler.load_state_dict(payload["scheduler"])
         torch.set_rng_state(payload["torch_rng"])
         start_epoch = payload["epoch"] + 1
-    trained = session.prepare(model)
+    trained = session.prepare(TrainingStep(model))
     logger = MetricLogger(run_id, config.runtime.tracking_uri) if run_id and session.rank == 0 else None
 
     for epoch in range(start_epoch, config.train.epochs):

@@ -1,16 +1,16 @@
-"""Training and prediction steps on batches of clips, independent of Ray."""
+"""One training step on a batch of clips, independent of Ray: every loss term, in the module that DDP wraps."""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from groprompt.boxes import cxcywh_to_xyxy, union_box, xyxy_to_cxcywh
+from groprompt.boxes import cxcywh_to_xyxy
 from groprompt.config import LossConfig
 from groprompt.data.clips import ClipBatch
 from groprompt.losses import box_loss_terms, modalcon_loss, set_loss_terms, textcon_loss, total_loss
 from groprompt.models.frozen import FrozenEncoders
-from groprompt.models.generator import Generator
-from groprompt.models.modalcon import ModalConHead
+from groprompt.models.groprompt import GroPrompt
 
 
 def to_prompt_coordinates(boxes: torch.Tensor, input_sizes: torch.Tensor) -> torch.Tensor:
@@ -20,12 +20,24 @@ def to_prompt_coordinates(boxes: torch.Tensor, input_sizes: torch.Tensor) -> tor
     return cxcywh_to_xyxy(boxes) * scale
 
 
-def compute_losses(
-    proposal: Generator, modalcon: ModalConHead, frozen: FrozenEncoders, batch: ClipBatch, config: LossConfig, multi_object: bool = False
-) -> dict[str, torch.Tensor]:
+class TrainingStep(nn.Module):
+    """The model as training runs it: ``forward`` is the whole loss computation (``compute_losses``), so that
+    DistributedDataParallel, which wraps this module, sees every parameter the step uses (the ModalCon head's too).
+    Its parameters are the model's, in the same order; checkpoints hold the model's state dict."""
+
+    def __init__(self, model: GroPrompt) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frozen: FrozenEncoders, batch: ClipBatch, loss: LossConfig) -> dict[str, torch.Tensor]:
+        """The loss terms of a batch (``compute_losses``)."""
+        return compute_losses(self.model, frozen, batch, loss)
+
+
+def compute_losses(model: GroPrompt, frozen: FrozenEncoders, batch: ClipBatch, config: LossConfig) -> dict[str, torch.Tensor]:
     """All loss terms of paper eq. 1-4 for a batch, plus ``total``, with the weights that apply to the generator.
 
-    ``multi_object`` (the set mode) trains a box per object a sentence names (``set_loss_terms``) instead of one box
+    The model's set mode (``model.multi_object``) trains a box per object a sentence names (``set_loss_terms``) instead of one box
     per sentence, the union's (``box_loss_terms``); TextCon's positive is then, per frame, the sentence's object
     nearest its top box, so that both contrastive terms still compare the one top box per frame.
 
@@ -34,11 +46,12 @@ def compute_losses(
     gets the box loss where its ground truth exists. Every mean is over the rows a term applies to. The B clips' pixels go
     once: a generator that reads them repeats the clips over the 2B sentences itself.
     """
-    config = proposal.loss_config(config)
+    config = model.proposal.loss_config(config)
+    multi_object = model.multi_object
     size = len(batch.sentences)
     targets = torch.cat([batch.boxes, batch.negative_boxes])
     valid = torch.cat([batch.valid, batch.negative_valid])
-    outputs, sentence_features = proposal.run(frozen, batch.embeddings, batch.pixels, batch.sentences + batch.negatives, batch.previous)
+    outputs, sentence_features = model(frozen, batch.embeddings, batch.pixels, batch.sentences + batch.negatives, batch.previous)
     if multi_object:
         members, present = batch.target_sets()
         annotated = torch.ones_like(valid) if batch.annotated is None else torch.cat([batch.annotated, batch.annotated])
@@ -61,7 +74,7 @@ def compute_losses(
             ground_truth = _embed(frozen, to_prompt_coordinates(targets, sizes))
             terms["textcon"] = textcon_loss(prompts, ground_truth, prompts.roll(size, 0), valid, rows, config.margin)
         if config.modalcon:
-            video = modalcon(prompts, torch.cat([batch.embeddings, batch.embeddings]), frozen.sam.dense_pe())
+            video = model.modalcon(prompts, torch.cat([batch.embeddings, batch.embeddings]), frozen.sam.dense_pe())
             own = sentence_features.to(video.dtype)
             terms["modalcon"] = modalcon_loss(video, own, own.roll(size, 0), rows, config.margin)
     terms["total"] = total_loss(terms, config)
@@ -79,26 +92,3 @@ def _embed(frozen: FrozenEncoders, boxes: torch.Tensor) -> torch.Tensor:
     """(N, T, 4) prompt-space xyxy boxes to (N, T, 2, C) prompt-encoder embeddings."""
     n, t = boxes.shape[:2]
     return frozen.sam.embed_boxes(boxes.flatten(0, 1)).reshape(n, t, 2, -1)
-
-
-@torch.no_grad()
-def predict_boxes(
-    proposal: Generator,
-    frozen: FrozenEncoders,
-    embeddings: torch.Tensor,
-    sentences: list[str],
-    pixels: torch.Tensor | None = None,
-    set_threshold: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-confidence boxes (B, T, 4) normalised cxcywh and their confidences (B, T) of B sentences over P clips
-    (``embeddings`` (P, T, C, g, g); ``pixels`` (P, T, 3, S, S) uint8 for a generator that reads them), online over
-    frames; P divides B and sentence b reads clip b mod P. In the set mode (``set_threshold``) each frame's box is the
-    union box of the kept boxes (NaN where none is kept) and its confidence the highest."""
-    outputs, _ = proposal.run(frozen, embeddings, pixels, sentences)
-    if set_threshold is None:
-        return torch.stack([output.top_boxes() for output in outputs], dim=1), torch.stack(
-            [output.top_scores() for output in outputs], dim=1
-        )
-    kept = [output.kept_boxes(set_threshold) for output in outputs]
-    boxes = torch.stack([xyxy_to_cxcywh(union_box(cxcywh_to_xyxy(frame_boxes))) for frame_boxes, _ in kept], dim=1)
-    return boxes, torch.stack([scores.amax(-1) for _, scores in kept], dim=1)

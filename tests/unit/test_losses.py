@@ -8,7 +8,8 @@ import torch
 
 from groprompt.config import LossConfig
 from groprompt.losses import box_loss_terms, modalcon_loss, selection_loss, set_loss_terms, textcon_loss, token_box_loss, total_loss
-from groprompt.models.proposal import FrameOutput, grid_centres
+from groprompt.models.generator import FrameOutput
+from groprompt.models.proposal import grid_centres
 
 
 def test_textcon_by_hand() -> None:

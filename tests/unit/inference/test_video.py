@@ -13,12 +13,12 @@ import torch
 
 from groprompt.checkpoints import random_weights
 from groprompt.errors import ConfigError
-from groprompt.inference.online import frame_boxes
 from groprompt.inference.predictor import Predictor, build_predictor
 from groprompt.inference.queries import Query
 from groprompt.inference.sources import video_source
 from groprompt.inference.video import OutputOptions, infer_video, masks_path
 from groprompt.mask_io import read_index_png, rle_to_mask
+from groprompt.models.prompts import frame_boxes
 
 
 def test_frame_boxes_are_clipped_pixels() -> None:

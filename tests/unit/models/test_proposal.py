@@ -8,9 +8,10 @@ import torch
 
 from groprompt.config import ModelConfig, load_config
 from groprompt.errors import ConfigError
+from groprompt.models.generator import FrameOutput
 from groprompt.models.groprompt import GroPrompt
 from groprompt.models.modalcon import ModalConHead
-from groprompt.models.proposal import FrameOutput, ProposalGenerator, count_trainable, grid_centres, local_correlation
+from groprompt.models.proposal import ProposalGenerator, count_trainable, grid_centres, local_correlation
 from groprompt.models.text import TextFeatures
 from tests.helpers import REPO_ROOT
 

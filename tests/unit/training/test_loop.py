@@ -85,10 +85,11 @@ def test_each_report_carries_a_temporary_checkpoint_of_its_epoch(uninterrupted: 
     steps = payloads[0]["scheduler"]["last_epoch"]
     assert steps > 0
     assert [payload["scheduler"]["last_epoch"] for payload in payloads] == [steps * (epoch + 1) for epoch in range(EPOCHS)]
-    # the weights change from one epoch to the next, and the checkpoint holds the model that was prepared
+    # the weights change from one epoch to the next, and the checkpoint holds the model that was prepared (in its
+    # TrainingStep, the module DDP wraps)
     first, last = payloads[0]["model"], payloads[-1]["model"]
     assert any(not torch.equal(first[name], last[name]) for name in first)
-    prepared = uninterrupted.prepared[0].state_dict()
+    prepared = uninterrupted.prepared[0].model.state_dict()
     assert set(prepared) == set(last) and all(torch.equal(prepared[name], last[name]) for name in last)
 
 

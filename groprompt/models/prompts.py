@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from groprompt.boxes import cxcywh_to_xyxy
-from groprompt.models.proposal import FrameOutput
+from groprompt.models.generator import FrameOutput
 
 
 def frame_boxes(boxes: torch.Tensor, height: int, width: int) -> np.ndarray:
