@@ -207,6 +207,18 @@ def file_size(path: Location) -> int:
     return path.stat().st_size if isinstance(path, Path) else int(path.info().size or 0)
 
 
+def file_version(path: Location) -> tuple[int, int]:
+    """(modification time in ns, size in bytes) of a file, which change when it is rewritten: a cache key for what is
+    read from it. ``FileNotFoundError`` when it is missing."""
+    if isinstance(path, Path):
+        stat = path.stat()
+        return stat.st_mtime_ns, stat.st_size
+    info = path.info()
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"{path}: no such file")
+    return info.mtime_ns or 0, int(info.size or 0)
+
+
 def check_store(path: Location) -> None:
     """Refuse at once, naming ``path``, object storage whose bucket does not exist, refuses this account or cannot
     be reached; a local path passes."""

@@ -19,13 +19,15 @@ Conventions (those of MTTR's ``a2d_sentences_dataset.py``):
 - Split: "test" by default when videoset.csv is present ("train"/"test" select by its last column); without
   videoset.csv (for example ``root`` = the annotation file itself) every sentence is read, split "all".
   A2D-Sentences has no validation split: training validates on held-out "train" videos ("train-holdout").
+- ``root`` may be local or in object storage (``groprompt.files.location``): the mp4s are decoded with ranged reads,
+  each .h5 is read whole into memory.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import os
+import io
 import re
 import threading
 from collections import OrderedDict
@@ -37,6 +39,7 @@ import numpy as np
 from groprompt.data.formats.common import attach_boxes
 from groprompt.data.records import Expression, Video
 from groprompt.errors import DataError
+from groprompt.files import Location, file_version, list_folder, location, open_random, readable
 
 ANNOTATION = Path("text_annotations", "a2d_annotation.txt")
 VIDEOSET = Path("Release", "videoset.csv")
@@ -48,11 +51,15 @@ _COPY_MISTAKE = re.compile(r"^\d+ \(copy\)$")
 
 
 # ---------------------------------------------------------------------------------------------- annotations
-def load_sentences(path: Path) -> dict[str, list[Expression]]:
+def _csv_rows(path: Location) -> list[list[str]]:
+    """The rows of a UTF-8 CSV file (read whole; quoted fields may hold line breaks)."""
+    return list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8"), newline="")))
+
+
+def load_sentences(path: Location) -> dict[str, list[Expression]]:
     """Parse a2d_annotation.txt: video id -> its sentences, in file order."""
     try:
-        with open(path, newline="", encoding="utf-8") as file:
-            rows = list(csv.reader(file))
+        rows = _csv_rows(path)
     except FileNotFoundError:
         raise DataError(f"{path}: missing (expected the A2D-Sentences annotation CSV)") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
@@ -90,11 +97,10 @@ class VideoInfo:
     split: int
 
 
-def load_videoset(path: Path) -> dict[str, VideoInfo]:
+def load_videoset(path: Location) -> dict[str, VideoInfo]:
     """Parse Release/videoset.csv (no header, 9 columns; the last is 0 = train, 1 = test)."""
     try:
-        with open(path, newline="", encoding="utf-8") as file:
-            rows = list(csv.reader(file))
+        rows = _csv_rows(path)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{path}: unreadable CSV: {error}") from error
     info = {}
@@ -117,11 +123,16 @@ def load_videoset(path: Path) -> dict[str, VideoInfo]:
 class _Cursor:
     """An open decoder positioned after frame ``next - 1``: sequential reads decode each frame once."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: Location):
         import av
 
         self.path = path
-        self.container = av.open(path)
+        self.file = open_random(path)
+        try:
+            self.container = av.open(self.file)
+        except BaseException:
+            self.file.close()
+            raise
         self.decoded = self.container.decode(video=0)
         self.next = 0
 
@@ -134,19 +145,20 @@ class _Cursor:
 
     def close(self) -> None:
         self.container.close()
+        self.file.close()
 
 
-_CURSORS: OrderedDict[tuple[str, int], _Cursor] = OrderedDict()
+_CURSORS: OrderedDict[tuple[Location, tuple[int, int]], _Cursor] = OrderedDict()
 _CURSORS_LOCK = threading.Lock()
 _MAX_CURSORS = 2
 
 
-def decode_frame(path: Path, index: int) -> np.ndarray:
+def decode_frame(path: Location, index: int) -> np.ndarray:
     """Frame ``index`` (0-based, decode order) of a video file as RGB uint8 (H, W, 3)."""
     import av
 
     try:
-        key = (str(path), os.stat(path).st_mtime_ns)
+        key = (path, file_version(path))
     except FileNotFoundError:
         raise DataError(f"{path}: video file missing") from None
     with _CURSORS_LOCK:
@@ -156,9 +168,9 @@ def decode_frame(path: Path, index: int) -> np.ndarray:
             cursor = None
         try:
             if cursor is None:
-                cursor = _Cursor(str(path))
+                cursor = _Cursor(path)
             frame = cursor.read(index)
-        except (av.FFmpegError, DataError) as error:
+        except (av.FFmpegError, OSError, DataError) as error:  # OSError: a read of the file (or object) failed
             if cursor is not None:
                 cursor.close()
             if isinstance(error, DataError):
@@ -170,18 +182,18 @@ def decode_frame(path: Path, index: int) -> np.ndarray:
     return frame
 
 
-def probe_video(path: Path) -> tuple[int, int, int]:
+def probe_video(path: Location) -> tuple[int, int, int]:
     """(frame count, height, width) of a video file, from its stream header (decoding only if it has no count)."""
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with open_random(path) as file, av.open(file) as container:
             if not container.streams.video:
                 raise DataError(f"{path}: has no video stream")
             stream = container.streams.video[0]
             count = stream.frames or sum(1 for _ in container.decode(stream))
             return count, stream.codec_context.height, stream.codec_context.width
-    except av.FFmpegError as error:
+    except (av.FFmpegError, OSError) as error:
         raise DataError(f"{path}: unreadable video: {error}") from error
 
 
@@ -189,10 +201,10 @@ def probe_video(path: Path) -> tuple[int, int, int]:
 class Mp4Frames:
     """The frames of one mp4, decoded with PyAV (sequential reads reuse one open decoder)."""
 
-    path: Path
+    path: Location
     count: int
 
-    def file(self, index: int) -> Path:
+    def file(self, index: int) -> Location:
         return self.path
 
     def read(self, index: int) -> np.ndarray:
@@ -205,12 +217,13 @@ class Mp4Frames:
 
 
 # ---------------------------------------------------------------------------------------------- masks (h5)
-def read_instance_h5(path: Path) -> np.ndarray:
-    """One A2D annotation .h5 as an (H, W) int32 id map, value = instance id + 1 (0 = background)."""
+def read_instance_h5(path: Location) -> np.ndarray:
+    """One A2D annotation .h5 as an (H, W) int32 id map, value = instance id + 1 (0 = background); an object is read
+    whole into memory."""
     import h5py
 
     try:
-        with h5py.File(path, "r") as file:
+        with h5py.File(readable(path), "r") as file:
             missing = [name for name in ("instance", "reMask") if name not in file]
             if missing:
                 raise DataError(f"{path}: missing dataset(s) {', '.join(missing)} (expected 'instance' and 'reMask')")
@@ -235,10 +248,10 @@ def read_instance_h5(path: Path) -> np.ndarray:
 class H5InstanceMasks:
     """Id maps of the annotated frames ``<folder>/<frame number:05d>.h5``; None for the other frames."""
 
-    folder: Path
+    folder: Location
     annotated: frozenset[int]  # 1-based A2D frame numbers that have an .h5 file
 
-    def file(self, index: int) -> Path:
+    def file(self, index: int) -> Location:
         return self.folder / f"{index + 1:05d}.h5"
 
     def read(self, index: int) -> np.ndarray | None:
@@ -247,28 +260,28 @@ class H5InstanceMasks:
         return read_instance_h5(self.file(index))
 
 
-def _annotated_frames(folder: Path) -> frozenset[int]:
+def _annotated_frames(folder: Location) -> frozenset[int]:
+    """The 1-based frame numbers of the .h5 files in ``folder`` (none when it is missing)."""
     try:
-        names = os.listdir(folder)
+        files = [path for path, is_folder in list_folder(folder) if not is_folder]
     except (FileNotFoundError, NotADirectoryError):
         return frozenset()
     numbers = set()
-    for name in names:
-        stem, suffix = os.path.splitext(name)
-        if suffix == ".h5":
-            if not stem.isdigit() or int(stem) < 1:
-                raise DataError(f"{folder / name}: expected a 1-based frame number as the file name")
-            numbers.add(int(stem))
+    for path in files:
+        if path.suffix == ".h5":
+            if not path.stem.isdigit() or int(path.stem) < 1:
+                raise DataError(f"{path}: expected a 1-based frame number as the file name")
+            numbers.add(int(path.stem))
     return frozenset(numbers)
 
 
 # ---------------------------------------------------------------------------------------------- reader
 def read_a2d_sentences(root: str | Path, split: str | None = None, with_boxes: bool = True) -> Iterator[Video]:
-    """A2D-Sentences videos. ``root``: the dataset folder, or a2d_annotation.txt itself."""
-    root = Path(root)
+    """A2D-Sentences videos. ``root``: the dataset folder, or a2d_annotation.txt itself; local or in object storage."""
+    root = location(root)
     if root.is_file():
         annotation = root
-        data_root = root.parents[1] if root.parent.name == ANNOTATION.parent.name else None
+        data_root = root.parent.parent if root.parent.name == ANNOTATION.parent.name else None
     elif root.is_dir():
         annotation, data_root = root / ANNOTATION, root
     else:
@@ -292,7 +305,7 @@ def read_a2d_sentences(root: str | Path, split: str | None = None, with_boxes: b
     return _videos(sentences, annotation, info, data_root, split, with_boxes)
 
 
-def _videos(sentences: dict, annotation: Path, info: dict, data_root: Path | None, split: str, with_boxes: bool) -> Iterator[Video]:
+def _videos(sentences: dict, annotation: Location, info: dict, data_root: Location | None, split: str, with_boxes: bool) -> Iterator[Video]:
     for video_id, expressions in sentences.items():
         frames = masks = None
         count = height = width = 0

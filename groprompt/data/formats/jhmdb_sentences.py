@@ -11,51 +11,67 @@ frame "00001" is mask index 0 of ``part_mask.transpose(2, 0, 1)``; ``n_frames`` 
 puppet mask. The benchmark evaluates three sampled frames per video (the samples): ``PuppetMasks`` returns
 the mask of those frames and None for the others (so boxes are None there too). JHMDB-Sentences is an
 evaluation-only benchmark with no split; its videos are labelled split "test" (MTTR's name).
-``root`` may also be the metadata JSON itself (annotation-only counting).
+``root`` may also be the metadata JSON itself (annotation-only counting). ``root`` may be local or in object storage
+(``groprompt.files.location``).
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from groprompt.data.formats.common import ImageFolderFrames, attach_boxes
+from groprompt.data.formats.common import ImageFolderFrames, attach_boxes, load_json
 from groprompt.data.records import Expression, Video
 from groprompt.errors import DataError
+from groprompt.files import Location, file_version, location, readable
 
 METADATA = "jhmdb_sentences_samples_metadata.json"
 SPLIT = "test"
 
 
 # ---------------------------------------------------------------------------------------------- masks
-@functools.lru_cache(maxsize=8)
-def _load_part_mask(path: str, _mtime_ns: int, _size: int) -> np.ndarray:
-    import h5py
+def _v5_part_mask(source: Path | io.BytesIO, path: Location) -> np.ndarray:
+    """part_mask of a MATLAB v5 file as T x H x W (``NotImplementedError`` for a v7.3 file)."""
     import scipy.io
+
+    masks = scipy.io.loadmat(source, variable_names=["part_mask"]).get("part_mask")
+    if masks is None:
+        raise DataError(f"{path}: has no part_mask variable")
+    masks = np.asarray(masks)
+    masks = masks[:, :, np.newaxis] if masks.ndim == 2 else masks
+    return masks.transpose(2, 0, 1) if masks.ndim == 3 else masks  # H x W x T -> T x H x W
+
+
+def _v73_part_mask(source: Path | io.BytesIO, path: Location) -> np.ndarray:
+    """part_mask of a MATLAB v7.3 file (HDF5, stored transposed: T x W x H) as T x H x W."""
+    import h5py
+
+    with h5py.File(source, "r") as file:
+        if "part_mask" not in file:
+            raise DataError(f"{path}: has no part_mask variable")
+        masks = np.asarray(file["part_mask"])
+    masks = masks[np.newaxis] if masks.ndim == 2 else masks
+    return masks.transpose(0, 2, 1) if masks.ndim == 3 else masks
+
+
+@functools.lru_cache(maxsize=8)
+def _load_part_mask(path: Location, _version: tuple[int, int]) -> np.ndarray:
+    """The puppet masks of a v5 or v7.3 .mat file (local, or read whole into memory from object storage)."""
     from scipy.io.matlab import MatReadError
 
     try:
+        source = readable(path)
         try:
-            data = scipy.io.loadmat(path, variable_names=["part_mask"])
-            masks = data.get("part_mask")
-            if masks is None:
-                raise DataError(f"{path}: has no part_mask variable")
-            masks = np.asarray(masks)
-            masks = masks[:, :, np.newaxis] if masks.ndim == 2 else masks
-            masks = masks.transpose(2, 0, 1) if masks.ndim == 3 else masks  # H x W x T -> T x H x W
-        except NotImplementedError:  # a MATLAB v7.3 file, i.e. HDF5, stored transposed: T x W x H
-            with h5py.File(path, "r") as file:
-                if "part_mask" not in file:
-                    raise DataError(f"{path}: has no part_mask variable") from None
-                masks = np.asarray(file["part_mask"])
-            masks = masks[np.newaxis] if masks.ndim == 2 else masks
-            masks = masks.transpose(0, 2, 1) if masks.ndim == 3 else masks
+            masks = _v5_part_mask(source, path)
+        except NotImplementedError:
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
+            masks = _v73_part_mask(source, path)
     except DataError:
         raise
     except (OSError, ValueError, TypeError, MatReadError) as error:
@@ -67,23 +83,23 @@ def _load_part_mask(path: str, _mtime_ns: int, _size: int) -> np.ndarray:
     return masks
 
 
-def load_part_mask(path: Path) -> np.ndarray:
+def load_part_mask(path: Location) -> np.ndarray:
     """The puppet masks of one video as a read-only (T, H, W) bool array (cached per process)."""
     try:
-        stat = os.stat(path)
+        version = file_version(path)
     except FileNotFoundError:
         raise DataError(f"{path}: puppet mask file missing") from None
-    return _load_part_mask(str(path), stat.st_mtime_ns, stat.st_size)
+    return _load_part_mask(path, version)
 
 
 @dataclass(frozen=True)
 class PuppetMasks:
     """Object 1's puppet mask per frame; None for frames outside ``annotated`` (None = every frame)."""
 
-    path: Path
+    path: Location
     annotated: frozenset[int] | None = None  # 0-based frame indices
 
-    def file(self, index: int) -> Path:
+    def file(self, index: int) -> Location:
         return self.path
 
     def read(self, index: int) -> np.ndarray | None:
@@ -107,17 +123,9 @@ class _VideoEntry:
     sampled: set[int]  # 0-based
 
 
-def load_samples(path: Path) -> dict[str, _VideoEntry]:
+def load_samples(path: Location) -> dict[str, _VideoEntry]:
     """Parse the samples metadata: video id -> its frame folder, mask file, frame count, sentences, samples."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            samples = json.load(file)
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing (expected the JHMDB-Sentences samples metadata)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: unreadable: {error}") from error
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: invalid JSON: {error}") from error
+    samples = load_json(path, "the JHMDB-Sentences samples metadata")
     if not isinstance(samples, list):
         raise DataError(f"{path}: expected a list of samples")
     videos: dict[str, _VideoEntry] = {}
@@ -146,13 +154,14 @@ def load_samples(path: Path) -> dict[str, _VideoEntry]:
 
 def count_samples(root: str | Path, split: str | None = None) -> dict[str, int]:
     """{"samples": number of (video, frame, sentence) evaluation samples}."""
-    metadata, _ = _locate(Path(root), split)
+    metadata, _ = _locate(location(root), split)
     videos = load_samples(metadata)
     return {"samples": sum(len(entry.sampled) * len(entry.sentences) for entry in videos.values())}
 
 
 # ---------------------------------------------------------------------------------------------- reader
-def _locate(root: Path, split: str | None) -> tuple[Path, Path]:
+def _locate(root: Location, split: str | None) -> tuple[Location, Location]:
+    """(metadata file, dataset root) of ``root``, the dataset folder or the metadata file."""
     if split not in (None, SPLIT):
         raise DataError(f"{root}: JHMDB-Sentences has no split {split!r} (it is one evaluation set, 'test')")
     if root.is_file():
@@ -163,16 +172,17 @@ def _locate(root: Path, split: str | None) -> tuple[Path, Path]:
 
 
 def read_jhmdb_sentences(root: str | Path, split: str | None = None, with_boxes: bool = True) -> Iterator[Video]:
-    """JHMDB-Sentences videos. ``root``: the dataset folder, or the samples metadata JSON itself."""
-    metadata, data_root = _locate(Path(root), split)
+    """JHMDB-Sentences videos. ``root``: the dataset folder, or the samples metadata JSON itself; local or in object
+    storage."""
+    metadata, data_root = _locate(location(root), split)
     return _videos(load_samples(metadata), metadata, data_root, with_boxes)
 
 
-def _videos(videos: dict[str, _VideoEntry], metadata: Path, data_root: Path, with_boxes: bool) -> Iterator[Video]:
+def _videos(videos: dict[str, _VideoEntry], metadata: Location, data_root: Location, with_boxes: bool) -> Iterator[Video]:
     for video_id, entry in videos.items():
         names = tuple(f"{number:05d}" for number in range(1, entry.n_frames + 1))
-        frame_dir = data_root.joinpath(*entry.frame_dir.parts)
-        mask_path = data_root.joinpath(*entry.mask_path.parts)
+        frame_dir = data_root / entry.frame_dir.as_posix()
+        mask_path = data_root / entry.mask_path.as_posix()
         frames = ImageFolderFrames(frame_dir, names, ".png") if frame_dir.is_dir() else None
         height, width = frames.size() if frames is not None else (0, 0)
         masks = PuppetMasks(mask_path, frozenset(entry.sampled)) if mask_path.is_file() else None

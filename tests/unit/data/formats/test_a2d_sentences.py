@@ -15,6 +15,7 @@ import pytest
 from groprompt.data.formats import dataset_summary, read_videos
 from groprompt.data.formats.a2d_sentences import H5InstanceMasks, Mp4Frames, read_instance_h5
 from groprompt.errors import DataError
+from tests.helpers import upload_tree
 
 H, W, T = 48, 64, 6  # not square: a transposition mistake changes the shapes and the boxes
 
@@ -229,3 +230,33 @@ def test_all_has_no_held_out_parts(shared_data):
     """Without videoset.csv every sentence is split "all", test videos included: it cannot be divided."""
     with pytest.raises(DataError, match="'all' is a test split of a2d-sentences"):
         read_videos("a2d-sentences", shared_data / "annotations" / "a2d_annotation.txt", "all-holdout")
+
+
+def test_a_dataset_in_a_bucket_reads_as_it_does_from_disk(a2d_root, bucket):
+    """``data.root`` in object storage: the same videos, expressions, boxes, frames (mp4) and masks (.h5) as on disk."""
+    upload_tree(a2d_root, f"{bucket}/a2d")
+    for split in ("train", "test"):
+        local = list(read_videos("a2d-sentences", a2d_root, split))
+        remote = list(read_videos("a2d-sentences", f"{bucket}/a2d", split))
+        fields = [(v.video_id, v.split, v.frame_names, v.height, v.width, v.expressions, v.boxes) for v in local]
+        assert [(v.video_id, v.split, v.frame_names, v.height, v.width, v.expressions, v.boxes) for v in remote] == fields
+        for near, far in zip(local, remote):
+            assert (far.frames is None) == (near.frames is None) and (far.masks is None) == (near.masks is None)
+            for t in range(len(near.frame_names)):
+                if near.frames is not None:
+                    assert np.array_equal(far.frames.read(t), near.frames.read(t)), t
+                if near.masks is not None:
+                    assert np.array_equal(far.masks.read(t), near.masks.read(t)), t  # None for the frames without an .h5
+    (train,) = read_videos("a2d-sentences", f"{bucket}/a2d/text_annotations/a2d_annotation.txt", "train")
+    assert str(train.frames.file(0)) == f"{bucket}/a2d/Release/clips320H/vidTrain01.mp4"
+    assert train.masks.annotated == {2, 5} and (train.height, train.width) == (H, W)
+    assert train.boxes[3] == (None, (30.0, 5.0, 60.0, 12.0), None, None, (40.0, 1.0, 41.0, 47.0), None)
+    assert abs(float(pickle.loads(pickle.dumps(train)).frames.read(4).mean()) - grey(4)) < 3
+
+
+def test_a_bad_h5_in_a_bucket_names_the_object(a2d_root, bucket):
+    write_h5(a2d_root / "text_annotations" / "a2d_annotation_with_instances" / "vidTest001" / "00004.h5", [0, 1], [rect(0, 0, 2, 2)])
+    upload_tree(a2d_root, f"{bucket}/a2d")
+    with pytest.raises(DataError, match="does not match 2 instance ids") as error:
+        list(read_videos("a2d-sentences", f"{bucket}/a2d"))
+    assert f"{bucket}/a2d/text_annotations/a2d_annotation_with_instances/vidTest001/00004.h5" in str(error.value)

@@ -6,6 +6,7 @@ import json
 import pickle
 from pathlib import Path
 
+import boto3
 import h5py
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from PIL import Image
 from groprompt.data.formats import dataset_summary, read_videos
 from groprompt.data.formats.jhmdb_sentences import PuppetMasks, load_part_mask
 from groprompt.errors import DataError
+from groprompt.files import location
+from tests.helpers import upload_tree
 
 H, W, T = 30, 40, 5  # not square: a transposition mistake changes the shapes and the boxes
 FRAMES = "Rename_Images/catch/vid_one/{:05d}.png"
@@ -132,3 +135,36 @@ def test_malformed_metadata_names_the_file(tmp_path, samples, message):
 def test_missing_metadata(tmp_path):
     with pytest.raises(DataError, match="jhmdb_sentences_samples_metadata.json: missing"):
         read_videos("jhmdb-sentences", tmp_path)
+
+
+def test_a_dataset_in_a_bucket_reads_as_it_does_from_disk(jhmdb_root, bucket):
+    """``data.root`` in object storage: the same videos, expressions, boxes, frames and masks (.mat v5 and v7.3) as on
+    disk."""
+    upload_tree(jhmdb_root, f"{bucket}/v5")
+    write_v73_mat(jhmdb_root / MASK, "part_mask", part_mask())
+    upload_tree(jhmdb_root, f"{bucket}/v73")
+    local = list(read_videos("jhmdb-sentences", jhmdb_root))
+    for prefix in ("v5", "v73"):
+        remote = list(read_videos("jhmdb-sentences", f"{bucket}/{prefix}"))
+        fields = [(v.video_id, v.split, v.frame_names, v.height, v.width, v.expressions, v.boxes) for v in local]
+        assert [(v.video_id, v.split, v.frame_names, v.height, v.width, v.expressions, v.boxes) for v in remote] == fields
+        for near, far in zip(local, remote):
+            assert (far.frames is None) == (near.frames is None) and (far.masks is None) == (near.masks is None)
+            for t in range(len(near.frame_names)):
+                if near.frames is not None:
+                    assert np.array_equal(far.frames.read(t), near.frames.read(t)), t
+                if near.masks is not None:
+                    assert np.array_equal(far.masks.read(t), near.masks.read(t)), t  # None outside the samples
+        assert str(remote[0].masks.file(0)) == f"{bucket}/{prefix}/{MASK}"
+        assert remote[0].boxes == {1: ((3.0, 2.0, 10.0, 20.0), None, (3.0, 2.0, 12.0, 20.0), None, None)}
+        assert PuppetMasks(remote[0].masks.path).read(4).sum() == 18 * 11
+        metadata = f"{bucket}/{prefix}/jhmdb_sentences_samples_metadata.json"
+        assert dataset_summary("jhmdb-sentences", metadata) == {"videos": 2, "expressions": 2, "frames": T, "samples": 4}
+
+
+def test_a_missing_mask_object_is_named(jhmdb_root, bucket):
+    upload_tree(jhmdb_root, f"{bucket}/jhmdb")
+    boto3.client("s3").delete_object(Bucket=bucket.removeprefix("s3://"), Key=f"jhmdb/{MASK}")
+    with pytest.raises(DataError, match="puppet mask file missing") as error:
+        load_part_mask(location(f"{bucket}/jhmdb/{MASK}"))
+    assert f"{bucket}/jhmdb/{MASK}" in str(error.value)
