@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from groprompt.config import Config, DataConfig
-from groprompt.data.formats import read_videos
-from groprompt.data.shards import ShardSettings, plan_shards, write_shard
+from groprompt.data.shards import ShardSettings, plan_shards, shard_videos, write_shard
 from groprompt.data.stage_outputs import write_shard_manifest
-from groprompt.errors import DataError
 from groprompt.files import Location, check_writable, location
 
 
@@ -33,9 +31,7 @@ def shard_dataset(
     out = location(out)
     check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
-    videos = list(read_videos(format, root, split, with_boxes=False))
-    if not videos:
-        raise DataError(f"{root}: no videos for format {format}, split {split}")
+    videos = shard_videos(format, root, split)
     plans = plan_shards(videos, settings)
     print(f"{len(videos)} videos -> {len(plans)} shards in {out}", flush=True)
 
