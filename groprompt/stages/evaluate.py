@@ -6,6 +6,7 @@ protocols)."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from contextlib import nullcontext
@@ -30,6 +31,7 @@ from groprompt.files import Location, atomic_path, local_file, location, output_
 from groprompt.models.frozen import frozen_sam
 from groprompt.outputs import write_submission_zip
 from groprompt.segmentors import SEGMENTORS, Segmentor, VideoSegmentor, build_segmentor, check_segmentor
+from groprompt.stages.cli import stage_parser
 from groprompt.tracking import run_status, start_run, with_tracking_uri
 
 if TYPE_CHECKING:
@@ -251,3 +253,24 @@ def format_summary(summary: dict[str, Any]) -> str:
     for kind, values in summary.get("by_kind", {}).items():
         lines.append(f"  {kind}: {values['n_expressions']} expressions, J&F {pct(values['JF'])}, box IoU {pct(values['box_iou'])}")
     return "\n".join(lines)
+
+
+def evaluate_parser(description: str | None) -> argparse.ArgumentParser:
+    """The parser of ``pipelines/evaluate.py``: ``stage_parser`` and the stage's flags."""
+    parser = stage_parser(description)
+    parser.add_argument(
+        "--boxes",
+        required=True,
+        choices=BOX_SOURCES,
+        help="prompt boxes: the trained model, the ground truth (oracle), or a random object's ground truth (sentence-blind)",
+    )
+    parser.add_argument("--checkpoint", default=None, help="checkpoint folder or file, or mlflow:<run_id> (with --boxes model)")
+    parser.add_argument("--segmentor", default="grabcut", choices=sorted(SEGMENTORS), help="box -> mask backend")
+    parser.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
+    parser.add_argument("--out", required=True, help="folder for metrics.parquet and summary.json")
+    parser.add_argument("--png-dir", default=None, help="also write DAVIS palette PNGs <dir>/<video>/<exp_id>/<frame>.png")
+    parser.add_argument("--submission", default=None, help="also write the server's submission zip (Ref-YouTube-VOS, MeViS)")
+    parser.add_argument("--run-id", default=None, help="log into this MLflow run (default: create one)")
+    parser.add_argument("--run-name", default=None, help="name of the created MLflow run")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    return parser
