@@ -44,18 +44,29 @@ GRABCUT_NOTE = (
 )
 
 
-def check_choices(boxes: str, segmentor: str, checkpoint: str | None) -> None:
-    """ConfigError unless the box source and the segmentor are known and model boxes have a checkpoint."""
+def check_choices(boxes: str, segmentor: str | None, checkpoint: str | None) -> None:
+    """ConfigError unless the box source and the segmentor (None: ``default_segmentor``) are known and model boxes have
+    a checkpoint."""
     if boxes not in BOX_SOURCES:
         raise ConfigError(f"unknown box source {boxes!r}; known: {list(BOX_SOURCES)}")
-    if segmentor not in SEGMENTORS:
+    if segmentor is not None and segmentor not in SEGMENTORS:
         raise ConfigError(f"unknown segmentor {segmentor!r}; known: {sorted(SEGMENTORS)}")
     if boxes == "model" and not checkpoint:
         raise ConfigError("boxes 'model' need a checkpoint (--checkpoint: a folder, a file, or mlflow:<run_id>)")
 
 
-def print_segmentor_note(segmentor: str, config: Config) -> None:
-    """Say when the masks are not SAM's (GrabCut) or come from a SAM without weights."""
+def default_segmentor(model: ModelConfig) -> str:
+    """The segmentor when none is named: ``sam`` when the configuration gives SAM weights (``model.sam_checkpoint``),
+    else ``grabcut``, which needs none."""
+    return "sam" if model.sam_checkpoint else "grabcut"
+
+
+def print_segmentor_note(segmentor: str, config: Config, by_default: bool) -> None:
+    """Say which segmentor the default chose and why, and when the masks are not SAM's (GrabCut) or come from a SAM
+    without weights."""
+    if by_default:
+        weights = f"is {config.model.sam_checkpoint}" if config.model.sam_checkpoint else "is not set"
+        print(f"segmentor {segmentor}: the default, as model.sam_checkpoint {weights} (--segmentor names another)", flush=True)
     if segmentor == "grabcut":
         print(GRABCUT_NOTE, flush=True)
     elif segmentor == "sam" and not config.model.sam_checkpoint:
@@ -155,7 +166,7 @@ def evaluate(
     config: Config,
     boxes: str,
     checkpoint: str | None = None,
-    segmentor: str = "grabcut",
+    segmentor: str | None = None,
     split: str | None = None,
     out_dir: str | Path = "work/eval",
     png_dir: str | Path | None = None,
@@ -164,7 +175,8 @@ def evaluate(
     track: bool = True,
     run_name: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one box source + segmentor on a split (Ray must be initialised); returns the summary.
+    """Evaluate one box source + segmentor on a split (Ray must be initialised); returns the summary. Without
+    ``segmentor``, ``default_segmentor`` chooses from the model configuration (a trained model's, with model boxes).
 
     The summary (``groprompt.evaluation.aggregate.summarize``) also carries ``seconds``, ``metrics`` (the parquet
     path), ``boxes``, ``segmentor``, ``split``, ``checkpoint`` and ``run_id`` (None without tracking). ``run_id``
@@ -182,17 +194,19 @@ def evaluate(
     check_choices(boxes, segmentor, checkpoint)
     config = with_tracking_uri(config)
     split = split or config.data.val_split
-    settings = {"boxes": boxes, "segmentor": segmentor, "split": split, "checkpoint": checkpoint}
-    if run_id is not None:
-        unlogged_params(run_id, eval_params(settings), config.runtime.tracking_uri)  # refuse a conflicting run before the work
     weights = None
     if boxes == "model":
         weights = load_trained(str(checkpoint), config.runtime.tracking_uri)
         config = with_model_of(config, weights)
+    by_default = segmentor is None
+    segmentor = segmentor or default_segmentor(config.model)
+    settings = {"boxes": boxes, "segmentor": segmentor, "split": split, "checkpoint": checkpoint}
+    if run_id is not None:
+        unlogged_params(run_id, eval_params(settings), config.runtime.tracking_uri)  # refuse a conflicting run before the work
     mevis = config.data.format == "mevis" and split_has_masks(config.data.root, split)
     out, png_dir = _output_paths(out_dir, png_dir, needs_pngs=submission is not None or mevis)
     check_segmentor(segmentor, config.model)
-    print_segmentor_note(segmentor, config)
+    print_segmentor_note(segmentor, config, by_default)
     rows = _shard_rows(config, split, need_embeddings=boxes == "model" or segmentor == "sam")
     if not rows:
         raise DataError(f"{location(config.data.shards) / split}: lists no shards")
@@ -265,7 +279,12 @@ def evaluate_parser(description: str | None) -> argparse.ArgumentParser:
         help="prompt boxes: the trained model, the ground truth (oracle), or a random object's ground truth (sentence-blind)",
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder or file, or mlflow:<run_id> (with --boxes model)")
-    parser.add_argument("--segmentor", default="grabcut", choices=sorted(SEGMENTORS), help="box -> mask backend")
+    parser.add_argument(
+        "--segmentor",
+        default=None,
+        choices=sorted(SEGMENTORS),
+        help="box -> mask backend (default: sam when model.sam_checkpoint gives SAM weights, else grabcut)",
+    )
     parser.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     parser.add_argument("--out", required=True, help="folder for metrics.parquet and summary.json")
     parser.add_argument("--png-dir", default=None, help="also write DAVIS palette PNGs <dir>/<video>/<exp_id>/<frame>.png")
