@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from groprompt.errors import DataError, UserError
-from groprompt.stages.runner import exit_code_of
+from groprompt.stages.runner import USER_ERROR_EXIT, describe, exit_code_of
 
 
 def _eval_masks(args: argparse.Namespace) -> int:
@@ -39,9 +39,25 @@ def _eval_mevis(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from groprompt.data.formats import dataset_summary
 
+    if args.check:
+        return _check(args)
     summary = dataset_summary(args.format, args.root, args.split)
     print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Every refusal the shard stage would make, one ``error:`` line each on stderr, then a count; writes nothing.
+    Exit code 2 when any video is refused (a broken annotation file stops the check as it stops the stage)."""
+    from groprompt.data.shards import shard_refusals, shard_videos
+
+    videos = shard_videos(args.format, args.root, args.split)
+    refused = 0
+    for error in shard_refusals(videos):
+        print(f"error: {describe(error)}", file=sys.stderr, flush=True)
+        refused += 1
+    print(f"{args.root}: {len(videos)} videos of split {videos[0].split} checked, {refused} refused by the shard stage")
+    return USER_ERROR_EXIT if refused else 0
 
 
 def _make_refshapes(args: argparse.Namespace) -> int:
@@ -104,11 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_eval_masks)
 
-    p = commands.add_parser("inspect", help="count videos, expressions and frames of a benchmark")
+    p = commands.add_parser("inspect", help="count videos, expressions and frames of a benchmark, or check it for the shard stage")
     p.add_argument("format", help="ref-youtube-vos | ref-davis17 | a2d-sentences | jhmdb-sentences | mevis | refshapes")
     p.add_argument("root", help="the dataset folder (or annotation file for annotation-only counts)")
     p.add_argument("--split", default=None, help="default: the benchmark's evaluation split")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument(
+        "--check",
+        action="store_true",
+        help="decode every frame and annotation as the shard stage does, and list each video it would refuse (one line "
+        "each, exit code 2 if any); writes nothing",
+    )
     p.set_defaults(run=_inspect)
 
     p = commands.add_parser("make-refshapes", help="generate the RefShapes synthetic benchmark")

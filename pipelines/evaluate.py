@@ -17,10 +17,8 @@ import argparse
 import sys
 
 from groprompt.config import Config
-from groprompt.evaluation.box_sources import BOX_SOURCES
-from groprompt.models.segmentors import SEGMENTORS
-from groprompt.stages.evaluate import evaluate, format_summary
-from groprompt.stages.runner import run_stage, stage_parser
+from groprompt.stages.evaluate import evaluate, evaluate_parser, format_summary
+from groprompt.stages.runner import run_stage
 
 
 def work(args: argparse.Namespace, config: Config) -> int:
@@ -44,23 +42,7 @@ def work(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser(__doc__)
-    parser.add_argument(
-        "--boxes",
-        required=True,
-        choices=BOX_SOURCES,
-        help="prompt boxes: the trained model, the ground truth (oracle), or a random object's ground truth (sentence-blind)",
-    )
-    parser.add_argument("--checkpoint", default=None, help="checkpoint folder or file, or mlflow:<run_id> (with --boxes model)")
-    parser.add_argument("--segmentor", default="grabcut", choices=sorted(SEGMENTORS), help="box -> mask backend")
-    parser.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
-    parser.add_argument("--out", required=True, help="folder for metrics.parquet and summary.json")
-    parser.add_argument("--png-dir", default=None, help="also write DAVIS palette PNGs <dir>/<video>/<exp_id>/<frame>.png")
-    parser.add_argument("--submission", default=None, help="also write the server's submission zip (Ref-YouTube-VOS, MeViS)")
-    parser.add_argument("--run-id", default=None, help="log into this MLflow run (default: create one)")
-    parser.add_argument("--run-name", default=None, help="name of the created MLflow run")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    return run_stage(parser, argv, work)
+    return run_stage(evaluate_parser(__doc__), argv, work)
 
 
 if __name__ == "__main__":

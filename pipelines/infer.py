@@ -25,10 +25,8 @@ import argparse
 import sys
 
 from groprompt.config import Config
-from groprompt.models.segmentors import SEGMENTORS
-from groprompt.stages.infer import infer
-from groprompt.stages.runner import run_stage, stage_parser
-from groprompt.viz.overlay_videos import OVERLAY_FORMATS
+from groprompt.stages.infer import infer, infer_parser
+from groprompt.stages.runner import run_stage
 
 
 def work(args: argparse.Namespace, config: Config) -> int:
@@ -61,18 +59,7 @@ def work(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser(__doc__)
-    parser.add_argument("--videos", nargs="+", required=True, help="folder of videos / frame folders, a .txt list, or paths")
-    parser.add_argument("--queries", required=True, help="CSV (video,query) or JSONL file")
-    parser.add_argument("--out", required=True, help="output folder")
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="checkpoint folder or file, or mlflow:<run_id>")
-    model.add_argument("--random-model", action="store_true", help="UNTRAINED random proposal generator (smoke tests)")
-    parser.add_argument("--segmentor", default="sam", choices=sorted(SEGMENTORS), help="box -> mask backend")
-    parser.add_argument("--png", action="store_true", help="also write DAVIS palette PNGs per (video, query)")
-    parser.add_argument("--overlay", choices=OVERLAY_FORMATS, default=None, help="also write an overlay video per (video, query)")
-    parser.add_argument("--encode-batch", type=int, default=4, help="frames per SAM encoder pass")
-    return run_stage(parser, argv, work)
+    return run_stage(infer_parser(__doc__), argv, work)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         "--masks", dest="masks", action="store_true", default=None, help="evaluation shards (default unless the split is data.split)"
     )
     masks.add_argument("--no-masks", dest="masks", action="store_false", help="training shards: boxes only")
-    parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable videos, listing them as rejected")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out bad videos, each named with its reason on the terminal and under 'rejected' in the manifest's metadata",
+    )
     return run_stage(parser, argv, lambda args, config: shard_split(config, args.split, args.masks, args.skip_bad))
 
 

@@ -7,7 +7,8 @@ objects: ``sample_groups``),
 ``<key>.<i>.jpg`` (frame i of the window, longest side capped) and, in evaluation shards only,
 ``<key>.<i>.png`` (the frame's object-id mask at original size). Member names never hold a path.
 
-Writing decodes and checks every frame and annotation of a video before storing any of it; ``check_shard``
+Writing decodes and checks every frame and annotation of a video before storing any of it (``check_video`` makes the
+same checks and writes nothing); ``check_shard``
 refuses a shard (frame or embedding shard) whose file is not the one its manifest row describes.
 """
 
@@ -19,14 +20,16 @@ import itertools
 import json
 import re
 import tarfile
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
 
+from groprompt.data.formats import read_videos
 from groprompt.data.formats.common import decoded_image, image_bytes
 from groprompt.data.records import BoxXYXY, Video, check_objects_annotated, checked_mask, frame_boxes
 from groprompt.errors import DataError
@@ -106,6 +109,15 @@ def stored_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     """Frame size after capping the longest side at ``max_side`` (never upscaled)."""
     scale = min(1.0, max_side / max(height, width, 1))
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def shard_videos(format: str, root: str | Path, split: str | None) -> list[Video]:
+    """The videos the shard stage reads from a split (masks are read as shards are written); a ``DataError`` naming the
+    root when there is none."""
+    videos = list(read_videos(format, root, split, with_boxes=False))
+    if not videos:
+        raise DataError(f"{root}: no videos for format {format}, split {split}")
+    return videos
 
 
 def plan_shards(videos: list[Video], settings: ShardSettings) -> list[ShardPlan]:
@@ -209,12 +221,35 @@ def _windows_by_video(plan: ShardPlan) -> Iterator[tuple[Video, list[tuple[int, 
 
 
 def _video_members(video: Video, windows: list[tuple[int, int]], settings: ShardSettings) -> list[tuple[str, bytes]]:
-    """The members of some windows of a video, after decoding and checking every frame and annotation of the WHOLE
-    video: a frame or mask that does not decode, a size that is not the video's, an expression whose object is in
-    no annotated frame. Checking the whole video keeps or refuses a video cut between two shards alike in both."""
+    """The members of some windows of a video, after checking the WHOLE video (``_checked_video``): a video cut
+    between two shards is kept or refused alike in both."""
+    stored = _checked_video(video, settings, {t for start, end in windows for t in range(start, end)})
+    return [member for start, end in windows for member in _sample_members(video, start, [stored[t] for t in range(start, end)], settings)]
+
+
+def check_video(video: Video) -> None:
+    """Refuse, with the ``DataError`` that writing its shards would raise (naming the file and the problem), a video the
+    shard stage cannot store; decodes every frame and annotation and keeps nothing (the checks do not depend on the
+    layout, ``ShardSettings``)."""
+    _checked_video(video, ShardSettings(), frozenset())
+
+
+def shard_refusals(videos: Iterable[Video]) -> Iterator[DataError]:
+    """The refusal of each video the shard stage would refuse (``--skip-bad`` would leave out), in order."""
+    for video in videos:
+        try:
+            check_video(video)
+        except DataError as error:
+            yield error
+
+
+def _checked_video(video: Video, settings: ShardSettings, wanted: Container[int]) -> dict[int, _StoredFrame]:
+    """Decode and check every frame and annotation of the WHOLE video, a ``DataError`` naming the file otherwise: an id
+    that cannot name a shard member, a frame or mask that does not decode, a size that is not the video's, an
+    expression whose object is in no annotated frame. Returns the stored form of the frames ``wanted``."""
+    sample_key(video, 0)
     if video.frames is None:
         raise DataError(f"{video.describe()}: no frames on disk")
-    wanted = {t for start, end in windows for t in range(start, end)}
     stored: dict[int, _StoredFrame] = {}
     boxes: dict[int, list[BoxXYXY | None]] = {obj: [] for obj in video.boxed_ids}
     for t in range(len(video.frame_names)):
@@ -227,7 +262,7 @@ def _video_members(video: Video, windows: list[tuple[int, int]], settings: Shard
             png = _encoded_mask(ids, video.height, video.width) if settings.with_masks else None
             stored[t] = _StoredFrame(jpeg, found, ids is not None, png)
     check_objects_annotated(video, boxes)
-    return [member for start, end in windows for member in _sample_members(video, start, [stored[t] for t in range(start, end)], settings)]
+    return stored
 
 
 def _sample_members(video: Video, start: int, frames: list[_StoredFrame], settings: ShardSettings) -> Iterator[tuple[str, bytes]]:

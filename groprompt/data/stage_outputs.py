@@ -10,11 +10,9 @@ from typing import Any
 
 import groprompt
 from groprompt.data.embeddings import FrameEncoder, embed_shard
-from groprompt.data.formats import read_videos
 from groprompt.data.manifest import MANIFEST, read_manifest, write_manifest
 from groprompt.data.records import Video
-from groprompt.data.shards import ShardSettings, plan_shards, write_shard
-from groprompt.errors import DataError
+from groprompt.data.shards import ShardSettings, plan_shards, shard_videos, write_shard
 from groprompt.files import Location, location, sha256_file
 
 MANIFEST_COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")
@@ -54,9 +52,7 @@ def write_embedding_manifest(out: Location, frames_manifest: Location, records: 
 
 def shard_here(format: str, root: str | Path, split: str, out: str | Location, settings: ShardSettings) -> Location:
     """The shard stage's work for one split, in this process; returns the manifest's path."""
-    videos = list(read_videos(format, root, split, with_boxes=False))
-    if not videos:
-        raise DataError(f"{root}: no videos for format {format}, split {split}")
+    videos = shard_videos(format, root, split)
     out = location(out)
     out.mkdir(parents=True, exist_ok=True)
     return write_shard_manifest(

@@ -6,6 +6,7 @@ protocols)."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from contextlib import nullcontext
@@ -30,6 +31,7 @@ from groprompt.files import Location, atomic_path, local_file, location, output_
 from groprompt.mask_io import write_submission_zip
 from groprompt.models.frozen import frozen_sam
 from groprompt.models.segmentors import SEGMENTORS, Segmentor, VideoSegmentor, build_segmentor, check_segmentor
+from groprompt.stages.runner import stage_parser
 from groprompt.tracking import run_status, start_run, with_tracking_uri
 
 if TYPE_CHECKING:
@@ -42,18 +44,29 @@ GRABCUT_NOTE = (
 )
 
 
-def check_choices(boxes: str, segmentor: str, checkpoint: str | None) -> None:
-    """ConfigError unless the box source and the segmentor are known and model boxes have a checkpoint."""
+def check_choices(boxes: str, segmentor: str | None, checkpoint: str | None) -> None:
+    """ConfigError unless the box source and the segmentor (None: ``default_segmentor``) are known and model boxes have
+    a checkpoint."""
     if boxes not in BOX_SOURCES:
         raise ConfigError(f"unknown box source {boxes!r}; known: {list(BOX_SOURCES)}")
-    if segmentor not in SEGMENTORS:
+    if segmentor is not None and segmentor not in SEGMENTORS:
         raise ConfigError(f"unknown segmentor {segmentor!r}; known: {sorted(SEGMENTORS)}")
     if boxes == "model" and not checkpoint:
         raise ConfigError("boxes 'model' need a checkpoint (--checkpoint: a folder, a file, or mlflow:<run_id>)")
 
 
-def print_segmentor_note(segmentor: str, config: Config) -> None:
-    """Say when the masks are not SAM's (GrabCut) or come from a SAM without weights."""
+def default_segmentor(model: ModelConfig) -> str:
+    """The segmentor when none is named: ``sam`` when the configuration gives SAM weights (``model.sam_checkpoint``),
+    else ``grabcut``, which needs none."""
+    return "sam" if model.sam_checkpoint else "grabcut"
+
+
+def print_segmentor_note(segmentor: str, config: Config, by_default: bool) -> None:
+    """Say which segmentor the default chose and why, and when the masks are not SAM's (GrabCut) or come from a SAM
+    without weights."""
+    if by_default:
+        weights = f"is {config.model.sam_checkpoint}" if config.model.sam_checkpoint else "is not set"
+        print(f"segmentor {segmentor}: the default, as model.sam_checkpoint {weights} (--segmentor names another)", flush=True)
     if segmentor == "grabcut":
         print(GRABCUT_NOTE, flush=True)
     elif segmentor == "sam" and not config.model.sam_checkpoint:
@@ -153,7 +166,7 @@ def evaluate(
     config: Config,
     boxes: str,
     checkpoint: str | None = None,
-    segmentor: str = "grabcut",
+    segmentor: str | None = None,
     split: str | None = None,
     out_dir: str | Path = "work/eval",
     png_dir: str | Path | None = None,
@@ -162,7 +175,8 @@ def evaluate(
     track: bool = True,
     run_name: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one box source + segmentor on a split (Ray must be initialised); returns the summary.
+    """Evaluate one box source + segmentor on a split (Ray must be initialised); returns the summary. Without
+    ``segmentor``, ``default_segmentor`` chooses from the model configuration (a trained model's, with model boxes).
 
     The summary (``groprompt.evaluation.aggregate.summarize``) also carries ``seconds``, ``metrics`` (the parquet
     path), ``boxes``, ``segmentor``, ``split``, ``checkpoint`` and ``run_id`` (None without tracking). ``run_id``
@@ -180,17 +194,19 @@ def evaluate(
     check_choices(boxes, segmentor, checkpoint)
     config = with_tracking_uri(config)
     split = split or config.data.val_split
-    settings = {"boxes": boxes, "segmentor": segmentor, "split": split, "checkpoint": checkpoint}
-    if run_id is not None:
-        unlogged_params(run_id, eval_params(settings), config.runtime.tracking_uri)  # refuse a conflicting run before the work
     weights = None
     if boxes == "model":
         weights = load_trained(str(checkpoint), config.runtime.tracking_uri)
         config = with_model_of(config, weights)
+    by_default = segmentor is None
+    segmentor = segmentor or default_segmentor(config.model)
+    settings = {"boxes": boxes, "segmentor": segmentor, "split": split, "checkpoint": checkpoint}
+    if run_id is not None:
+        unlogged_params(run_id, eval_params(settings), config.runtime.tracking_uri)  # refuse a conflicting run before the work
     mevis = config.data.format == "mevis" and split_has_masks(config.data.root, split)
     out, png_dir = _output_paths(out_dir, png_dir, needs_pngs=submission is not None or mevis)
     check_segmentor(segmentor, config.model)
-    print_segmentor_note(segmentor, config)
+    print_segmentor_note(segmentor, config, by_default)
     rows = _shard_rows(config, split, need_embeddings=boxes == "model" or segmentor == "sam")
     if not rows:
         raise DataError(f"{location(config.data.shards) / split}: lists no shards")
@@ -251,3 +267,29 @@ def format_summary(summary: dict[str, Any]) -> str:
     for kind, values in summary.get("by_kind", {}).items():
         lines.append(f"  {kind}: {values['n_expressions']} expressions, J&F {pct(values['JF'])}, box IoU {pct(values['box_iou'])}")
     return "\n".join(lines)
+
+
+def evaluate_parser(description: str | None) -> argparse.ArgumentParser:
+    """The parser of ``pipelines/evaluate.py``: ``stage_parser`` and the stage's flags."""
+    parser = stage_parser(description)
+    parser.add_argument(
+        "--boxes",
+        required=True,
+        choices=BOX_SOURCES,
+        help="prompt boxes: the trained model, the ground truth (oracle), or a random object's ground truth (sentence-blind)",
+    )
+    parser.add_argument("--checkpoint", default=None, help="checkpoint folder or file, or mlflow:<run_id> (with --boxes model)")
+    parser.add_argument(
+        "--segmentor",
+        default=None,
+        choices=sorted(SEGMENTORS),
+        help="box -> mask backend (default: sam when model.sam_checkpoint gives SAM weights, else grabcut)",
+    )
+    parser.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
+    parser.add_argument("--out", required=True, help="folder for metrics.parquet and summary.json")
+    parser.add_argument("--png-dir", default=None, help="also write DAVIS palette PNGs <dir>/<video>/<exp_id>/<frame>.png")
+    parser.add_argument("--submission", default=None, help="also write the server's submission zip (Ref-YouTube-VOS, MeViS)")
+    parser.add_argument("--run-id", default=None, help="log into this MLflow run (default: create one)")
+    parser.add_argument("--run-name", default=None, help="name of the created MLflow run")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    return parser

@@ -8,6 +8,7 @@ videos are verified on the driver first, so a complete re-run starts no actor.
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -25,7 +26,9 @@ from groprompt.inference.queries import InputError, Query, group_queries, read_q
 from groprompt.inference.sources import VideoSource, discover_videos
 from groprompt.inference.video import OutputOptions, VideoResult, infer_video, masks_path, output_fingerprint, verified_rows
 from groprompt.models.segmentors import SEGMENTORS, check_segmentor
+from groprompt.stages.runner import stage_parser
 from groprompt.tracking import with_tracking_uri
+from groprompt.viz.overlay_videos import OVERLAY_FORMATS
 
 ERRORS = "errors.parquet"
 SUMMARY = "summary.json"
@@ -221,3 +224,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{summary['done']} videos done, {summary['skipped']} skipped, {summary['failed']} failed, {summary['errors']} errors; "
         f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['frames_per_s']} frames/s); manifest {summary['manifest']}"
     )
+
+
+def infer_parser(description: str | None) -> argparse.ArgumentParser:
+    """The parser of ``pipelines/infer.py``: ``stage_parser`` and the stage's flags."""
+    parser = stage_parser(description)
+    parser.add_argument("--videos", nargs="+", required=True, help="folder of videos / frame folders, a .txt list, or paths")
+    parser.add_argument("--queries", required=True, help="CSV (video,query) or JSONL file")
+    parser.add_argument("--out", required=True, help="output folder")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="checkpoint folder or file, or mlflow:<run_id>")
+    model.add_argument("--random-model", action="store_true", help="UNTRAINED random proposal generator (smoke tests)")
+    parser.add_argument("--segmentor", default="sam", choices=sorted(SEGMENTORS), help="box -> mask backend")
+    parser.add_argument("--png", action="store_true", help="also write DAVIS palette PNGs per (video, query)")
+    parser.add_argument("--overlay", choices=OVERLAY_FORMATS, default=None, help="also write an overlay video per (video, query)")
+    parser.add_argument("--encode-batch", type=int, default=4, help="frames per SAM encoder pass")
+    return parser

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from groprompt.config import Config, DataConfig
-from groprompt.data.formats import read_videos
-from groprompt.data.shards import ShardSettings, plan_shards, write_shard
+from groprompt.data.shards import ShardSettings, plan_shards, shard_videos, write_shard
 from groprompt.data.stage_outputs import write_shard_manifest
-from groprompt.errors import DataError
 from groprompt.files import Location, check_writable, location
 
 
@@ -31,9 +31,7 @@ def shard_dataset(
     out = location(out)
     check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
-    videos = list(read_videos(format, root, split, with_boxes=False))
-    if not videos:
-        raise DataError(f"{root}: no videos for format {format}, split {split}")
+    videos = shard_videos(format, root, split)
     plans = plan_shards(videos, settings)
     print(f"{len(videos)} videos -> {len(plans)} shards in {out}", flush=True)
 
@@ -43,7 +41,15 @@ def shard_dataset(
     dataset = ray.data.from_items([{"index": plan.index} for plan in plans], override_num_blocks=len(plans))
     records = sorted((row["record"] for row in dataset.map(write, num_cpus=1).take_all()), key=lambda record: record["shard"])
     manifest = write_shard_manifest(out, format, root, videos, settings, records)
+    print(written_report(manifest, records), flush=True)
+    return manifest
+
+
+def written_report(manifest: Location, records: list[dict[str, Any]]) -> str:
+    """What the stage prints once ``manifest`` is written: one line per video left out (``--skip-bad``) with its
+    reason, then the counts and, when videos were left out, where the list of them is kept."""
     rejected = [entry for record in records for entry in record["rejected"]]
     samples, frames = sum(r["n_samples"] for r in records), sum(r["n_frames"] for r in records)
-    print(f"wrote {manifest}: {samples} samples, {frames} frames, {len(rejected)} rejected videos", flush=True)
-    return manifest
+    kept = " (listed with their reasons under 'rejected' in its metadata)" if rejected else ""
+    lines = [f"skipped video {entry['video']}: {entry['reason']}" for entry in rejected]
+    return "\n".join([*lines, f"wrote {manifest}: {samples} samples, {frames} frames, {len(rejected)} rejected videos{kept}"])

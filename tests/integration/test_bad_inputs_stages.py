@@ -75,7 +75,10 @@ def test_skip_bad_lists_the_bad_videos_and_shards_the_rest(
     capsys.readouterr()
     assert shard.main(shard_argv(root, tmp_path / "shards", "--skip-bad")) == 0
     captured = capsys.readouterr()
-    assert "2 rejected videos" in captured.out and not any(line.startswith("error:") for line in captured.err.splitlines())
+    assert not any(line.startswith("error:") for line in captured.err.splitlines())
+    skipped = {line.split()[2].rstrip(":"): line for line in captured.out.splitlines() if line.startswith("skipped video ")}
+    assert {video: str(damaged[video]) in line for video, line in skipped.items()} == {"libby": True, "cows": True}
+    assert "2 rejected videos (listed with their reasons under 'rejected' in its metadata)" in captured.out
     rows, metadata = read_manifest(tmp_path / "shards/valid" / MANIFEST)
     assert {entry["video"]: str(damaged[entry["video"]]) in entry["reason"] for entry in metadata["rejected"]} == {
         "libby": True,

@@ -9,6 +9,7 @@ import pytest
 
 from groprompt.cli import main
 from groprompt.evaluation.report import ablation_report
+from tests.bad_inputs import break_json, point_at_absent_object, remove_png, short_davis
 from tests.helpers import RESULTS
 
 
@@ -58,3 +59,35 @@ def test_eval_masks_task_is_one_of_the_two_davis_tasks(tmp_path: Path, capsys: p
     assert stopped.value.code == 2 and "invalid choice: 'zero-shot'" in capsys.readouterr().err
     assert main(["eval-masks", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path), "--task", "unsupervised"]) == 2
     assert "ground-truth folder is missing" in capsys.readouterr().err
+
+
+def test_inspect_check_lists_each_video_the_shard_stage_would_refuse_and_writes_nothing(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = short_davis(shared_data, tmp_path)
+    damaged = [remove_png(root, "blackswan", index=1), point_at_absent_object(root, "libby")]
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["inspect", "ref-davis17", str(root), "--check"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"error: {damaged[0]}: annotation missing (its video has an annotation folder, and the frame is listed)",
+        f"error: {damaged[1]}: video 'libby': expression '0' (object 7): the object has a mask in none of the video's annotated frames",
+    ]
+    assert captured.out == f"{root}: 2 videos of split valid checked, 2 refused by the shard stage\n"
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_inspect_check_of_a_sound_dataset_exits_0(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = short_davis(shared_data, tmp_path)
+    assert main(["inspect", "ref-davis17", str(root), "--check"]) == 0
+    assert capsys.readouterr() == (f"{root}: 2 videos of split valid checked, 0 refused by the shard stage\n", "")
+
+
+def test_inspect_check_of_a_broken_annotation_file_is_one_line(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = short_davis(shared_data, tmp_path)
+    damaged = break_json(root)
+    assert main(["inspect", "ref-davis17", str(root), "--check"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"error: {damaged}: invalid JSON")

@@ -22,11 +22,20 @@ from groprompt.data.clips import ShardPair, shard_pairs
 from groprompt.data.embeddings import embed_shard
 from groprompt.data.formats import read_videos
 from groprompt.data.manifest import MANIFEST, write_manifest
-from groprompt.data.shards import ShardSample, ShardSettings, check_shard, plan_shards, write_shard
+from groprompt.data.shards import (
+    ShardSample,
+    ShardSettings,
+    check_shard,
+    check_video,
+    plan_shards,
+    shard_refusals,
+    shard_videos,
+    write_shard,
+)
 from groprompt.errors import DataError
 from groprompt.files import sha256_file
 from groprompt.models.sam import FrozenSam
-from tests.bad_inputs import BAD_VIDEO, SOURCE_CASES, BadInput, case, cut_shard, edit_shard, empty_jpeg, short_davis
+from tests.bad_inputs import BAD_VIDEO, SOURCE_CASES, BadInput, case, cut_shard, edit_shard, empty_jpeg, remove_png, short_davis
 
 SETTINGS = ShardSettings(window=4, with_masks=True)  # frames of 854x480 kept as they are: JPEG bytes copied
 MANIFEST_COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")
@@ -92,6 +101,44 @@ def test_readers_refuse_bad_annotations_when_reading_boxes(shared_data: Path, tm
     with pytest.raises(DataError) as caught:
         list(read_videos("ref-davis17", root, "valid", with_boxes=True))
     assert_one_line_naming(caught.value, damaged, case(name).problem)
+
+
+def files_under(folder: Path) -> list[tuple[str, int]]:
+    return sorted((str(path), path.stat().st_size) for path in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("bad", PER_VIDEO, ids=lambda bad: bad.name)
+def test_check_video_refuses_the_bad_video_as_writing_it_would_and_writes_nothing(shared_data: Path, tmp_path: Path, bad: BadInput) -> None:
+    root = short_davis(shared_data, tmp_path)
+    damaged = bad.damage(root)
+    before = files_under(tmp_path)
+    videos = {video.video_id: video for video in shard_videos("ref-davis17", root, "valid")}
+    check_video(videos["blackswan"])
+    with pytest.raises(DataError) as caught:
+        check_video(videos[BAD_VIDEO])
+    assert_one_line_naming(caught.value, damaged, bad.problem)
+    assert files_under(tmp_path) == before
+
+
+def test_shard_refusals_are_one_per_bad_video_in_order(shared_data: Path, tmp_path: Path) -> None:
+    root = short_davis(shared_data, tmp_path)
+    first, second = remove_png(root, "blackswan", index=1), empty_jpeg(root, BAD_VIDEO, index=4)
+    refusals = list(shard_refusals(shard_videos("ref-davis17", root, "valid")))
+    assert len(refusals) == 2
+    assert_one_line_naming(refusals[0], first, "annotation missing")
+    assert_one_line_naming(refusals[1], second, "unreadable image: empty file")
+
+
+def test_a_video_id_that_cannot_name_a_shard_member_is_refused(shared_data: Path, tmp_path: Path) -> None:
+    video = shard_videos("ref-davis17", short_davis(shared_data, tmp_path, ("blackswan",)), "valid")[0]
+    with pytest.raises(DataError, match=r"^video 'black swan': id has characters not allowed in a shard member name$"):
+        check_video(replace(video, video_id="black swan"))
+
+
+def test_a_split_without_videos_is_refused_naming_the_root(shared_data: Path, tmp_path: Path) -> None:
+    root = short_davis(shared_data, tmp_path, ())
+    with pytest.raises(DataError, match=rf"^{re.escape(str(root))}: no videos for format ref-davis17, split valid$"):
+        shard_videos("ref-davis17", root, "valid")
 
 
 def test_a_video_cut_between_two_shards_is_left_out_of_both_and_listed_once(shared_data: Path, tmp_path: Path) -> None:
