@@ -22,7 +22,8 @@ import torch
 from train_throughput import clip_items, precomputed, prepare  # benchmarks/, the script's folder
 
 from groprompt.config import Config, load_config
-from groprompt.data.clips import ClipItem, collate
+from groprompt.data.batches import collate
+from groprompt.data.clips import ClipItem
 from groprompt.data.embeddings import embed_shard
 from groprompt.files import sha256_file
 from groprompt.models.frozen import FrozenEncoders, build_frozen

@@ -50,7 +50,7 @@ from benchmarks.train_throughput import FrameEncoder, clip_items, precomputed, p
 from groprompt.checkpoints import build_trained_model, random_weights
 from groprompt.cluster import init_ray
 from groprompt.config import Config, load_config
-from groprompt.data.clips import ClipBatch
+from groprompt.data.batches import ClipBatch
 from groprompt.data.embeddings import PREFETCH_BATCHES, embed_shard
 from groprompt.data.manifest import read_manifest
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes

@@ -13,10 +13,11 @@ import torch
 
 from groprompt.boxes import box_iou
 from groprompt.config import Config, load_config, with_absolute_paths
-from groprompt.data.clips import referring_expressions, shard_pairs
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.data.shard_pairs import shard_pairs
 from groprompt.data.shards import ShardSettings, read_shard
 from groprompt.data.stage_outputs import embed_here, shard_here
+from groprompt.data.targets import referring_expressions
 from groprompt.evaluation.aggregate import merge_partials, summarize
 from groprompt.evaluation.box_sources import BoxSource, SentenceBlindBoxes, ground_truth_boxes
 from groprompt.evaluation.scoring import evaluate_shards

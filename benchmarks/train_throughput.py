@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from groprompt.config import LossConfig, load_config
-from groprompt.data.clips import ClipItem, clip_refs, collate, sample_items
+from groprompt.data.batches import collate
+from groprompt.data.clips import ClipItem, clip_refs, sample_items
 from groprompt.data.embeddings import embed_shard, read_embedding_shard
 from groprompt.data.formats import read_videos
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from groprompt.boxes import box_iou
-from groprompt.data.clips import referring_expressions
 from groprompt.data.embeddings import read_embedding_shard
 from groprompt.data.records import target_mask
 from groprompt.data.shards import ShardSample, read_shard, sample_groups
+from groprompt.data.targets import referring_expressions
 from groprompt.errors import DataError
 from groprompt.evaluation.aggregate import SAMPLE_COLUMNS, SUM_COLUMNS
 from groprompt.evaluation.box_sources import BoxSource, ground_truth_boxes

@@ -80,7 +80,7 @@ def _shard_rows(config: Config, split: str, need_embeddings: bool) -> list[dict[
     rows, _ = read_manifest(frames_dir / MANIFEST)
     embeddings: dict[str, str] = {}
     if need_embeddings:  # shard_pairs checks frame and embedding shards against their manifests
-        from groprompt.data.clips import shard_pairs
+        from groprompt.data.shard_pairs import shard_pairs
 
         embeddings = {p.frames.name: str(p.embeddings) for p in shard_pairs(config.data, split, frozen_sam(config.model))}
     else:

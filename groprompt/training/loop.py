@@ -14,20 +14,13 @@ from torch import nn
 from groprompt.boxes import box_iou, cxcywh_to_xyxy
 from groprompt.checkpoints import save_payload, training_payload
 from groprompt.config import Config, DataConfig, TrainConfig
-from groprompt.data.clips import (
-    ClipBatch,
-    ClipSource,
-    ShardPair,
-    batches,
-    joined_shard_samples,
-    metadata_of,
-    normalised_boxes,
-    referring_expressions,
-    sample_pixels,
-    shard_pairs,
-)
+from groprompt.data.batches import ClipBatch, batches
+from groprompt.data.clips import ClipSource
 from groprompt.data.formats import check_training_splits
+from groprompt.data.pixels import sample_pixels
+from groprompt.data.shard_pairs import ShardPair, joined_shard_samples, metadata_of, shard_pairs
 from groprompt.data.shards import read_shard
+from groprompt.data.targets import normalised_boxes, referring_expressions
 from groprompt.errors import DataError
 from groprompt.files import location
 from groprompt.models.frozen import FrozenEncoders, build_frozen

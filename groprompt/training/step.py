@@ -7,7 +7,7 @@ from torch import nn
 
 from groprompt.boxes import cxcywh_to_xyxy
 from groprompt.config import LossConfig
-from groprompt.data.clips import ClipBatch
+from groprompt.data.batches import ClipBatch
 from groprompt.losses import box_loss_terms, modalcon_loss, set_loss_terms, textcon_loss, total_loss
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import GroPrompt

@@ -13,8 +13,9 @@ import numpy as np
 
 from groprompt.checkpoints import load_trained, with_model_of
 from groprompt.config import Config
-from groprompt.data.clips import referring_expressions, shard_pairs
+from groprompt.data.shard_pairs import shard_pairs
 from groprompt.data.shards import ShardSample
+from groprompt.data.targets import referring_expressions
 from groprompt.evaluation.box_sources import BoxSource, ModelBoxes, ground_truth_boxes
 from groprompt.evaluation.scoring import paired_samples, sample_frames, segment_boxes
 from groprompt.models.segmentors import Segmentor, VideoSegmentor, build_segmentor, open_stream

@@ -13,8 +13,8 @@ import torch
 from groprompt.boxes import box_iou, cxcywh_to_xyxy
 from groprompt.checkpoints import load_trained
 from groprompt.config import Config, replace
-from groprompt.data.clips import normalised_boxes, referring_expressions
 from groprompt.data.shards import read_shard
+from groprompt.data.targets import normalised_boxes, referring_expressions
 from groprompt.errors import DataError
 from groprompt.stages.sweep import sweep
 from groprompt.stages.train import train

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from groprompt.config import DataConfig
-from groprompt.data.clips import ShardPair, shard_pairs
 from groprompt.data.embeddings import embed_shard
 from groprompt.data.formats import read_videos
 from groprompt.data.manifest import MANIFEST, write_manifest
+from groprompt.data.shard_pairs import ShardPair, shard_pairs
 from groprompt.data.shards import (
     ShardSample,
     ShardSettings,

@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from groprompt.config import DataConfig
-from groprompt.data.clips import ClipBatch, ClipSource, ShardPair, batch_sizes, batches, collate, joined_shard_samples, shard_pairs
+from groprompt.data.batches import ClipBatch, batch_sizes, batches, collate
+from groprompt.data.clips import ClipSource
 from groprompt.data.formats import read_videos
 from groprompt.data.records import Video
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.data.shard_pairs import ShardPair, joined_shard_samples, shard_pairs
 from groprompt.models.sam import FrozenSam
 from tests.helpers import shard_and_embed
 

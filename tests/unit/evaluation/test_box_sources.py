@@ -15,11 +15,11 @@ import torch
 
 from groprompt.checkpoints import TrainedWeights, load_trained
 from groprompt.config import ModelConfig
-from groprompt.data.clips import referring_expressions
 from groprompt.data.embeddings import embed_shard, read_embedding_shard
 from groprompt.data.formats import read_videos
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, plan_shards, read_shard, write_shard
+from groprompt.data.targets import referring_expressions
 from groprompt.errors import CheckpointError
 from groprompt.evaluation.aggregate import merge_partials
 from groprompt.evaluation.box_sources import BOX_SOURCES, ModelBoxes, Prompts, SentenceBlindBoxes

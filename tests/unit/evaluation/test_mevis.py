@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from groprompt.cli import main
-from groprompt.data.clips import normalised_boxes, referring_expressions
 from groprompt.data.formats import read_videos
 from groprompt.data.shards import ShardSettings, plan_shards, read_shard, write_shard
+from groprompt.data.targets import normalised_boxes, referring_expressions
 from groprompt.errors import DataError
 from groprompt.evaluation.aggregate import merge_partials
 from groprompt.evaluation.box_sources import OracleBoxes

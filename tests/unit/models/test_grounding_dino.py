@@ -17,8 +17,11 @@ from torch import nn
 
 from groprompt.checkpoints import build_trained_model, load_trained
 from groprompt.config import Config, LossConfig, ModelConfig, TrainConfig, replace, to_dict
-from groprompt.data.clips import ClipBatch, ClipSource, batches, joined_shard_samples, metadata_of, referring_expressions, shard_pairs
+from groprompt.data.batches import ClipBatch, batches
+from groprompt.data.clips import ClipSource
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.data.shard_pairs import joined_shard_samples, metadata_of, shard_pairs
+from groprompt.data.targets import referring_expressions
 from groprompt.errors import CheckpointError, ConfigError
 from groprompt.evaluation.box_sources import ModelBoxes
 from groprompt.evaluation.scoring import evaluate_shard

@@ -16,9 +16,10 @@ import torch
 
 from groprompt.checkpoints import build_trained_model, load_trained, read_payload
 from groprompt.config import Config, ModelConfig, replace, to_dict
-from groprompt.data.clips import ClipBatch, metadata_of, shard_pairs
+from groprompt.data.batches import ClipBatch
 from groprompt.data.manifest import MANIFEST, read_manifest
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.data.shard_pairs import metadata_of, shard_pairs
 from groprompt.errors import DataError
 from groprompt.evaluation.aggregate import merge_partials
 from groprompt.evaluation.box_sources import ModelBoxes

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from groprompt.config import LossConfig, ModelConfig
-from groprompt.data.clips import ClipBatch
+from groprompt.data.batches import ClipBatch
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import build_model
 from groprompt.models.sam import FrozenSam

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from groprompt.config import Config, ModelConfig, load_config, replace, to_dict
-from groprompt.data.clips import shard_pairs
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
+from groprompt.data.shard_pairs import shard_pairs
 from groprompt.errors import ConfigError, DataError
 from groprompt.models.sam import FrozenSam
 from groprompt.stages.sweep import sweep

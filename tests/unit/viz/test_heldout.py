@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from groprompt.config import load_config
-from groprompt.data.clips import referring_expressions
 from groprompt.data.shards import read_shard
+from groprompt.data.targets import referring_expressions
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import build_model
 from groprompt.viz.heldout import GROUND_TRUTH_COLOR, OVERLAYS_FOLDER, PREDICTED_COLOR, overlay_frame, write_overlays
