@@ -304,12 +304,16 @@ def reference(trained: tuple[Config, FakeSession], frozen: FrozenEncoders) -> Re
             assert all(meta.get("annotated") or [True])  # evaluation scores every frame here, as validation does
             frames = torch.stack([frame_pixels(sample.frame(t), PIXELS) for t in range(len(meta["frame_names"]))])
             scale = [meta["width"], meta["height"]] * 2
-            for e in referring(meta):
+            expressions = referring(meta)
+            with torch.no_grad():  # one row per (expression, frame), expression-major
+                boxes, logits = reference_detection(
+                    generator, frames.repeat(len(expressions), 1, 1, 1), [e["text"] for e in expressions for _ in frames]
+                )
+            for i, e in enumerate(expressions):
                 key = (meta["video_id"], str(e["exp_id"]))
-                with torch.no_grad():
-                    boxes, logits = reference_detection(generator, frames, [e["text"]] * len(frames))
                 for t, truth in enumerate(meta["boxes"][str(e["obj_id"])]):
-                    cx, cy, w, h = boxes[t, int(logits[t].argmax())].tolist()
+                    row = i * len(frames) + t
+                    cx, cy, w, h = boxes[row, int(logits[row].argmax())].tolist()
                     box = [min(max(v, 0.0), 1.0) for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)]
                     result.boxes.setdefault(key, []).append(box)
                     if truth is not None:
