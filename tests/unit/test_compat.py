@@ -1,5 +1,6 @@
 """The torchvision repair: its NMS against a plain reference, and inertness where ops load."""
 
+import numpy as np
 import torch
 
 from groprompt import compat
@@ -46,9 +47,18 @@ def test_libraries_that_need_torchvision_import() -> None:
     import segment_anything  # noqa: F401
     import timm  # noqa: F401
     import torchvision
+    from segment_anything.utils.transforms import ResizeLongestSide
     from transformers import BertModel  # noqa: F401
 
-    assert hasattr(torchvision, "ops")
+    # What the project uses of torchvision through segment_anything (FrozenSam.prepare): torchvision's PIL resize.
+    # A 3 x 6 frame, longest side to 12: scale 2, so (6, 12). Its left half is 0 and its right half 200: the outer
+    # output columns sample input x = 0.25 and 5.75, three columns away from the edge between the halves.
+    frame = np.zeros((3, 6, 3), dtype=np.uint8)
+    frame[:, 3:] = 200
+    resized = ResizeLongestSide(12).apply_image(frame)
+    assert resized.shape == (6, 12, 3) and resized.dtype == np.uint8
+    assert (resized[:, 0] == 0).all() and (resized[:, -1] == 200).all()
+    assert torchvision.transforms.functional.to_pil_image(frame).size == (6, 3)  # PIL: (width, height)
 
 
 def test_inert_where_compiled_ops_load(monkeypatch) -> None:

@@ -1,6 +1,7 @@
 """Configuration loading, merging, overrides and errors."""
 
 import pytest
+import yaml
 
 from groprompt.config import Config, flatten, load_config, replace
 from groprompt.data.formats import check_training_splits
@@ -26,9 +27,65 @@ def test_defaults_chain_and_overrides() -> None:
     assert config.model.sam_checkpoint == "/x/y.pth"
 
 
-def test_every_shipped_file_loads() -> None:
-    for path in CONF.rglob("*.yaml"):
-        assert isinstance(load_config([path]), Config), path
+def written_values(tree: dict, prefix: str = "") -> dict[str, object]:
+    """The leaves of a YAML mapping as ``{"section.key": value}`` (lists as tuples, as the dataclasses hold them)."""
+    leaves: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            leaves.update(written_values(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return leaves
+
+
+def test_every_shipped_file_loads_with_the_values_it_writes() -> None:
+    """Each file's own keys (read here with plain yaml, its ``defaults`` aside) win over its defaults and are loaded as
+    written."""
+    paths = sorted(CONF.rglob("*.yaml"))
+    assert len(paths) >= 15
+    for path in paths:
+        written = yaml.safe_load(path.read_text())
+        written.pop("defaults", None)
+        leaves = written_values(written)
+        assert leaves, path
+        loaded = flatten(load_config([path]))
+        assert {key: loaded[key] for key in leaves} == leaves, path
+
+
+def test_demo_chain_and_overrides_give_the_hand_written_values() -> None:
+    """demo.yaml -> tiny.yaml -> base.yaml, model/tiny.yaml, data/refshapes.yaml: the later file wins, an override wins
+    over every file, and a key no file names keeps the dataclass default."""
+    flat = flatten(load_config([CONF / "demo.yaml"], ["train.lr=0.25", "loss.lambda_v=0", "data.window=5"]))
+    expected = {
+        "model.sam": "tiny",  # model/tiny.yaml over base.yaml's vit_b
+        "model.d_model": 64,  # demo.yaml over model/tiny.yaml's 128 over base.yaml's 256
+        "model.decoder_layers": 2,  # model/tiny.yaml over base.yaml's 6
+        "model.num_heads": 4,  # model/tiny.yaml
+        "model.ffn_dim": 128,  # demo.yaml over model/tiny.yaml's 256
+        "model.num_queries": 10,  # model/tiny.yaml over base.yaml's 50
+        "model.sam_checkpoint": None,  # base.yaml
+        "model.proposal": "sam-decoder",  # no file: the default
+        "loss.lambda_r": 5.0,  # base.yaml
+        "loss.lambda_f": 0.01,  # base.yaml
+        "loss.lambda_v": 0.0,  # the override over base.yaml's 0.1
+        "loss.lambda_conf": 1.0,  # no file: the default
+        "data.format": "refshapes",  # data/refshapes.yaml
+        "data.split": "train-fit",  # demo.yaml over data/refshapes.yaml's train
+        "data.val_split": "train-holdout",  # demo.yaml over data/refshapes.yaml's valid
+        "data.window": 5,  # the override over demo.yaml's 8 over data/refshapes.yaml's 36
+        "data.max_side": 256,  # both write 256
+        "data.shard_bytes": 2097152,  # demo.yaml: 2 MiB
+        "data.clip_len": 2,  # demo.yaml over data/refshapes.yaml's 4
+        "data.embed_dtype": "float16",  # no file: the default
+        "train.epochs": 1,  # demo.yaml over tiny.yaml's 4 over base.yaml's 12
+        "train.lr": 0.25,  # the override over demo.yaml's 2e-3, tiny.yaml's 3e-4, base.yaml's 1e-4
+        "train.batch_size": 16,  # demo.yaml over tiny.yaml's 8
+        "train.num_workers": 2,  # base.yaml
+        "train.weight_decay": 1e-4,  # no file: the default
+        "sweep.lambda_f": (0.0, 0.01),  # no sweep file in the chain: the default
+    }
+    assert {key: flat[key] for key in expected} == expected
+    assert isinstance(flat["train.lr"], float) and isinstance(flat["loss.lambda_v"], float)  # "0" read as a float
 
 
 def test_sweep_lists() -> None:

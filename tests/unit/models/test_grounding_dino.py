@@ -1,5 +1,5 @@
 """The ``grounding-dino`` proposal generator on a tiny random Grounding DINO saved as a pretrained folder: loading and
-its errors, what stays frozen, a short training run without Ray, and evaluation and inference with its checkpoint."""
+its errors, what stays frozen, a short training run without Ray, and its validation and evaluation against plain references."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,13 @@ from groprompt.checkpoints import build_trained_model, load_trained
 from groprompt.config import Config, LossConfig, ModelConfig, TrainConfig, replace, to_dict
 from groprompt.data.batches import ClipBatch, batches
 from groprompt.data.clips import ClipSource
+from groprompt.data.pixels import frame_pixels
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
-from groprompt.data.shard_pairs import joined_shard_samples, metadata_of, shard_pairs
+from groprompt.data.shard_pairs import metadata_of, shard_pairs
+from groprompt.data.shards import read_shard
 from groprompt.data.targets import referring_expressions
 from groprompt.errors import CheckpointError, ConfigError
-from groprompt.evaluation.box_sources import ModelBoxes
+from groprompt.evaluation.box_sources import ModelBoxes, Prompts
 from groprompt.evaluation.scoring import evaluate_shard
 from groprompt.inference.predictor import Predictor
 from groprompt.inference.video import predict_video
@@ -253,7 +256,6 @@ def test_grounding_dino_training_lowers_the_loss(trained: tuple[Config, FakeSess
     assert last["loss_total"] < first["loss_total"]
     assert last["loss_l1"] < first["loss_l1"]
     assert last["loss_select"] == 0  # no query-selection term: the detector keeps its own
-    assert all(0 <= report["val_box_iou"] <= 1 for report in session.reports)
     assert len(session.checkpoints) == 3
 
 
@@ -266,29 +268,141 @@ def test_grounding_dino_clips_carry_resized_frames(trained: tuple[Config, FakeSe
     assert next(batches(without.items(seed=0), without.count, 4, 1)).pixels is None
 
 
-def test_grounding_dino_checkpoint_evaluates_as_inference_predicts(trained: tuple[Config, FakeSession], frozen: FrozenEncoders) -> None:
+def plain_iou(a: list[float], b: list[float]) -> float:
+    """IoU of two xyxy boxes, in plain Python."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_plain_iou_by_hand() -> None:
+    # [0, 0, 4, 2] and [2, 0, 6, 2]: intersection 2 x 2 = 4, union 8 + 8 - 4 = 12
+    assert plain_iou([0, 0, 4, 2], [2, 0, 6, 2]) == pytest.approx(1 / 3)
+    assert plain_iou([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0
+
+
+def referring(meta: dict) -> list[dict]:
+    """The sample's expressions about an object that has boxes, read from its JSON by hand."""
+    return [e for e in meta["expressions"] if e["obj_id"] is not None and str(e["obj_id"]) in meta["boxes"]]
+
+
+@dataclass
+class Reference:
+    """The last checkpoint's top boxes by the transformers detector itself, and their IoUs, computed in plain Python."""
+
+    boxes: dict[tuple[str, str], list[list[float]]]  # (video, exp_id) -> per frame, xyxy normalised, clipped to the frame
+    ious: dict[tuple[str, str], list[float]]  # (video, exp_id) -> IoU on each frame where its object has a box
+
+
+@pytest.fixture(scope="module")
+def reference(trained: tuple[Config, FakeSession], frozen: FrozenEncoders) -> Reference:
+    """Each (expression, frame) row of the validation shards through the detector (``reference_detection``), its most
+    confident query's box clipped to the frame, against the ground-truth box of the shard's JSON."""
+    config, session = trained
+    weights = load_trained(session.checkpoints[max(session.checkpoints)], "")
+    _, model = build_trained_model(config.model, weights, frozen)
+    generator = model.proposal.eval()
+    result = Reference({}, {})
+    for pair in shard_pairs(config.data, "valid", frozen.sam):
+        for sample in read_shard(pair.frames, with_images=True):
+            meta = sample.meta
+            assert all(meta.get("annotated") or [True])  # evaluation scores every frame here, as validation does
+            frames = torch.stack([frame_pixels(sample.frame(t), PIXELS) for t in range(len(meta["frame_names"]))])
+            scale = [meta["width"], meta["height"]] * 2
+            expressions = referring(meta)
+            with torch.no_grad():  # one row per (expression, frame), expression-major
+                boxes, logits = reference_detection(
+                    generator, frames.repeat(len(expressions), 1, 1, 1), [e["text"] for e in expressions for _ in frames]
+                )
+            for i, e in enumerate(expressions):
+                key = (meta["video_id"], str(e["exp_id"]))
+                for t, truth in enumerate(meta["boxes"][str(e["obj_id"])]):
+                    row = i * len(frames) + t
+                    cx, cy, w, h = boxes[row, int(logits[row].argmax())].tolist()
+                    box = [min(max(v, 0.0), 1.0) for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)]
+                    result.boxes.setdefault(key, []).append(box)
+                    if truth is not None:
+                        result.ious.setdefault(key, []).append(plain_iou(box, [v / s for v, s in zip(truth, scale)]))
+    assert len(result.ious) >= 8
+    return result
+
+
+def test_grounding_dino_val_box_iou_is_the_checkpoints_mean_iou_over_expressions(
+    trained: tuple[Config, FakeSession], reference: Reference
+) -> None:
+    """The last epoch's val_box_iou: the mean over expressions of each one's mean IoU over its frames, of the weights of
+    that epoch's checkpoint."""
+    _, session = trained
+    expected = sum(sum(v) / len(v) for v in reference.ious.values()) / len(reference.ious)
+    assert session.reports[-1]["val_box_iou"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_grounding_dino_checkpoint_evaluates_and_predicts_the_reference_boxes(
+    trained: tuple[Config, FakeSession], frozen: FrozenEncoders, reference: Reference
+) -> None:
     config, session = trained
     weights = load_trained(session.checkpoints[max(session.checkpoints)], "")
     _, model = build_trained_model(config.model, weights, frozen)
     assert type(model.proposal).__name__ == "GroundingDinoGenerator"
-    boxes = ModelBoxes(model, frozen)
     shards = Path(config.data.shards) / "valid"
     rows = [
         row
         for path in sorted(shards.glob("*.tar"))
-        for row in evaluate_shard(path, Path(config.data.embeddings) / "valid" / path.name, boxes, build_segmentor("box"))
+        for row in evaluate_shard(
+            path, Path(config.data.embeddings) / "valid" / path.name, ModelBoxes(model, frozen), build_segmentor("box")
+        )
     ]
-    assert rows and all(row["n_box_frames"] > 0 for row in rows)
-    assert sum(row["box_iou_sum"] for row in rows) > 0
+    got = {(row["video"], row["exp_id"]): (row["box_iou_sum"], row["n_box_frames"]) for row in rows}
+    assert len(got) == len(rows) and got.keys() == reference.ious.keys()
+    for key, ious in reference.ious.items():
+        assert got[key][1] == len(ious), key
+        assert got[key][0] == pytest.approx(sum(ious), abs=1e-4), key
 
-    pair = shard_pairs(config.data, "valid", frozen.sam)[0]
-    sample, embedding, _ = next(joined_shard_samples(pair, with_images=True))
-    expressions = referring_expressions(sample.meta)
+    sample = next(read_shard(shard_pairs(config.data, "valid", frozen.sam)[0].frames, with_images=True))
+    expressions = referring(sample.meta)
     frames = [sample.frame(t) for t in range(len(sample.meta["frame_names"]))]
-    evaluated = ModelBoxes(model, frozen).prompts(sample.meta, expressions, embedding, frames).boxes
     predictor = Predictor(frozen, model, build_segmentor("box"), "box", weights.model_id)
     predicted = predict_video(predictor, zip(sample.meta["frame_names"], frames), [e["text"] for e in expressions])
-    np.testing.assert_allclose(np.stack([p.boxes for p in predicted], axis=1), evaluated, atol=1e-4, rtol=0)
+    scale = np.array([sample.meta["width"], sample.meta["height"]] * 2)
+    expected = np.array([reference.boxes[(sample.meta["video_id"], str(e["exp_id"]))] for e in expressions]) * scale
+    np.testing.assert_allclose(np.stack([p.boxes[:, 0] for p in predicted], axis=1), expected, atol=1e-3, rtol=0)
+
+
+class WidenedGroundTruth:
+    """A box source of known predictions: each expression's ground-truth box made twice as wide (x2 moved right by
+    the box's width), and no box at all on frame 0."""
+
+    needs_embeddings = False
+    needs_frames = False
+
+    def prompts(self, meta: dict, expressions: list[dict], embeddings: object, frames: object = None) -> Prompts:
+        boxes = np.full((len(expressions), len(meta["frame_names"]), 4), np.nan)
+        for i, e in enumerate(expressions):
+            for t, box in enumerate(meta["boxes"].get(str(e["obj_id"]), [])):
+                if box is not None and t > 0:
+                    x1, y1, x2, y2 = box
+                    boxes[i, t] = [x1, y1, x2 + (x2 - x1), y2]
+        return Prompts(boxes[:, :, None], np.isfinite(boxes).all(-1).astype(np.float64)[:, :, None])
+
+
+def test_evaluation_of_a_known_prediction_gives_the_known_box_iou(trained: tuple[Config, FakeSession]) -> None:
+    """A box twice as wide as the ground truth and holding it has IoU w h / (2 w h) = 1/2; a frame without a box 0: an
+    expression's box_iou_sum is 1/2 per frame after the first where its object has a box."""
+    config, _ = trained
+    shards = Path(config.data.shards) / "valid"
+    rows = [
+        row for path in sorted(shards.glob("*.tar")) for row in evaluate_shard(path, None, WidenedGroundTruth(), build_segmentor("box"))
+    ]
+    expected = {}
+    for path in sorted(shards.glob("*.tar")):
+        for sample in read_shard(path, with_images=False):
+            for e in referring(sample.meta):
+                present = [box is not None for box in sample.meta["boxes"][str(e["obj_id"])]]
+                expected[(sample.meta["video_id"], str(e["exp_id"]))] = (0.5 * sum(present[1:]), sum(present))
+    assert any(total < n / 2 for total, n in expected.values())  # frame 0 counts in the frames, not in the sum
+    got = {(row["video"], row["exp_id"]): (row["box_iou_sum"], row["n_box_frames"]) for row in rows}
+    assert got.keys() == expected.keys() and len(rows) == len(expected)
+    for key, (total, count) in expected.items():
+        assert got[key][0] == pytest.approx(total, rel=1e-9) and got[key][1] == count, key
 
 
 def test_grounding_dino_reads_frames_only_of_the_samples_a_rank_uses(

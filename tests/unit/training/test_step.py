@@ -68,10 +68,62 @@ def test_one_step_lowers_the_loss_and_trains_only_the_generator(frozen: FrozenEn
         assert torch.equal(p, frozen_before[name]), name
 
 
-def test_contrastive_terms_switch_off(frozen: FrozenEncoders) -> None:
-    model = build_model(MODEL, frozen)
-    terms = compute_losses(model, frozen, random_batch(frozen), LossConfig(textcon=False, modalcon=False))
+def plain_giou(a: list[float], b: list[float]) -> float:
+    """Generalised IoU of two cxcywh boxes, in plain Python."""
+    ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    hull = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
+    return inter / union - (hull - union) / hull
+
+
+def test_plain_giou_by_hand() -> None:
+    # [0, 0, 2, 2] and [1, 1, 3, 3]: intersection 1, union 4 + 4 - 1 = 7, hull 3 x 3 = 9: 1/7 - 2/9
+    assert plain_giou([1, 1, 2, 2], [2, 2, 2, 2]) == pytest.approx(1 / 7 - 2 / 9)
+
+
+def test_box_terms_and_total_against_a_plain_reference_with_contrastive_terms_off(frozen: FrozenEncoders) -> None:
+    """L1 and GIoU of the final level's top-confidence query per frame, summed over frames, averaged over the 2B rows
+    (sentences, then their partners) with a box: the last partner has none, so 5 of the 6 rows count."""
+    torch.manual_seed(0)
+    model = build_model(MODEL, frozen).eval()
+    batch = random_batch(frozen)
+    config = LossConfig(textcon=False, modalcon=False)
+    calls = []
+    run = model.proposal.run
+
+    def recorded_run(*args: object, **kwargs: object) -> object:  # the generator's outputs that the losses read
+        calls.append((args, run(*args, **kwargs)))
+        return calls[-1][1]
+
+    model.proposal.run = recorded_run
+    terms = compute_losses(model, frozen, batch, config)
     assert "textcon" not in terms and "modalcon" not in terms
+    [(args, (outputs, _))] = calls
+    assert args[3] == batch.sentences + batch.negatives
+    targets = torch.cat([batch.boxes, batch.negative_boxes]).tolist()
+    valid = torch.cat([batch.valid, batch.negative_valid]).tolist()
+    l1_rows, giou_rows = [], []
+    for row in range(len(targets)):
+        if not any(valid[row]):
+            continue
+        l1_sum = giou_sum = 0.0
+        for t, output in enumerate(outputs):
+            if not valid[row][t]:
+                continue
+            logits = output.logits[-1, row].tolist()
+            box = output.boxes[-1, row, max(range(len(logits)), key=logits.__getitem__)].tolist()
+            l1_sum += sum(abs(p - q) for p, q in zip(box, targets[row][t]))
+            giou_sum += 1 - plain_giou(box, targets[row][t])
+        l1_rows.append(l1_sum)
+        giou_rows.append(giou_sum)
+    assert len(l1_rows) == 5
+    assert terms["l1"].item() == pytest.approx(sum(l1_rows) / 5, rel=1e-5)
+    assert terms["giou"].item() == pytest.approx(sum(giou_rows) / 5, rel=1e-5)
+    # eq. 4 without the contrastive terms, paper weights lambda_r = 5, lambda_g = 2, the others 1
+    expected_total = 5 * terms["l1"] + 2 * terms["giou"] + terms["conf"] + terms["select"] + terms["aux"]
+    assert terms["total"].item() == pytest.approx(expected_total.item(), rel=1e-6)
 
 
 def test_predict_boxes_are_the_most_confident_queries_with_their_sigmoid_scores(frozen: FrozenEncoders) -> None:

@@ -11,13 +11,16 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from groprompt.config import Config, ModelConfig, load_config, replace, to_dict
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shard_pairs import shard_pairs
+from groprompt.data.shards import read_shard
 from groprompt.errors import ConfigError, DataError
 from groprompt.models.sam import FrozenSam
 from groprompt.stages.sweep import sweep
@@ -36,6 +39,25 @@ def without_object_ids(data: Path) -> None:
         for expression in video["expressions"].values():
             expression.pop("obj_id")
     meta.write_text(json.dumps(content))
+
+
+def one_box_only(data: Path) -> None:
+    """Validation keeps one video, and of it only the expressions about object 1, whose mask survives in frame 0
+    alone (every other pixel of every valid mask is erased): one box, in one frame, for three expressions."""
+    meta = data / "meta_expressions" / "valid" / "meta_expressions.json"
+    content = json.loads(meta.read_text())
+    video = min(content["videos"])
+    entry = content["videos"][video]
+    entry["expressions"] = {key: e for key, e in entry["expressions"].items() if e["obj_id"] == "1"}
+    content["videos"] = {video: entry}
+    meta.write_text(json.dumps(content))
+    for t, name in enumerate(entry["frames"]):
+        path = data / "valid" / "Annotations" / video / f"{name}.png"
+        image = Image.open(path)
+        ids = np.array(image)
+        kept = Image.fromarray(np.where((ids == 1) & (t == 0), ids, 0).astype(np.uint8), mode="P")
+        kept.putpalette(image.getpalette())
+        kept.save(path)
 
 
 def without_masks(data: Path) -> None:
@@ -102,9 +124,21 @@ def test_validation_shards_without_boxes_are_refused_before_the_first_epoch(
     assert str(tmp_path / "shards" / "valid") in str(error.value) and "\n" not in str(error.value)
 
 
-def test_validation_shards_with_boxes_pass(source: Path, sam: FrozenSam, tmp_path: Path) -> None:
-    config = sharded(source, tmp_path, sam)
-    require_validation_boxes(config.data, shard_pairs(config.data, "valid", sam))
+def test_validation_shards_with_a_single_box_pass(source: Path, sam: FrozenSam, tmp_path: Path) -> None:
+    """The check refuses only shards with no box at all: one box of one object in one frame is enough."""
+    config = sharded(source, tmp_path, sam, one_box_only)
+    pairs = shard_pairs(config.data, "valid", sam)
+    boxed = {  # read from the shards' JSON by hand: (video, expression, frame) with a ground-truth box
+        (sample.meta["video_id"], str(e["exp_id"]), int(sample.meta["start"]) + t)
+        for pair in pairs
+        for sample in read_shard(pair.frames, with_images=False)
+        for e in sample.meta["expressions"]
+        for t, box in enumerate(sample.meta["boxes"].get(str(e["obj_id"]), []))
+        if box is not None
+    }
+    video = min(json.loads((source / "meta_expressions" / "valid" / "meta_expressions.json").read_text())["videos"])
+    assert boxed == {(video, "0", 0), (video, "1", 0), (video, "2", 0)}  # rs000000's expressions 0-2 name object 1
+    assert require_validation_boxes(config.data, pairs) is None  # no DataError
 
 
 def test_empty_validation_shards_are_refused(tmp_path: Path) -> None:
