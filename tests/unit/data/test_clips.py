@@ -1,5 +1,5 @@
-"""Training batches: moving a ``ClipBatch`` to a device; an epoch deals every clip to exactly one worker; a sentence
-about several objects carries each object's box."""
+"""Training clips: an epoch deals every clip to exactly one worker; a sentence about several objects carries each
+object's box."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from groprompt.config import DataConfig
-from groprompt.data.batches import ClipBatch, batch_sizes, batches, collate
+from groprompt.data.batches import batches, collate
 from groprompt.data.clips import ClipSource
 from groprompt.data.formats import read_videos
 from groprompt.data.records import Video
@@ -20,44 +20,6 @@ from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shard_pairs import ShardPair, joined_shard_samples, shard_pairs
 from groprompt.models.sam import FrozenSam
 from tests.helpers import shard_and_embed
-
-
-def batch(pixels: bool) -> ClipBatch:
-    b, t = 2, 3
-    return ClipBatch(
-        embeddings=torch.randn(b, t, 8, 4, 4),
-        sentences=["a red square", "a blue circle"],
-        negatives=["a blue circle", "a red square"],
-        boxes=torch.rand(b, t, 4),
-        valid=torch.ones(b, t, dtype=torch.bool),
-        negative_boxes=torch.rand(b, t, 4),
-        negative_valid=torch.zeros(b, t, dtype=torch.bool),
-        same_video=torch.tensor([True, False]),
-        input_sizes=torch.tensor([[256, 192], [192, 256]]),
-        pixels=torch.zeros(b, t, 3, 16, 16, dtype=torch.uint8) if pixels else None,
-    )
-
-
-TENSORS = ("embeddings", "boxes", "valid", "negative_boxes", "negative_valid", "same_video", "input_sizes")
-
-
-def test_a_batch_moves_every_tensor_and_keeps_its_sentences() -> None:
-    source = batch(pixels=True)
-    moved = source.to(torch.device("meta"))
-    for name in (*TENSORS, "pixels"):
-        before, after = getattr(source, name), getattr(moved, name)
-        assert after.device.type == "meta", name
-        assert (after.shape, after.dtype) == (before.shape, before.dtype), name
-        assert before.device.type == "cpu", name  # the source batch stays where it was
-    assert moved.sentences == ["a red square", "a blue circle"] and moved.negatives == ["a blue circle", "a red square"]
-
-
-def test_a_batch_without_pixels_moves_with_none_and_keeps_its_values() -> None:
-    source = batch(pixels=False)
-    moved = source.to("cpu")
-    assert moved.pixels is None
-    for name in TENSORS:
-        assert torch.equal(getattr(moved, name), getattr(source, name)), name
 
 
 @pytest.fixture(scope="module")
@@ -118,14 +80,6 @@ def test_an_epoch_shows_every_clip_once_across_the_workers(five_shards, shards: 
                     assert frame_of[batch.previous[row].numpy().tobytes()] == (video, max(start - 1, 0))  # the frame before
         assert len(steps) == 1  # every rank runs the same number of steps
         assert seen == expected_items(used, clip_len)
-
-
-@pytest.mark.parametrize(
-    ("count", "batch_size", "steps", "sizes"),
-    [(10, 4, 3, [4, 4, 2]), (9, 4, 3, [4, 4, 1]), (8, 4, 3, [4, 3, 1]), (3, 1, 3, [1, 1, 1]), (2, 1, 3, [1, 1, 1])],
-)
-def test_batch_sizes_fill_every_step(count: int, batch_size: int, steps: int, sizes: list[int]) -> None:
-    assert batch_sizes(count, batch_size, steps) == sizes
 
 
 def hand_box(mask: np.ndarray) -> list[float] | None:
