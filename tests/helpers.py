@@ -22,6 +22,7 @@ from groprompt.evaluation.report import ROW_BOX_ONLY, ROW_CONTRA, oracle_row
 from groprompt.files import Location
 
 if TYPE_CHECKING:
+    from groprompt.data.records import Video
     from groprompt.models.sam import FrozenSam
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -302,3 +303,20 @@ def upload_tree(folder: Path, target: str) -> None:
     bucket, _, prefix = target.removeprefix("s3://").partition("/")
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         boto3.client("s3").upload_file(str(file), bucket, f"{prefix}/{file.relative_to(folder).as_posix()}")
+
+
+def assert_same_videos(remote: list[Video], local: list[Video]) -> None:
+    """The videos read from a bucket are those read from disk: ids, splits, frame names, sizes, expressions, boxes,
+    and every frame and mask (where the reader gives them)."""
+
+    def fields(videos: list[Video]) -> list[tuple[Any, ...]]:
+        return [(v.video_id, v.split, v.frame_names, v.height, v.width, v.expressions, v.boxes) for v in videos]
+
+    assert fields(remote) == fields(local)
+    for near, far in zip(local, remote):
+        assert (far.frames is None) == (near.frames is None) and (far.masks is None) == (near.masks is None)
+        for t in range(len(near.frame_names)):
+            if near.frames is not None:
+                assert np.array_equal(far.frames.read(t), near.frames.read(t)), t
+            if near.masks is not None:
+                assert np.array_equal(far.masks.read(t), near.masks.read(t)), t  # None where a frame has no mask

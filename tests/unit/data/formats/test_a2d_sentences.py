@@ -15,7 +15,7 @@ import pytest
 from groprompt.data.formats import dataset_summary, read_videos
 from groprompt.data.formats.a2d_sentences import H5InstanceMasks, Mp4Frames, read_instance_h5
 from groprompt.errors import DataError
-from tests.helpers import upload_tree
+from tests.helpers import assert_same_videos, upload_tree
 
 H, W, T = 48, 64, 6  # not square: a transposition mistake changes the shapes and the boxes
 
@@ -238,15 +238,7 @@ def test_a_dataset_in_a_bucket_reads_as_it_does_from_disk(a2d_root, bucket):
     for split in ("train", "test"):
         local = list(read_videos("a2d-sentences", a2d_root, split))
         remote = list(read_videos("a2d-sentences", f"{bucket}/a2d", split))
-        fields = [(v.video_id, v.split, v.frame_names, v.height, v.width, v.expressions, v.boxes) for v in local]
-        assert [(v.video_id, v.split, v.frame_names, v.height, v.width, v.expressions, v.boxes) for v in remote] == fields
-        for near, far in zip(local, remote):
-            assert (far.frames is None) == (near.frames is None) and (far.masks is None) == (near.masks is None)
-            for t in range(len(near.frame_names)):
-                if near.frames is not None:
-                    assert np.array_equal(far.frames.read(t), near.frames.read(t)), t
-                if near.masks is not None:
-                    assert np.array_equal(far.masks.read(t), near.masks.read(t)), t  # None for the frames without an .h5
+        assert_same_videos(remote, local)
     (train,) = read_videos("a2d-sentences", f"{bucket}/a2d/text_annotations/a2d_annotation.txt", "train")
     assert str(train.frames.file(0)) == f"{bucket}/a2d/Release/clips320H/vidTrain01.mp4"
     assert train.masks.annotated == {2, 5} and (train.height, train.width) == (H, W)

@@ -17,7 +17,7 @@ from groprompt.data.formats import dataset_summary, read_videos
 from groprompt.data.formats.jhmdb_sentences import PuppetMasks, load_part_mask
 from groprompt.errors import DataError
 from groprompt.files import location
-from tests.helpers import upload_tree
+from tests.helpers import assert_same_videos, upload_tree
 
 H, W, T = 30, 40, 5  # not square: a transposition mistake changes the shapes and the boxes
 FRAMES = "Rename_Images/catch/vid_one/{:05d}.png"
@@ -146,15 +146,7 @@ def test_a_dataset_in_a_bucket_reads_as_it_does_from_disk(jhmdb_root, bucket):
     local = list(read_videos("jhmdb-sentences", jhmdb_root))
     for prefix in ("v5", "v73"):
         remote = list(read_videos("jhmdb-sentences", f"{bucket}/{prefix}"))
-        fields = [(v.video_id, v.split, v.frame_names, v.height, v.width, v.expressions, v.boxes) for v in local]
-        assert [(v.video_id, v.split, v.frame_names, v.height, v.width, v.expressions, v.boxes) for v in remote] == fields
-        for near, far in zip(local, remote):
-            assert (far.frames is None) == (near.frames is None) and (far.masks is None) == (near.masks is None)
-            for t in range(len(near.frame_names)):
-                if near.frames is not None:
-                    assert np.array_equal(far.frames.read(t), near.frames.read(t)), t
-                if near.masks is not None:
-                    assert np.array_equal(far.masks.read(t), near.masks.read(t)), t  # None outside the samples
+        assert_same_videos(remote, local)
         assert str(remote[0].masks.file(0)) == f"{bucket}/{prefix}/{MASK}"
         assert remote[0].boxes == {1: ((3.0, 2.0, 10.0, 20.0), None, (3.0, 2.0, 12.0, 20.0), None, None)}
         assert PuppetMasks(remote[0].masks.path).read(4).sum() == 18 * 11
