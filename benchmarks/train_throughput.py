@@ -31,7 +31,7 @@ from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.data.shards import ShardSettings, plan_shards, read_shard, write_shard
 from groprompt.models.frozen import build_frozen
 from groprompt.models.groprompt import build_model
-from groprompt.training.step import compute_losses
+from groprompt.training.step import TrainingStep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,15 +77,16 @@ class FrameEncoder:
         self.sam.encode(decoded)
 
 
-def timed_pass(make_items, model, frozen, optimizer, batch_size: int, steps: int, encode: FrameEncoder | None) -> float:
-    """Clips per second over ``steps`` training steps after one warm-up step (data production included)."""
+def timed_pass(make_items, training_step, frozen, optimizer, batch_size: int, steps: int, encode: FrameEncoder | None) -> float:
+    """Clips per second over ``steps`` training steps after one warm-up step (data production included); ``training_step`` is the
+    module whose forward gives the loss terms (``TrainingStep``)."""
     items = make_items()
     clips, started = 0, None
     for step in range(steps + 1):
         batch = collate([next(items) for _ in range(batch_size)])
         if encode is not None:
             encode(batch.embeddings.shape[0] * batch.embeddings.shape[1])
-        terms = compute_losses(model, frozen, batch, LossConfig())
+        terms = training_step(frozen, batch, LossConfig())
         optimizer.zero_grad()
         terms["total"].backward()
         optimizer.step()
@@ -124,8 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         encoder = FrameEncoder(shard, frozen.sam)
         best = {"precomputed": 0.0, "on the fly": 0.0}
         for _ in range(rounds):
-            best["precomputed"] = max(best["precomputed"], timed_pass(items, model, frozen, optimizer, batch_size, steps, None))
-            best["on the fly"] = max(best["on the fly"], timed_pass(items, model, frozen, optimizer, batch_size, steps, encoder))
+            best["precomputed"] = max(
+                best["precomputed"], timed_pass(items, TrainingStep(model), frozen, optimizer, batch_size, steps, None)
+            )
+            best["on the fly"] = max(
+                best["on the fly"], timed_pass(items, TrainingStep(model), frozen, optimizer, batch_size, steps, encoder)
+            )
     print(
         f"training throughput, SAM {args.sam} ({frozen.sam.weights_id}), {steps} steps x {batch_size} clips x {clip_len} frames, "
         f"best of {rounds}, {torch.get_num_threads()} threads"
