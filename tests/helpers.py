@@ -302,3 +302,12 @@ def upload_tree(folder: Path, target: str) -> None:
     bucket, _, prefix = target.removeprefix("s3://").partition("/")
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         boto3.client("s3").upload_file(str(file), bucket, f"{prefix}/{file.relative_to(folder).as_posix()}")
+
+
+def bucket_contents(name: str) -> dict[str, bytes]:
+    """Every object in the bucket, by key."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name) for item in page.get("Contents", [])]
+    return {key: s3.get_object(Bucket=name, Key=key)["Body"].read() for key in keys}
