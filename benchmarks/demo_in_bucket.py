@@ -1,11 +1,13 @@
-"""The demo twice: every location on local disk, then shards, embeddings and training runs (the sweep's too) in a
-bucket of a local S3-compatible server (moto's, on 127.0.0.1); prints whether the ablation tables and the trained
-models' final metrics are the same, and both wall times.
+"""The demo twice: every location on local disk, then the generated dataset (``data.root``), shards, embeddings,
+training runs (the sweep's too) and MLflow's artifacts (``runtime.artifact_location``) in a bucket of a local
+S3-compatible server (moto's, on 127.0.0.1); prints how many objects each of those prefixes holds after the bucket
+run, whether the ablation tables and the trained models' final metrics are the same, and both wall times.
 
     python benchmarks/demo_in_bucket.py                      # 40 videos of 4 frames, the demo's sweep
     python benchmarks/demo_in_bucket.py --videos 140 --frames 8
 
-The generated dataset (``data.root``), the demo's records and MLflow stay local in both runs.
+The demo's records (``--work``: stage records, evaluations, overlays, the table) and MLflow's SQLite store stay local
+in both runs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import boto3
@@ -25,12 +28,19 @@ from moto.server import ThreadedMotoServer
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "demo"
+STORES = {  # configuration key -> its folder in each run's directory, or its prefix in the bucket
+    "data.root": "data",
+    "data.shards": "shards",
+    "data.embeddings": "embeddings",
+    "train.storage_path": "runs",
+    "runtime.artifact_location": "mlflow-artifacts",
+}
 
 
 def run_demo(work: Path, stores: dict[str, str], args: argparse.Namespace) -> float:
     """One demo run; its wall time in seconds."""
     command = [sys.executable, "pipelines/demo.py", "--videos", str(args.videos), "--frames", str(args.frames), "--test-fraction", "0.25"]
-    command += ["--work", str(work / "work"), f"data.root={work / 'data'}", f"runtime.tracking_uri=sqlite:///{work / 'mlflow.db'}"]
+    command += ["--work", str(work / "work"), f"runtime.tracking_uri=sqlite:///{work / 'mlflow.db'}"]
     command += [f"{key}={value}" for key, value in stores.items()]
     started = time.perf_counter()
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
@@ -42,6 +52,13 @@ def outcome(work: Path) -> tuple[str, list[object]]:
     records = work / "work" / "demo"
     trained = [json.loads((records / f"{name}.json").read_text())["metrics"] for name in ("train-demo-box-only", "train-demo-contrastive")]
     return (work / "work" / "ablation.md").read_text(), [*trained, json.loads((records / "sweep.json").read_text())["rows"]]
+
+
+def objects_under(prefixes: Iterable[str]) -> dict[str, int]:
+    """How many objects the bucket holds under each prefix (pyarrow's empty folder markers, ``prefix/``, aside)."""
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    keys = [item["Key"] for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/")]
+    return {prefix: sum(key.startswith(f"{prefix}/") for key in keys) for prefix in prefixes}
 
 
 def main() -> int:
@@ -64,15 +81,16 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as folder:
             local, remote = Path(folder) / "local", Path(folder) / "bucket"
-            stores = {"data.shards": "shards", "data.embeddings": "embeddings", "train.storage_path": "runs"}
             seconds = [
-                run_demo(local, {key: str(local / name) for key, name in stores.items()}, args),
-                run_demo(remote, {key: f"s3://{BUCKET}/{name}" for key, name in stores.items()}, args),
+                run_demo(local, {key: str(local / name) for key, name in STORES.items()}, args),
+                run_demo(remote, {key: f"s3://{BUCKET}/{name}" for key, name in STORES.items()}, args),
             ]
             (table, metrics), (bucket_table, bucket_metrics) = outcome(local), outcome(remote)
+            counts = objects_under(STORES.values())
     finally:
         server.stop()
-    print(f"demo on local disk: {seconds[0]:.0f} s; with shards, embeddings and runs in a bucket: {seconds[1]:.0f} s")
+    print(f"demo on local disk: {seconds[0]:.0f} s; with data, shards, embeddings, runs and artifacts in a bucket: {seconds[1]:.0f} s")
+    print(f"objects in s3://{BUCKET} after the bucket run: " + ", ".join(f"{prefix}/ {count}" for prefix, count in counts.items()))
     print(f"ablation tables identical: {table == bucket_table}; final metrics and sweep rows identical: {metrics == bucket_metrics}")
     print("\n" + bucket_table)
     return 0 if table == bucket_table and metrics == bucket_metrics else 1

@@ -173,6 +173,7 @@ class RuntimeConfig:
 
     tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     experiment: str = "groprompt"
+    artifact_location: str | None = None  # a new experiment's artifact folder or bucket URI; None = MLflow's (./mlruns or the server's)
     ray_address: str | None = None  # None = the running cluster if any, else a local Ray
     torch_threads: int = 0  # 0 = the cores this process may use
 
@@ -235,6 +236,7 @@ PATH_KEYS = (
     "model.text_encoder",
     "model.proposal_weights",
     "model.segmentor_weights",
+    "runtime.artifact_location",
 )
 
 

@@ -308,18 +308,18 @@ def upload(source: Path, target: ObjectPath) -> None:
             hidden.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+def write_bytes_atomic(path: str | os.PathLike[str] | ObjectPath, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary name."""
     with atomic_path(path) as temporary:
         temporary.write_bytes(data)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike[str] | ObjectPath, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` through a temporary name."""
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str | Path, content: Any) -> None:
+def write_json_atomic(path: str | os.PathLike[str] | ObjectPath, content: Any) -> None:
     """Write JSON (sorted keys, non-JSON values as strings) to ``path`` through a temporary name."""
     write_text_atomic(path, json.dumps(content, sort_keys=True, indent=1, default=str))
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from groprompt.config import Config, flatten, replace
 from groprompt.errors import ConfigError
-from groprompt.files import Location, write_text_atomic
+from groprompt.files import Location, location, write_text_atomic
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -49,7 +49,7 @@ def start_run(config: Config, run_name: str, parent_run_id: str | None = None, t
     uri = resolve_tracking_uri(config.runtime.tracking_uri)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.set_experiment(config.runtime.experiment)
+    experiment = mlflow.set_experiment(experiment_id=experiment_id(config.runtime.experiment, config.runtime.artifact_location))
     client = mlflow.MlflowClient()
     all_tags = dict(tags or {})
     if parent_run_id:
@@ -57,6 +57,29 @@ def start_run(config: Config, run_name: str, parent_run_id: str | None = None, t
     run = client.create_run(experiment.experiment_id, run_name=run_name, tags=all_tags)
     log_params(run.info.run_id, flatten(config), config.runtime.tracking_uri)
     return run.info.run_id
+
+
+def experiment_id(name: str, artifact_location: str | None) -> str:
+    """The id of experiment ``name`` in the current tracking store, created (its artifacts at ``artifact_location``,
+    when given) if missing; an experiment that keeps its artifacts elsewhere than ``artifact_location`` is refused."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)  # another process created it meanwhile
+    if artifact_location is not None and location(experiment.artifact_location) != location(artifact_location):
+        raise ConfigError(
+            f"runtime.artifact_location={artifact_location}: experiment {name!r} keeps its artifacts in "
+            f"{experiment.artifact_location}; name another runtime.experiment, or leave runtime.artifact_location unset"
+        )
+    return experiment.experiment_id
 
 
 def continue_or_start_run(config: Config, run_name: str, record: Location, parent_run_id: str | None = None) -> str:

@@ -320,3 +320,12 @@ def assert_same_videos(remote: list[Video], local: list[Video]) -> None:
                 assert np.array_equal(far.frames.read(t), near.frames.read(t)), t
             if near.masks is not None:
                 assert np.array_equal(far.masks.read(t), near.masks.read(t)), t  # None where a frame has no mask
+
+
+def bucket_contents(name: str) -> dict[str, bytes]:
+    """Every object in the bucket, by key."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name) for item in page.get("Contents", [])]
+    return {key: s3.get_object(Bucket=name, Key=key)["Body"].read() for key in keys}

@@ -20,7 +20,7 @@ import pytest
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.files import Location, location
 from groprompt.models.sam import FrozenSam
-from tests.helpers import REPO_ROOT, shard_and_embed
+from tests.helpers import REPO_ROOT, bucket_contents, shard_and_embed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -43,15 +43,6 @@ def prepare_refshapes(data: Path, store: Location) -> None:
     sam = FrozenSam.from_name("tiny", None, 0)
     for split in ("train", "valid"):
         shard_and_embed(data, split, store / "shards", store / "embeddings", sam, window=8, max_side=256, shard_bytes=2**20)
-
-
-def bucket_contents(name: str) -> dict[str, bytes]:
-    """Every object in the bucket, by key."""
-    import boto3
-
-    s3 = boto3.client("s3")
-    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name) for item in page.get("Contents", [])]
-    return {key: s3.get_object(Bucket=name, Key=key)["Body"].read() for key in keys}
 
 
 def read_env_file(path: Path) -> dict[str, str]:

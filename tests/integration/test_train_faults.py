@@ -1,5 +1,5 @@
-"""Training stopped from outside resumes exactly: Ctrl-C of the driver (runs on local disk), a driver killed outright
-(SIGKILL; runs in a bucket), and a lost node.
+"""Training stopped from outside resumes exactly: Ctrl-C of the driver and then a driver killed outright (SIGKILL),
+one after the other in one run kept in a bucket, and a lost node (on local disk).
 
 Each interrupted run must end at the uninterrupted run's final metrics (``learned``, same seed) within 1e-6, in one
 MLflow run, with no checkpoint folder Ray Train never registered left behind. What a driver killed while saving can
@@ -68,16 +68,15 @@ def runs_named(config: Config, name: str) -> list[Any]:
     return client.search_runs(experiments, filter_string=f"attributes.run_name = '{name}'")
 
 
-@pytest.mark.parametrize(("storage", "stop"), [("local", signal.SIGINT), ("bucket", signal.SIGKILL)])
-def test_a_stopped_driver_then_a_rerun_ends_where_the_uninterrupted_run_ended(
-    refshapes_config: Config, learned: dict[str, Any], tmp_path: Path, storage: str, stop: int, request: pytest.FixtureRequest
+def test_ctrl_c_then_sigkill_of_the_rerun_then_a_rerun_ends_where_the_uninterrupted_run_ended(
+    refshapes_config: Config, learned: dict[str, Any], tmp_path: Path, bucket: str
 ) -> None:
-    """Ctrl-C with ``train.storage_path`` on local disk; SIGKILL with it in a bucket (checkpoints, the run record and
-    Ray Train's snapshot all in object storage)."""
-    storage_path = refshapes_config.train.storage_path if storage == "local" else f"{request.getfixturevalue('bucket')}/runs"
-    name = f"stopped-{storage}"
-    config = replace(refshapes_config, **{"train.name": name, "train.storage_path": storage_path})
-    run_folder = location(storage_path) / name
+    """One run with ``train.storage_path`` in a bucket (checkpoints, the run record and Ray Train's snapshot all in
+    object storage): its driver is stopped by Ctrl-C after epoch 0, the rerun's driver is killed outright after
+    epoch 1, and a third run finishes it."""
+    name = "stopped"
+    config = replace(refshapes_config, **{"train.name": name, "train.storage_path": f"{bucket}/runs"})
+    run_folder = location(bucket) / "runs" / name
     import ray
 
     # the drivers join the test session's Ray (as `ray job submit` drivers join a cluster): no Ray start of their own
@@ -85,15 +84,17 @@ def test_a_stopped_driver_then_a_rerun_ends_where_the_uninterrupted_run_ended(
     config_file = write_config(config, tmp_path / "stopped.yaml")
     command = [sys.executable, "pipelines/train.py", "--address", address, "--config", str(config_file)]
 
-    interrupted = stop_after_epoch(command, run_folder, epoch=0, signal_number=stop)
+    interrupted = stop_after_epoch(command, run_folder, epoch=0, signal_number=signal.SIGINT)
+    errors = [line for line in interrupted.stderr.splitlines() if line.startswith("interrupted:")]
+    assert interrupted.returncode == 130 and len(errors) == 1, interrupted.stderr[-3000:]
+    assert "run the same command again to resume" in errors[0] and "Traceback" not in driver_lines(interrupted.stderr)
     (run,) = runs_named(config, name)
-    if stop == signal.SIGINT:
-        errors = [line for line in interrupted.stderr.splitlines() if line.startswith("interrupted:")]
-        assert interrupted.returncode == 130 and len(errors) == 1, interrupted.stderr[-3000:]
-        assert "run the same command again to resume" in errors[0] and "Traceback" not in driver_lines(interrupted.stderr)
-        assert run.info.status == "KILLED"
-    else:
-        assert interrupted.returncode == -signal.SIGKILL and run.info.status == "RUNNING"  # no goodbye: MLflow never heard
+    assert run.info.status == "KILLED"
+
+    killed = stop_after_epoch(command, run_folder, epoch=1, signal_number=signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (run,) = runs_named(config, name)
+    assert run.info.status == "RUNNING"  # no goodbye: MLflow never heard
 
     partial = run_folder / "checkpoint_2099-01-01_00-00-00.000000"  # as a driver killed while saving leaves it
     write_bytes_atomic(partial / "checkpoint.pt", b"\x80\x02")

@@ -1,4 +1,5 @@
-"""MLflow tracking against a real SQLite store: params, parent tags, run status, per-step metrics, epoch history."""
+"""MLflow tracking against a real SQLite store: params, parent tags, run status, per-step metrics, epoch history, and
+an experiment's artifacts in a bucket (moto's S3 server)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from groprompt.config import Config, replace
+from groprompt.errors import ConfigError
 from groprompt.tracking import (
     MetricLogger,
     epoch_history,
@@ -22,7 +24,7 @@ from groprompt.tracking import (
     start_run,
     with_tracking_uri,
 )
-from tests.helpers import tracked_config
+from tests.helpers import bucket_contents, empty_store, restored_mlflow_globals, tracked_config
 
 EXPERIMENT = "unit-tracking"
 
@@ -75,6 +77,45 @@ def test_a_child_run_is_tagged_with_its_parent(config: Config) -> None:
     experiment = client_of(config).get_experiment_by_name(EXPERIMENT).experiment_id
     children = client_of(config).search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
     assert [found.info.run_id for found in children] == [child]
+
+
+def test_a_new_experiment_keeps_its_artifacts_in_the_configured_bucket(
+    bucket: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import mlflow
+
+    with restored_mlflow_globals():
+        uri = empty_store(tmp_path_factory, tmp_path)
+        settings = {"runtime.tracking_uri": uri, "runtime.experiment": "in-bucket", "runtime.artifact_location": f"{bucket}/mlflow/"}
+        config = replace(Config(), **settings)
+        run_id = start_run(config, "bucketed")
+        artifact = tmp_path / "table.bin"
+        artifact.write_bytes(b"artifact \x00\x01 bytes")
+        MlflowClient(uri).log_artifact(run_id, str(artifact), artifact_path="tables")
+        assert bucket_contents(bucket.removeprefix("s3://")) == {f"mlflow/{run_id}/artifacts/tables/table.bin": artifact.read_bytes()}
+        back = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="tables/table.bin", tracking_uri=uri, dst_path=str(tmp_path / "back")
+        )
+        assert Path(back).read_bytes() == artifact.read_bytes()
+        again = start_run(config, "again")  # the experiment exists, at the configured location (the trailing / aside)
+        assert MlflowClient(uri).get_run(again).info.experiment_id == MlflowClient(uri).get_run(run_id).info.experiment_id
+
+
+def test_an_experiment_that_keeps_its_artifacts_elsewhere_is_refused(config: Config, tmp_path: Path) -> None:
+    experiment = client_of(config).get_experiment_by_name(EXPERIMENT)
+    runs = len(client_of(config).search_runs([experiment.experiment_id]))
+    assert experiment.artifact_location.startswith("file://")  # tracked_config made it with a file URI
+    same_folder = experiment.artifact_location.removeprefix("file://")
+    same = start_run(replace(config, **{"runtime.artifact_location": same_folder}), "same")  # a plain path names the same folder
+    assert client_of(config).get_run(same).info.experiment_id == experiment.experiment_id
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(ConfigError) as refused:
+        start_run(replace(config, **{"runtime.artifact_location": str(elsewhere)}), "refused")
+    assert str(refused.value) == (
+        f"runtime.artifact_location={elsewhere}: experiment {EXPERIMENT!r} keeps its artifacts in {experiment.artifact_location}; "
+        "name another runtime.experiment, or leave runtime.artifact_location unset"
+    )
+    assert len(client_of(config).search_runs([experiment.experiment_id])) == runs + 1, "no run for the refused configuration"
 
 
 def test_log_params_logs_more_than_one_batch(config: Config) -> None:
@@ -176,7 +217,6 @@ def test_with_tracking_uri_fixes_the_uri_and_nothing_else(monkeypatch: pytest.Mo
 def test_an_unreachable_mlflow_server_is_named_at_once() -> None:
     import socket
 
-    from groprompt.errors import ConfigError
     from groprompt.tracking import check_reachable
 
     with socket.socket() as probe:  # a loopback port that nothing listens on once the probe closes

@@ -1,4 +1,5 @@
-"""Writing a RefShapes benchmark to disk in the Ref-YouTube-VOS layout, every file atomically::
+"""Writing a RefShapes benchmark in the Ref-YouTube-VOS layout, to a local folder or a bucket prefix, every file
+atomically::
 
 <out>/<split>/JPEGImages/<video>/<frame>.jpg
 <out>/<split>/Annotations/<video>/<frame>.png      DAVIS palette, object ids 1..n
@@ -12,8 +13,8 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from groprompt.data.refshapes.spec import RefShapesSpec
 from groprompt.data.refshapes.video import SyntheticVideo, make_video, video_id
 from groprompt.errors import DataError
-from groprompt.files import atomic_path, write_text_atomic
+from groprompt.files import Location, ObjectPath, atomic_path, location, write_text_atomic
 from groprompt.mask_io import write_index_png
 
 SPEC_FILE = "refshapes.json"
@@ -43,13 +44,16 @@ def split_assignment(spec: RefShapesSpec, valid_fraction: float) -> dict[str, li
     }
 
 
-def write_refshapes(out_dir: str | Path, spec: RefShapesSpec, valid_fraction: float = 0.25, progress: bool = True) -> dict[str, list[str]]:
-    """Write the benchmark under ``out_dir`` and return the video ids per split.
+def write_refshapes(
+    out_dir: str | os.PathLike[str] | ObjectPath, spec: RefShapesSpec, valid_fraction: float = 0.25, progress: bool = True
+) -> dict[str, list[str]]:
+    """Write the benchmark under ``out_dir`` (a local folder, or a prefix in object storage) and return the video ids
+    per split.
 
     A complete output with the same spec is left as it is; one with another spec raises DataError. The spec
     file is written last, so an interrupted run is never taken for a complete one and is redone.
     """
-    out = Path(out_dir)
+    out = location(out_dir)
     splits = split_assignment(spec, valid_fraction)
     record = {
         "format": "refshapes",
@@ -76,7 +80,7 @@ def write_refshapes(out_dir: str | Path, spec: RefShapesSpec, valid_fraction: fl
     return splits
 
 
-def _is_complete(out: Path, record: dict[str, Any]) -> bool:
+def _is_complete(out: Location, record: dict[str, Any]) -> bool:
     """Whether ``out`` already holds this exact output; DataError when it holds a different one."""
     path = out / SPEC_FILE
     if not path.is_file():
@@ -88,12 +92,12 @@ def _is_complete(out: Path, record: dict[str, Any]) -> bool:
     if stored != json.loads(json.dumps(record)):
         raise DataError(
             f"{out}: holds RefShapes generated with {stored.get('spec')}, valid_fraction {stored.get('valid_fraction')}; "
-            f"asked for {record['spec']}, valid_fraction {record['valid_fraction']}: choose another folder or delete it"
+            f"asked for {record['spec']}, valid_fraction {record['valid_fraction']}: choose another folder or prefix, or delete it"
         )
     return True
 
 
-def _write_video(split_dir: Path, video: SyntheticVideo) -> None:
+def _write_video(split_dir: Location, video: SyntheticVideo) -> None:
     """The video's JPEG frames and palette PNG masks under ``split_dir``."""
     frame_dir = split_dir / "JPEGImages" / video.video_id
     mask_dir = split_dir / "Annotations" / video.video_id
@@ -132,6 +136,6 @@ def _written_obj_id(video: SyntheticVideo, target: int | None) -> str | list[str
     return str(target) if members is None else [str(obj) for obj in members]
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
+def _write_json(path: Location, payload: dict[str, Any]) -> None:
     """Write compact JSON atomically."""
     write_text_atomic(path, json.dumps(payload))

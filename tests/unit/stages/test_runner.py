@@ -267,12 +267,13 @@ def test_the_parser_reads_repeated_configs_address_and_overrides() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("key", ["data.shards", "runtime.artifact_location"])
 def test_a_missing_bucket_exits_with_2_naming_the_uri_before_ray_starts(
-    s3_endpoint: str, no_ray: None, capsys: pytest.CaptureFixture[str]
+    s3_endpoint: str, no_ray: None, capsys: pytest.CaptureFixture[str], key: str
 ) -> None:
-    assert run_stage(stage_parser("x"), ["data.shards=s3://no-such-bucket-anywhere/shards"], never) == 2
+    assert run_stage(stage_parser("x"), [f"{key}=s3://no-such-bucket-anywhere/prefix"], never) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "error: s3://no-such-bucket-anywhere/shards: bucket 'no-such-bucket-anywhere' does not exist"
+        "error: s3://no-such-bucket-anywhere/prefix: bucket 'no-such-bucket-anywhere' does not exist"
     ]
 
 

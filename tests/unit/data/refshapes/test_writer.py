@@ -1,5 +1,5 @@
 """Writing to disk: the Ref-YouTube-VOS layout (a multi-object expression's obj_id lists its objects), read back with
-its groups, byte-for-byte determinism, resuming, and refusing another spec."""
+its groups, byte-for-byte determinism, resuming, and refusing another spec; writing to a bucket as to disk."""
 
 from __future__ import annotations
 
@@ -19,12 +19,18 @@ from groprompt.data.refshapes.video import make_video
 from groprompt.data.refshapes.writer import SPEC_FILE, write_refshapes
 from groprompt.errors import DataError
 from groprompt.mask_io import read_index_png
+from tests.helpers import bucket_contents
 
 
 def file_hashes(root: Path) -> dict[str, str]:
     """The sha256 of every file under ``root``, by relative path."""
     files = sorted(p for p in root.rglob("*") if p.is_file())
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def bucket_files(name: str) -> dict[str, bytes]:
+    """Every object in the bucket by key, but the empty folder markers (``prefix/``) that pyarrow's S3 move leaves."""
+    return {key: data for key, data in bucket_contents(name).items() if not key.endswith("/")}
 
 
 def test_written_layout_matches_ref_youtube_vos(tmp_path: Path, small_spec: RefShapesSpec) -> None:
@@ -86,3 +92,25 @@ def test_writing_is_deterministic_resumable_and_refuses_another_spec(tmp_path: P
     (tmp_path / "a" / "meta_expressions" / "train" / "meta_expressions.json").unlink()
     write_refshapes(tmp_path / "a", small_spec, progress=False)
     assert file_hashes(tmp_path / "a") == hashes
+
+
+def test_a_bucket_gets_the_local_bytes_and_a_rerun_leaves_them(tmp_path: Path, small_spec: RefShapesSpec, bucket: str) -> None:
+    import boto3
+
+    local_splits = write_refshapes(tmp_path, small_spec, progress=False)
+    expected = {f"refshapes/{p.relative_to(tmp_path).as_posix()}": p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    name, target = bucket.removeprefix("s3://"), f"{bucket}/refshapes"
+    assert write_refshapes(target, small_spec, progress=False) == local_splits
+    assert bucket_files(name) == expected, "the same keys and bytes, and no hidden upload key left behind"
+    # A complete output is left alone: a frame changed behind the writer's back stays changed.
+    frame = next(key for key in sorted(expected) if key.endswith(".jpg"))
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=name, Key=frame, Body=b"left alone")
+    write_refshapes(target, small_spec, progress=False)
+    assert bucket_files(name) == {**expected, frame: b"left alone"}
+    with pytest.raises(DataError, match=f"{target}: holds RefShapes generated with"):
+        write_refshapes(target, replace(small_spec, seed=9), progress=False)
+    # An interrupted run (no spec file yet) is redone, byte for byte.
+    s3.delete_object(Bucket=name, Key=f"refshapes/{SPEC_FILE}")
+    write_refshapes(target, small_spec, progress=False)
+    assert bucket_files(name) == expected
