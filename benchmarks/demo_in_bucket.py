@@ -1,13 +1,13 @@
 """The demo twice: every location on local disk, then the generated dataset (``data.root``), shards, embeddings,
-training runs (the sweep's too) and MLflow's artifacts (``runtime.artifact_location``) in a bucket of a local
-S3-compatible server (moto's, on 127.0.0.1); prints how many objects each of those prefixes holds after the bucket
-run, whether the ablation tables and the trained models' final metrics are the same, and both wall times.
+training runs (the sweep's too), MLflow's artifacts (``runtime.artifact_location``) and the demo's own records
+(``--work``: stage records, evaluations, overlays, the table) in a bucket of a local S3-compatible server (moto's, on
+127.0.0.1); prints how many objects each of those prefixes holds after the bucket run, whether the ablation tables and
+the trained models' final metrics are the same, and both wall times.
 
     python benchmarks/demo_in_bucket.py                      # 40 videos of 4 frames, the demo's sweep
     python benchmarks/demo_in_bucket.py --videos 140 --frames 8
 
-The demo's records (``--work``: stage records, evaluations, overlays, the table) and MLflow's SQLite store stay local
-in both runs.
+MLflow's backend store (SQLite) stays local in both runs: a tracking URI is a database or a server, not a location.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
+from groprompt.files import location
+
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "demo"
 STORES = {  # configuration key -> its folder in each run's directory, or its prefix in the bucket
@@ -35,23 +37,24 @@ STORES = {  # configuration key -> its folder in each run's directory, or its pr
     "train.storage_path": "runs",
     "runtime.artifact_location": "mlflow-artifacts",
 }
+WORK = "work"  # the demo's --work, beside them
 
 
-def run_demo(work: Path, stores: dict[str, str], args: argparse.Namespace) -> float:
-    """One demo run; its wall time in seconds."""
+def run_demo(folder: Path, work: str, stores: dict[str, str], args: argparse.Namespace) -> float:
+    """One demo run (its records in ``work``, its MLflow store in ``folder``); its wall time in seconds."""
     command = [sys.executable, "pipelines/demo.py", "--videos", str(args.videos), "--frames", str(args.frames), "--test-fraction", "0.25"]
-    command += ["--work", str(work / "work"), f"runtime.tracking_uri=sqlite:///{work / 'mlflow.db'}"]
+    command += ["--work", work, f"runtime.tracking_uri=sqlite:///{folder / 'mlflow.db'}"]
     command += [f"{key}={value}" for key, value in stores.items()]
     started = time.perf_counter()
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
-def outcome(work: Path) -> tuple[str, list[object]]:
-    """The ablation table and the final metrics of both trained models and the sweep's rows."""
-    records = work / "work" / "demo"
+def outcome(work: str) -> tuple[str, list[object]]:
+    """The ablation table and the final metrics of both trained models and the sweep's rows, read from ``work``."""
+    records = location(work) / "demo"
     trained = [json.loads((records / f"{name}.json").read_text())["metrics"] for name in ("train-demo-box-only", "train-demo-contrastive")]
-    return (work / "work" / "ablation.md").read_text(), [*trained, json.loads((records / "sweep.json").read_text())["rows"]]
+    return (location(work) / "ablation.md").read_text(), [*trained, json.loads((records / "sweep.json").read_text())["rows"]]
 
 
 def objects_under(prefixes: Iterable[str]) -> dict[str, int]:
@@ -81,15 +84,18 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as folder:
             local, remote = Path(folder) / "local", Path(folder) / "bucket"
+            works = str(local / WORK), f"s3://{BUCKET}/{WORK}"
             seconds = [
-                run_demo(local, {key: str(local / name) for key, name in STORES.items()}, args),
-                run_demo(remote, {key: f"s3://{BUCKET}/{name}" for key, name in STORES.items()}, args),
+                run_demo(local, works[0], {key: str(local / name) for key, name in STORES.items()}, args),
+                run_demo(remote, works[1], {key: f"s3://{BUCKET}/{name}" for key, name in STORES.items()}, args),
             ]
-            (table, metrics), (bucket_table, bucket_metrics) = outcome(local), outcome(remote)
-            counts = objects_under(STORES.values())
+            (table, metrics), (bucket_table, bucket_metrics) = outcome(works[0]), outcome(works[1])
+            counts = objects_under([*STORES.values(), WORK])
     finally:
         server.stop()
-    print(f"demo on local disk: {seconds[0]:.0f} s; with data, shards, embeddings, runs and artifacts in a bucket: {seconds[1]:.0f} s")
+    print(
+        f"demo on local disk: {seconds[0]:.0f} s; with data, shards, embeddings, runs, artifacts and records in a bucket: {seconds[1]:.0f} s"
+    )
     print(f"objects in s3://{BUCKET} after the bucket run: " + ", ".join(f"{prefix}/ {count}" for prefix, count in counts.items()))
     print(f"ablation tables identical: {table == bucket_table}; final metrics and sweep rows identical: {metrics == bucket_metrics}")
     print("\n" + bucket_table)

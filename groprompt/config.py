@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from groprompt.errors import ConfigError
+from groprompt.files import absolute_location
 
 EMBED_DTYPES = ("float16", "bfloat16", "float32")
 PROPOSALS = ("sam-decoder", "grounding-dino")
@@ -242,13 +243,12 @@ PATH_KEYS = (
 
 def with_absolute_paths(config: Config, base: Path | None = None) -> Config:
     """Resolve relative paths against ``base`` (default: the working folder), as remote workers run elsewhere."""
-    base = base or Path.cwd()
     changes = {}
     for key in PATH_KEYS:
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
-        if value is not None and "://" not in value:
-            changes[key] = str((base / value).resolve())
+        if value is not None:
+            changes[key] = str(absolute_location(value, base))
     return replace(config, **changes)
 
 

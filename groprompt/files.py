@@ -149,6 +149,13 @@ def location(value: str | os.PathLike[str] | ObjectPath) -> Location:
     return Path(text.removeprefix("file://"))
 
 
+def absolute_location(value: str | os.PathLike[str] | ObjectPath, base: Path | None = None) -> Location:
+    """``location(value)``, a relative local path resolved against ``base`` (default: the working folder), as workers
+    that run elsewhere need it; a URI as it is."""
+    found = location(value)
+    return (base or Path.cwd()).joinpath(found).resolve() if isinstance(found, Path) else found
+
+
 def open_input(path: Location) -> BinaryIO:
     """A binary stream reading the file from its start (sequential reads; object storage streams, nothing is copied)."""
     if isinstance(path, Path):

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from groprompt.files import write_text_atomic
+from groprompt.files import Location, local_file, location, write_text_atomic
 
 ROW_BOX_ONLY = "L_box only"
 ROW_CONTRA = "L_box + L_contra"
@@ -71,14 +71,14 @@ def ablation_report(results: Mapping[str, Mapping[str, Any]], title: str = "Loss
 
 
 def write_report(
-    path: str | Path,
+    path: str | Path | Location,
     results: Mapping[str, Mapping[str, Any]],
     run_id: str | None = None,
     tracking_uri: str | None = None,
     title: str | None = None,
-) -> Path:
-    """Write ``ablation_report(results)`` to ``path`` atomically; log it to MLflow run ``run_id`` when given."""
-    path = Path(path)
+) -> Location:
+    """Write ``ablation_report(results)`` to ``path`` (a file or an object) atomically; log it to MLflow run ``run_id`` when given."""
+    path = location(path)
     text = ablation_report(results) if title is None else ablation_report(results, title)
     write_text_atomic(path, text)
     if run_id is not None:
@@ -86,5 +86,6 @@ def write_report(
 
         from groprompt.tracking import resolve_tracking_uri
 
-        MlflowClient(resolve_tracking_uri(tracking_uri)).log_artifact(run_id, str(path))
+        with local_file(path) as local:
+            MlflowClient(resolve_tracking_uri(tracking_uri)).log_artifact(run_id, str(local))
     return path

@@ -21,7 +21,7 @@ from typing import Any
 from groprompt.config import Config, load_config, replace
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.evaluation.report import ROW_BOX_ONLY, ROW_CONTRA, ROW_SENTENCE_BLIND, oracle_row, write_report
-from groprompt.files import location, write_json_atomic
+from groprompt.files import Location, location, write_json_atomic
 from groprompt.stages.embed import embed_split
 from groprompt.stages.evaluate import evaluate
 from groprompt.stages.shard import shard_split
@@ -37,7 +37,7 @@ TEST_SPLIT = "valid"  # what the ablation table reports: never trained, validate
 SENTENCE_TYPE_SHARE = 0.5  # the chance of a multi-object and of a leaves-frame sentence per video (RefShapesSpec)
 
 
-def stage(folder: Path, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def stage(folder: Location, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run ``work`` once: its JSON outcome is stored and returned again on later runs."""
     marker = folder / f"{name}.json"
     if marker.is_file():
@@ -51,7 +51,7 @@ def stage(folder: Path, name: str, work: Callable[[], dict[str, Any]]) -> dict[s
     return outcome
 
 
-def run_demo(config: Config, work: Path, videos: int, frames: int, sweep_config: Path | None, test_fraction: float = 0.25) -> str:
+def run_demo(config: Config, work: Location, videos: int, frames: int, sweep_config: Path | None, test_fraction: float = 0.25) -> str:
     """All stages on ``videos`` generated videos (``test_fraction`` of them in the reported split), recorded under
     ``work``; returns the ablation report (Markdown)."""
     config = with_tracking_uri(config)

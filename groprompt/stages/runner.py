@@ -88,7 +88,7 @@ def exit_code_of(work: Callable[[], object]) -> int:
         return USER_ERROR_EXIT
 
 
-LOCATION_ARGUMENTS = ("videos", "queries", "out", "checkpoint", "png_dir", "submission")
+LOCATION_ARGUMENTS = ("videos", "queries", "out", "checkpoint", "png_dir", "submission", "work")
 
 
 def argument_uris(args: argparse.Namespace) -> list[str]:

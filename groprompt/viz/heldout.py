@@ -18,6 +18,7 @@ from groprompt.data.shards import ShardSample
 from groprompt.data.targets import referring_expressions
 from groprompt.evaluation.box_sources import BoxSource, ModelBoxes, ground_truth_boxes
 from groprompt.evaluation.scoring import paired_samples, sample_frames, segment_boxes
+from groprompt.files import Location, local_file, location
 from groprompt.models.segmentors import Segmentor, VideoSegmentor, build_segmentor, open_stream
 from groprompt.tracking import with_tracking_uri
 from groprompt.viz.drawing import Color, captioned, overlay, write_video
@@ -56,8 +57,8 @@ def expression_frames(
 
 
 def write_video_gifs(
-    samples: list[Embedded], boxes: BoxSource, segmentor: Segmentor | VideoSegmentor, out_dir: Path, fps: int
-) -> list[Path]:
+    samples: list[Embedded], boxes: BoxSource, segmentor: Segmentor | VideoSegmentor, out_dir: Location, fps: int
+) -> list[Location]:
     """``<out_dir>/<video>__<exp_id>.gif`` for each referring expression of one video, given its samples in order."""
     paths = []
     for expression in referring_expressions(samples[0][0].meta):
@@ -75,7 +76,7 @@ def first_videos(samples: Iterable[Embedded], count: int) -> Iterator[list[Embed
 def write_overlays(
     config: Config,
     checkpoint: str,
-    out_dir: str | Path,
+    out_dir: str | Path | Location,
     videos: int = 3,
     segmentor: str = "grabcut",
     split: str | None = None,
@@ -92,7 +93,7 @@ def write_overlays(
     box_segmentor = build_segmentor(segmentor, sam=boxes.frozen.sam if segmentor == "sam" else None, config=config.model)
     pairs = shard_pairs(config.data, split or config.data.val_split, boxes.frozen.sam)
     samples = (item for pair in pairs for item in paired_samples(pair.frames, pair.embeddings))
-    out = Path(out_dir)
+    out = location(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [path for video in first_videos(samples, videos) for path in write_video_gifs(video, boxes, box_segmentor, out, fps)]
     if run_id is not None:
@@ -100,5 +101,6 @@ def write_overlays(
 
         client = MlflowClient(config.runtime.tracking_uri)
         for path in paths:
-            client.log_artifact(run_id, str(path), artifact_path=OVERLAYS_FOLDER)
+            with local_file(path) as local:
+                client.log_artifact(run_id, str(local), artifact_path=OVERLAYS_FOLDER)
     return {"gifs": [str(path) for path in paths], "run_id": run_id}

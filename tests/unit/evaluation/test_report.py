@@ -54,7 +54,9 @@ def test_writer_writes_the_report(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.md"], "no temporary file is left behind"
 
 
-def test_report_is_logged_to_mlflow(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["local", "bucket"])
+def test_report_is_logged_to_mlflow(tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
+    """Written on disk or in a bucket (then logged from a local copy), the file and the logged artifact hold the report."""
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -62,5 +64,9 @@ def test_report_is_logged_to_mlflow(tmp_path: Path) -> None:
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("report", artifact_location=str(tmp_path / "artifacts"))
     run_id = client.create_run(experiment).info.run_id
-    write_report(tmp_path / "report.md", RESULTS, run_id=run_id, tracking_uri=uri)
+    target = tmp_path / "report.md" if store == "local" else f"{request.getfixturevalue('bucket')}/demo/report.md"
+    path = write_report(target, RESULTS, run_id=run_id, tracking_uri=uri)
+    assert str(path) == str(target) and path.read_text() == ablation_report(RESULTS)
     assert [a.path for a in client.list_artifacts(run_id)] == ["report.md"]
+    logged = Path(client.download_artifacts(run_id, "report.md", str(tmp_path / "downloaded")))
+    assert logged.read_text() == ablation_report(RESULTS)

@@ -13,6 +13,7 @@ from PIL import Image
 from groprompt.config import load_config
 from groprompt.data.shards import read_shard
 from groprompt.data.targets import referring_expressions
+from groprompt.files import location
 from groprompt.models.frozen import FrozenEncoders
 from groprompt.models.groprompt import build_model
 from groprompt.viz.heldout import GROUND_TRUTH_COLOR, OVERLAYS_FOLDER, PREDICTED_COLOR, overlay_frame, write_overlays
@@ -38,8 +39,9 @@ def test_a_frame_shows_the_sentence_and_both_boxes_in_their_colours() -> None:
 
 
 def test_gifs_of_a_model_on_held_out_shards_are_written_and_logged(
-    make_shards: Callable[..., tuple[Path, Path]], frozen: FrozenEncoders, tmp_path: Path
+    make_shards: Callable[..., tuple[Path, Path]], frozen: FrozenEncoders, tmp_path: Path, bucket: str
 ) -> None:
+    """On disk, logged to the run; then into a bucket, the same GIFs byte for byte."""
     import mlflow
 
     frames_dir, embeddings_dir = make_shards(tmp_path / "made")
@@ -71,3 +73,8 @@ def test_gifs_of_a_model_on_held_out_shards_are_written_and_logged(
             assert gif.size[0] == 128 and gif.size[1] > 128  # the frame width; the caption band above the frame
     logged = {Path(a.path).name for a in client.list_artifacts(run_id, OVERLAYS_FOLDER)}
     assert logged == set(expected)
+
+    remote = write_overlays(config, str(tmp_path / "model.pt"), f"{bucket}/overlays", videos=2, segmentor="box", fps=5)
+    assert remote["gifs"] == [f"{bucket}/overlays/{name}" for name in expected]
+    for local_gif, remote_gif in zip(outcome["gifs"], remote["gifs"]):
+        assert location(remote_gif).read_bytes() == Path(local_gif).read_bytes()
