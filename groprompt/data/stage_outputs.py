@@ -18,6 +18,11 @@ from groprompt.files import Location, location, sha256_file
 MANIFEST_COLUMNS = ("shard", "samples", "n_samples", "n_frames", "bytes", "sha256")
 
 
+def rejected_videos(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The videos the shard records left out (``--skip-bad``), each with its reason, in shard order."""
+    return [entry for record in records for entry in record["rejected"]]
+
+
 def write_shard_manifest(
     out: Location, format: str, root: str | Path, videos: Sequence[Video], settings: ShardSettings, records: list[dict[str, Any]]
 ) -> Location:
@@ -29,7 +34,7 @@ def write_shard_manifest(
         "split": videos[0].split,
         "root": str(root),
         "settings": asdict(settings),
-        "rejected": [entry for record in records for entry in record["rejected"]],
+        "rejected": rejected_videos(records),
         "version": groprompt.__version__,
     }
     rows = sorted(({column: record[column] for column in MANIFEST_COLUMNS} for record in records), key=lambda row: row["shard"])

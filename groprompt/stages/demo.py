@@ -21,7 +21,7 @@ from typing import Any
 from groprompt.config import Config, load_config, replace
 from groprompt.data.refshapes import RefShapesSpec, write_refshapes
 from groprompt.evaluation.report import ROW_BOX_ONLY, ROW_CONTRA, ROW_SENTENCE_BLIND, oracle_row, write_report
-from groprompt.files import Location, location, write_json_atomic
+from groprompt.files import Location, write_json_atomic
 from groprompt.stages.embed import embed_split
 from groprompt.stages.evaluate import evaluate
 from groprompt.stages.shard import shard_split
@@ -73,7 +73,7 @@ def run_demo(config: Config, work: Location, videos: int, frames: int, sweep_con
     stage(
         folder,
         "data",
-        lambda: {"splits": {k: len(v) for k, v in write_refshapes(location(config.data.root), spec, valid_fraction=test_fraction).items()}},
+        lambda: {"splits": {k: len(v) for k, v in write_refshapes(config.data.root, spec, valid_fraction=test_fraction).items()}},
     )
     for split in dict.fromkeys((config.data.split, config.data.val_split, TEST_SPLIT)):
         stage(folder, f"shard-{split}", lambda: {"manifest": str(shard_split(config, split))})

@@ -6,7 +6,7 @@ from typing import Any
 
 from groprompt.config import Config, DataConfig
 from groprompt.data.shards import ShardSettings, plan_shards, shard_videos, write_shard
-from groprompt.data.stage_outputs import write_shard_manifest
+from groprompt.data.stage_outputs import rejected_videos, write_shard_manifest
 from groprompt.files import Location, check_writable, location
 
 
@@ -48,7 +48,7 @@ def shard_dataset(
 def written_report(manifest: Location, records: list[dict[str, Any]]) -> str:
     """What the stage prints once ``manifest`` is written: one line per video left out (``--skip-bad``) with its
     reason, then the counts and, when videos were left out, where the list of them is kept."""
-    rejected = [entry for record in records for entry in record["rejected"]]
+    rejected = rejected_videos(records)
     samples, frames = sum(r["n_samples"] for r in records), sum(r["n_frames"] for r in records)
     kept = " (listed with their reasons under 'rejected' in its metadata)" if rejected else ""
     lines = [f"skipped video {entry['video']}: {entry['reason']}" for entry in rejected]
